@@ -1,0 +1,1 @@
+//! Cookie session affinity for roundrobin-core balancers (layer L1). Work in progress.

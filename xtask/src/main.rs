@@ -1,0 +1,186 @@
+//! Project tasks, run as `cargo xtask <task>` (alias in `.cargo/config.toml`).
+//!
+//! - `ci`: every check CI runs, in order, stopping at the first failure.
+//! - `demo [ARGS..]`: the project demo.
+//! - `bench [ARGS..]`: the criterion benches (`benches/`), peers included.
+//! - `fuzz [--seconds N]`: the cookie-decoding fuzz target (nightly + cargo-fuzz).
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((t, r)) => (t.as_str(), r),
+        None => ("help", &[][..]),
+    };
+    let result = match task {
+        "ci" => ci(),
+        "demo" => demo(rest),
+        "bench" => bench(rest),
+        "fuzz" => fuzz(rest),
+        "help" | "--help" | "-h" => {
+            println!("usage: cargo xtask <ci|demo|bench|fuzz> [args..]");
+            Ok(())
+        }
+        other => Err(format!("unknown task `{other}`; try `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(step: &str, cmd: &mut Command) -> Result {
+    eprintln!("\n==> {step}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{step}: cannot start: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{step}: failed ({status})"))
+    }
+}
+
+fn has(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn ci() -> Result {
+    run("fmt", cargo().args(["fmt", "--all", "--check"]))?;
+    run(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    if has("cargo-nextest", "--version") {
+        run(
+            "tests (nextest)",
+            cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]),
+        )?;
+        run("doctests", cargo().args(["test", "--workspace", "--doc"]))?;
+    } else {
+        run("tests", cargo().args(["test", "--workspace"]))?;
+    }
+    run(
+        "docs",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    let target = "x86_64-unknown-none";
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(target))
+        .unwrap_or(false);
+    if !installed {
+        run(
+            "install no_std target",
+            Command::new("rustup").args(["target", "add", target]),
+        )?;
+    }
+    run(
+        "no_std build of roundrobin-core",
+        cargo().args([
+            "build",
+            "-p",
+            "roundrobin-core",
+            "--no-default-features",
+            "--target",
+            target,
+        ]),
+    )?;
+    run(
+        "benches compile",
+        cargo().args(["check", "--workspace", "--benches"]),
+    )?;
+    eprintln!("\nxtask ci: all checks passed");
+    Ok(())
+}
+
+fn demo(args: &[String]) -> Result {
+    run(
+        "demo",
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "roundrobin-core",
+                "--example",
+                "select",
+                "--",
+            ])
+            .args(args),
+    )
+}
+
+fn bench(args: &[String]) -> Result {
+    run(
+        "benches",
+        cargo()
+            .args(["bench", "-p", "roundrobin-benches", "--"])
+            .args(args),
+    )
+}
+
+fn fuzz(args: &[String]) -> Result {
+    let mut seconds = 60u64;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--seconds" => {
+                seconds = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("--seconds takes a whole number")?;
+            }
+            other => return Err(format!("fuzz: unknown argument `{other}`")),
+        }
+    }
+    if !has("cargo-fuzz", "--version") {
+        run(
+            "install cargo-fuzz",
+            cargo().args(["install", "--locked", "cargo-fuzz"]),
+        )?;
+    }
+    run(
+        "fuzz cookie decoding",
+        // `+nightly` needs the rustup proxy, not the `$CARGO` binary.
+        Command::new("cargo")
+            .current_dir(root().join("crates/sticky"))
+            .args(["+nightly", "fuzz", "run", "decode_cookie", "--"])
+            .arg(format!("-max_total_time={seconds}")),
+    )
+}
