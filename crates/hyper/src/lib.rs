@@ -1,1 +1,56 @@
-//! hyper 1.x and tower reverse-proxy services over roundrobin balancers (layer L2). Work in progress.
+//! hyper 1.x and tower reverse-proxy services over `roundrobin` balancers (layer L2).
+//!
+//! This is where the pool meets the network. A [`Balancer`] picks a server from a
+//! [`Pool`] for each request, rewrites the request URI to that server, hands the
+//! request to an inner service that forwards it (by default the [`Forwarder`], on
+//! hyper-util's pooled client), records the outcome in the pool, and turns failures
+//! into responses through an [`ErrorHandler`]. [`serve`] runs any hyper service on a
+//! `TcpListener` with graceful shutdown.
+//!
+//! # Contract
+//!
+//! - Every request either reaches the inner service with its URI pointing at a server
+//!   of the pool, or is answered by the error handler: 503 when the pool is empty or
+//!   all weights are 0, 502 when the server cannot be reached or the connection fails,
+//!   504 on timeout. A client that goes away before the response is recorded as 499.
+//! - Every request that was sent to a server is recorded exactly once in the pool
+//!   ([`Pool::record`]) with the status answered (or mapped) and its latency.
+//! - Bodies are streamed frame by frame in both directions, never buffered whole.
+//! - This crate owns the real clock and the sockets: the layers below are sans-IO.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use roundrobin_core::{RoundRobin, ServerUrl};
+//! use roundrobin_hyper::{serve, Balancer, Forwarder, Pool};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let balancer = Balancer::builder(RoundRobin::new()).service(Forwarder::new());
+//!     for (url, weight) in [("http://127.0.0.1:9001", 1), ("http://127.0.0.1:9002", 2)] {
+//!         balancer.pool().upsert_server(ServerUrl::parse(url)?, Some(weight))?;
+//!     }
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     serve(listener, balancer, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Crate features
+//!
+//! None.
+#![forbid(unsafe_code)]
+
+mod body;
+mod error;
+mod forward;
+mod pool;
+mod server;
+mod service;
+
+pub use body::ResponseBody;
+pub use error::{BoxError, DefaultErrorHandler, Error, ErrorHandler, CLIENT_CLOSED_REQUEST};
+pub use forward::{default_client, remove_hop_by_hop, ClientAddr, Forwarder};
+pub use pool::{Pool, ServerStatus};
+pub use server::serve;
+pub use service::{rewrite_uri, Balancer, BalancerLayer, Builder, ResponseFuture, RewriteHook};

@@ -1,0 +1,154 @@
+//! The crate's error type and the pluggable mapping of errors to responses.
+
+use core::error::Error as StdError;
+use core::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+
+/// A boxed error, as tower and hyper pass them around.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Why a request could not be proxied, or a pool operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The balancer could not pick a server (empty pool, all weights 0), or a pool
+    /// operation was refused (server not found, invalid URL).
+    #[error(transparent)]
+    Balancer(#[from] roundrobin_core::Error),
+    /// The chosen server could not be connected to.
+    #[error("cannot connect to the upstream server")]
+    Connect(#[source] BoxError),
+    /// The upstream did not answer within the forwarder's timeout.
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The upstream connection failed after it was established (reset, early EOF, a
+    /// malformed response), or the inner service failed in another way.
+    #[error("upstream request failed")]
+    Upstream(#[source] BoxError),
+    /// The rewritten request URI is not valid.
+    #[error("cannot build the upstream uri")]
+    Uri(#[from] http::Error),
+    /// The client went away before the response was ready.
+    #[error("client closed the request")]
+    ClientGone,
+}
+
+impl Error {
+    /// Classifies an error returned by an inner (forwarding) service.
+    ///
+    /// An [`Error`] passes through unchanged; a hyper-util client error that failed to
+    /// connect becomes [`Error::Connect`]; anything else is [`Error::Upstream`].
+    pub fn from_inner(err: BoxError) -> Self {
+        match err.downcast::<Self>() {
+            Ok(e) => *e,
+            Err(err) => match err.downcast::<hyper_util::client::legacy::Error>() {
+                Ok(e) if e.is_connect() => Self::Connect(e),
+                Ok(e) => Self::Upstream(e),
+                Err(err) => Self::Upstream(err),
+            },
+        }
+    }
+}
+
+/// The status nginx logs for a client that closed the connection before the response.
+///
+/// Never sent (the client is gone); recorded in the rebalancer's meters.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Turns a proxying [`Error`] into the response sent to the client.
+///
+/// The status of the response is also what the rebalancer records for the server
+/// that was tried; for [`Error::ClientGone`] the response is only recorded, never sent.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Response, StatusCode};
+/// use roundrobin_hyper::{DefaultErrorHandler, Error, ErrorHandler};
+///
+/// /// Answers every failure with a JSON body.
+/// struct JsonErrors;
+/// impl ErrorHandler for JsonErrors {
+///     fn handle(&self, error: &Error) -> Response<Bytes> {
+///         let status = DefaultErrorHandler.handle(error).status();
+///         let mut res = Response::new(Bytes::from(format!("{{\"error\":\"{error}\"}}")));
+///         *res.status_mut() = status;
+///         res
+///     }
+/// }
+/// let res = JsonErrors.handle(&Error::Balancer(roundrobin_core::Error::NoServers));
+/// assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+/// ```
+pub trait ErrorHandler: Send + Sync + 'static {
+    /// The response for `error`.
+    fn handle(&self, error: &Error) -> Response<Bytes>;
+}
+
+/// The default mapping: empty pool or all weights 0 → 503, connect failure, reset or
+/// EOF → 502, timeout → 504, client gone → 499, anything else → 502; empty bodies.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultErrorHandler;
+
+impl DefaultErrorHandler {
+    /// The status the default mapping gives `error`.
+    pub fn status(error: &Error) -> StatusCode {
+        match error {
+            Error::Balancer(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::ClientGone => {
+                StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            Error::Connect(_) | Error::Upstream(_) | Error::Uri(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl ErrorHandler for DefaultErrorHandler {
+    fn handle(&self, error: &Error) -> Response<Bytes> {
+        let mut res = Response::new(Bytes::new());
+        *res.status_mut() = Self::status(error);
+        res
+    }
+}
+
+impl<F> ErrorHandler for F
+where
+    F: Fn(&Error) -> Response<Bytes> + Send + Sync + 'static,
+{
+    fn handle(&self, error: &Error) -> Response<Bytes> {
+        self(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_mapping() {
+        let cases: [(Error, u16); 6] = [
+            (roundrobin_core::Error::NoServers.into(), 503),
+            (roundrobin_core::Error::AllWeightsZero.into(), 503),
+            (Error::Connect("refused".into()), 502),
+            (Error::Upstream("reset".into()), 502),
+            (Error::Timeout(Duration::from_millis(5)), 504),
+            (Error::ClientGone, 499),
+        ];
+        for (err, status) in cases {
+            assert_eq!(
+                DefaultErrorHandler.handle(&err).status().as_u16(),
+                status,
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn from_inner_keeps_our_errors() {
+        let e = Error::from_inner(Box::new(Error::Timeout(Duration::from_secs(1))));
+        assert!(matches!(e, Error::Timeout(d) if d == Duration::from_secs(1)));
+        let e = Error::from_inner("other".into());
+        assert!(matches!(e, Error::Upstream(_)));
+    }
+}

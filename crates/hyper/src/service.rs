@@ -1,0 +1,370 @@
+//! The balancing service and its layer.
+
+use core::convert::Infallible;
+use core::future::{poll_fn, Future};
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{request, Request, Response};
+use roundrobin_core::ServerUrl;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{BoxError, DefaultErrorHandler, Error, ErrorHandler, Pool, ResponseBody};
+
+/// Sees each request after the balancer rewrote it for the chosen server.
+///
+/// `original` is the URI the client sent; `request` is what will be forwarded (its URI
+/// already points at `server`). Any closure `Fn(&Uri, &ServerUrl, &mut request::Parts)`
+/// is a hook.
+pub trait RewriteHook: Send + Sync + 'static {
+    /// Adjusts the rewritten request.
+    fn rewrite(&self, original: &Uri, server: &ServerUrl, request: &mut request::Parts);
+}
+
+impl<F> RewriteHook for F
+where
+    F: Fn(&Uri, &ServerUrl, &mut request::Parts) + Send + Sync + 'static,
+{
+    fn rewrite(&self, original: &Uri, server: &ServerUrl, request: &mut request::Parts) {
+        self(original, server, request);
+    }
+}
+
+struct Shared<P, H> {
+    pool: P,
+    handler: H,
+    rewrite: Option<Box<dyn RewriteHook>>,
+}
+
+/// Configures a [`Balancer`] or a [`BalancerLayer`].
+pub struct Builder<P, H = DefaultErrorHandler> {
+    pool: P,
+    handler: H,
+    rewrite: Option<Box<dyn RewriteHook>>,
+}
+
+impl<P: Pool> Builder<P> {
+    fn new(pool: P) -> Self {
+        Self {
+            pool,
+            handler: DefaultErrorHandler,
+            rewrite: None,
+        }
+    }
+}
+
+impl<P: Pool, H: ErrorHandler> Builder<P, H> {
+    /// Maps errors to responses with `handler` instead of [`DefaultErrorHandler`].
+    pub fn error_handler<H2: ErrorHandler>(self, handler: H2) -> Builder<P, H2> {
+        Builder {
+            pool: self.pool,
+            handler,
+            rewrite: self.rewrite,
+        }
+    }
+
+    /// Calls `hook` on every request after its URI was rewritten.
+    pub fn rewrite(mut self, hook: impl RewriteHook) -> Self {
+        self.rewrite = Some(Box::new(hook));
+        self
+    }
+
+    /// A layer that wraps forwarding services in this balancer; every service it makes
+    /// shares the pool.
+    pub fn layer(self) -> BalancerLayer<P, H> {
+        BalancerLayer {
+            shared: Arc::new(Shared {
+                pool: self.pool,
+                handler: self.handler,
+                rewrite: self.rewrite,
+            }),
+        }
+    }
+
+    /// The balancer over `inner`, the service that forwards to the chosen server.
+    pub fn service<S>(self, inner: S) -> Balancer<S, P, H> {
+        self.layer().layer(inner)
+    }
+}
+
+/// A tower [`Layer`] that puts a [`Balancer`] in front of a forwarding service.
+pub struct BalancerLayer<P, H = DefaultErrorHandler> {
+    shared: Arc<Shared<P, H>>,
+}
+
+impl<P, H> Clone for BalancerLayer<P, H> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<P: Pool> BalancerLayer<P> {
+    /// A layer over `pool` with the default error handler.
+    pub fn new(pool: P) -> Self {
+        Builder::new(pool).layer()
+    }
+}
+
+impl<S, P, H> Layer<S> for BalancerLayer<P, H> {
+    type Service = Balancer<S, P, H>;
+    fn layer(&self, inner: S) -> Balancer<S, P, H> {
+        Balancer {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The load balancer as a service: picks a server from the pool, rewrites the request
+/// URI to it, calls the inner service, records the outcome, and maps errors to
+/// responses.
+///
+/// The request URI becomes the server's scheme and authority, with the server's path
+/// (if any) as a prefix of the request's path; the query is kept. When the request has
+/// no `Host` header, the original authority is put there so the forwarder can report
+/// it in `X-Forwarded-Host`.
+///
+/// It is both a tower [`Service`] and a hyper
+/// [`Service`](hyper::service::Service); its error type is [`Infallible`]: failures
+/// are responses made by the [`ErrorHandler`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), roundrobin_hyper::Error> {
+/// use roundrobin_core::{RoundRobin, ServerUrl};
+/// use roundrobin_hyper::{Balancer, Forwarder, Pool};
+///
+/// let balancer = Balancer::builder(RoundRobin::new()).service(Forwarder::new());
+/// balancer.pool().upsert_server(ServerUrl::parse("http://127.0.0.1:9001")?, None)?;
+/// balancer.pool().upsert_server(ServerUrl::parse("http://127.0.0.1:9002")?, Some(2))?;
+/// assert_eq!(balancer.pool().servers().len(), 2);
+/// // Serve it: roundrobin_hyper::serve(listener, balancer, shutdown).await
+/// # Ok(())
+/// # }
+/// ```
+pub struct Balancer<S, P, H = DefaultErrorHandler> {
+    inner: S,
+    shared: Arc<Shared<P, H>>,
+}
+
+impl<S: Clone, P, H> Clone for Balancer<S, P, H> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S, P, H> core::fmt::Debug for Balancer<S, P, H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Balancer").finish_non_exhaustive()
+    }
+}
+
+impl<P: Pool> Balancer<(), P> {
+    /// Starts configuring a balancer over `pool`.
+    pub fn builder(pool: P) -> Builder<P> {
+        Builder::new(pool)
+    }
+}
+
+impl<S, P, H> Balancer<S, P, H> {
+    /// The pool: change servers at run time through it.
+    pub fn pool(&self) -> &P {
+        &self.shared.pool
+    }
+}
+
+/// The URI of `original` rewritten to `server`.
+pub fn rewrite_uri(original: &Uri, server: &ServerUrl) -> Result<Uri, http::Error> {
+    let pq = original.path_and_query();
+    let path_and_query = match (server.path().trim_end_matches('/'), pq) {
+        ("", Some(pq)) => pq.clone(),
+        ("", None) => PathAndQuery::from_static("/"),
+        (prefix, Some(pq)) => {
+            let rest = pq.as_str();
+            if rest.starts_with('/') {
+                PathAndQuery::try_from(format!("{prefix}{rest}"))?
+            } else {
+                PathAndQuery::try_from(format!("{prefix}/{rest}"))?
+            }
+        }
+        (prefix, None) => PathAndQuery::try_from(format!("{prefix}/"))?,
+    };
+    Uri::builder()
+        .scheme(server.scheme())
+        .authority(server.authority())
+        .path_and_query(path_and_query)
+        .build()
+}
+
+/// Records 499 for the server if the request is dropped before its outcome is known.
+struct Outcome<P: Pool, H: ErrorHandler> {
+    shared: Arc<Shared<P, H>>,
+    server: ServerUrl,
+    start: Instant,
+    done: bool,
+}
+
+impl<P: Pool, H: ErrorHandler> Outcome<P, H> {
+    fn record(&mut self, status: u16) {
+        self.done = true;
+        self.shared
+            .pool
+            .record(&self.server, status, self.start.elapsed());
+    }
+}
+
+impl<P: Pool, H: ErrorHandler> Drop for Outcome<P, H> {
+    fn drop(&mut self) {
+        if !self.done {
+            let status = self.shared.handler.handle(&Error::ClientGone).status();
+            self.record(status.as_u16());
+        }
+    }
+}
+
+fn error_response<B>(handler: &impl ErrorHandler, error: &Error) -> Response<ResponseBody<B>> {
+    tracing::debug!(%error, "proxy error");
+    handler.handle(error).map(ResponseBody::local)
+}
+
+async fn proxy<S, P, H, B, RB>(
+    shared: Arc<Shared<P, H>>,
+    mut inner: S,
+    req: Request<B>,
+    needs_ready: bool,
+) -> Response<ResponseBody<RB>>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    P: Pool,
+    H: ErrorHandler,
+{
+    let server = match shared.pool.next_server() {
+        Ok(server) => server,
+        Err(e) => return error_response(&shared.handler, &e),
+    };
+    let (mut parts, body) = req.into_parts();
+    let uri = match rewrite_uri(&parts.uri, &server) {
+        Ok(uri) => uri,
+        Err(e) => return error_response(&shared.handler, &Error::Uri(e)),
+    };
+    let original = core::mem::replace(&mut parts.uri, uri);
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(host) = original
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, host);
+        }
+    }
+    if let Some(hook) = &shared.rewrite {
+        hook.rewrite(&original, &server, &mut parts);
+    }
+    let mut outcome = Outcome {
+        shared,
+        server,
+        start: Instant::now(),
+        done: false,
+    };
+    if needs_ready {
+        if let Err(e) = poll_fn(|cx| inner.poll_ready(cx)).await {
+            let error = Error::from_inner(e.into());
+            let res = error_response(&outcome.shared.handler, &error);
+            outcome.record(res.status().as_u16());
+            return res;
+        }
+    }
+    let res = match inner.call(Request::from_parts(parts, body)).await {
+        Ok(res) => res.map(ResponseBody::upstream),
+        Err(e) => error_response(&outcome.shared.handler, &Error::from_inner(e.into())),
+    };
+    outcome.record(res.status().as_u16());
+    res
+}
+
+/// The future of a [`Balancer`]'s response.
+pub type ResponseFuture<RB> =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<RB>>, Infallible>> + Send>>;
+
+impl<S, P, H, B, RB> Service<Request<B>> for Balancer<S, P, H>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    P: Pool,
+    H: ErrorHandler,
+    B: Send + 'static,
+{
+    type Response = Response<ResponseBody<RB>>;
+    type Error = Infallible;
+    type Future = ResponseFuture<RB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Readiness errors of the inner service are answered per request, in `call`.
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = core::mem::replace(&mut self.inner, clone);
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move { Ok(proxy(shared, inner, req, false).await) })
+    }
+}
+
+impl<S, P, H, B, RB> hyper::service::Service<Request<B>> for Balancer<S, P, H>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    P: Pool,
+    H: ErrorHandler,
+    B: Send + 'static,
+{
+    type Response = Response<ResponseBody<RB>>;
+    type Error = Infallible;
+    type Future = ResponseFuture<RB>;
+
+    fn call(&self, req: Request<B>) -> Self::Future {
+        let inner = self.inner.clone();
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move { Ok(proxy(shared, inner, req, true).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rw(uri: &str, server: &str) -> String {
+        let uri: Uri = uri.parse().unwrap();
+        rewrite_uri(&uri, &ServerUrl::parse(server).unwrap())
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn uri_rewrite_keeps_path_and_query_and_honours_prefix() {
+        assert_eq!(
+            rw("/a/b?x=1", "http://10.0.0.1:81"),
+            "http://10.0.0.1:81/a/b?x=1"
+        );
+        assert_eq!(rw("http://front/a?x", "https://b:1"), "https://b:1/a?x");
+        assert_eq!(rw("/a?x=1", "http://b:1/api"), "http://b:1/api/a?x=1");
+        assert_eq!(rw("/a", "http://b:1/api/"), "http://b:1/api/a");
+        assert_eq!(rw("/", "http://b:1/api"), "http://b:1/api/");
+    }
+}
