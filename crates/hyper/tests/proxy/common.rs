@@ -1,0 +1,209 @@
+//! Backends, proxies and a client on 127.0.0.1, all stopping by themselves.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use roundrobin_core::{RoundRobin, ServerUrl};
+use roundrobin_hyper::{default_client, serve, Balancer, Forwarder, Pool, ServerStatus};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Notify};
+
+/// Every test body runs under this bound.
+pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `f` on a fresh runtime, failing if it takes longer than [`TEST_TIMEOUT`].
+pub(crate) fn run<F: Future<Output = ()>>(f: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            tokio::time::timeout(TEST_TIMEOUT, f)
+                .await
+                .expect("test timed out");
+        });
+}
+
+/// A server that stops when dropped.
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Running {
+    pub(crate) fn url(&self) -> ServerUrl {
+        ServerUrl::parse(&format!("http://{}", self.addr)).unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Serves `service` on 127.0.0.1:0 with the crate's own `serve`.
+pub(crate) async fn start<S, B>(service: S) -> Running
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(serve(listener, service, async {
+        let _ = rx.await;
+    }));
+    Running {
+        addr,
+        stop: Some(tx),
+    }
+}
+
+/// A backend answering its `name` and echoing selected request headers back as
+/// `echo-<name>` response headers.
+pub(crate) async fn named_backend(name: &'static str) -> Running {
+    start(service_fn(move |req: Request<Incoming>| async move {
+        let mut res = Response::new(Full::new(Bytes::from(name)));
+        for (k, v) in req.headers() {
+            if let Ok(h) = http::HeaderName::from_bytes(format!("echo-{k}").as_bytes()) {
+                res.headers_mut().append(h, v.clone());
+            }
+        }
+        let path = req.uri().to_string();
+        res.headers_mut().insert("echo-uri", path.parse().unwrap());
+        Ok::<_, Infallible>(res)
+    }))
+    .await
+}
+
+/// A backend answering every request with `status`.
+pub(crate) async fn status_backend(status: u16) -> Running {
+    start(service_fn(move |_req: Request<Incoming>| async move {
+        let mut res = Response::new(Empty::<Bytes>::new());
+        *res.status_mut() = StatusCode::from_u16(status).unwrap();
+        Ok::<_, Infallible>(res)
+    }))
+    .await
+}
+
+/// A backend that never answers; `arrived` is notified for each request.
+pub(crate) async fn hanging_backend(arrived: Arc<Notify>) -> Running {
+    start(service_fn(move |_req: Request<Incoming>| {
+        let arrived = Arc::clone(&arrived);
+        async move {
+            arrived.notify_one();
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+        }
+    }))
+    .await
+}
+
+/// A pool that remembers every recorded outcome.
+#[derive(Default)]
+pub(crate) struct Recording {
+    pub(crate) inner: RoundRobin<ServerUrl>,
+    pub(crate) outcomes: Mutex<Vec<(ServerUrl, u16)>>,
+    pub(crate) recorded: Notify,
+}
+
+impl Pool for Recording {
+    fn next_server(&self) -> Result<ServerUrl, roundrobin_hyper::Error> {
+        Pool::next_server(&self.inner)
+    }
+    fn record(&self, server: &ServerUrl, status: u16, _latency: Duration) {
+        self.outcomes.lock().unwrap().push((server.clone(), status));
+        self.recorded.notify_one();
+    }
+    fn upsert_server(
+        &self,
+        server: ServerUrl,
+        weight: Option<u32>,
+    ) -> Result<(), roundrobin_hyper::Error> {
+        Pool::upsert_server(&self.inner, server, weight)
+    }
+    fn remove_server(&self, server: &ServerUrl) -> Result<(), roundrobin_hyper::Error> {
+        Pool::remove_server(&self.inner, server)
+    }
+    fn servers(&self) -> Vec<ServerUrl> {
+        Pool::servers(&self.inner)
+    }
+    fn server_weight(&self, server: &ServerUrl) -> Option<u32> {
+        Pool::server_weight(&self.inner, server)
+    }
+    fn snapshot(&self) -> Vec<ServerStatus> {
+        Pool::snapshot(&self.inner)
+    }
+    fn generation(&self) -> u64 {
+        Pool::generation(&self.inner)
+    }
+}
+
+/// A proxy over `pool` with the default forwarder, timeout `timeout`.
+pub(crate) async fn proxy<P: Pool>(
+    pool: P,
+    timeout: Duration,
+) -> (Running, Balancer<Forwarder, P>) {
+    let balancer = Balancer::builder(pool).service(Forwarder::new().timeout(timeout));
+    (start(balancer.clone()).await, balancer)
+}
+
+/// A response, read whole.
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: String,
+}
+
+/// Sends `GET path` to `addr` with `headers`.
+pub(crate) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let client: Client<_, Empty<Bytes>> = default_client();
+    let mut req = Request::builder()
+        .uri(format!("http://{addr}{path}"))
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = client
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+/// The bodies of `n` sequential `GET /` through `addr`.
+pub(crate) async fn bodies(addr: SocketAddr, n: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(get(addr, "/", &[]).await.body);
+    }
+    out
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests of the balancer: real hyper backends, the proxy and a client on
+//! 127.0.0.1, each test bounded by `common::TEST_TIMEOUT`.
+
+mod balancing;
+mod common;
+mod errors;
+mod streaming;
