@@ -1,7 +1,7 @@
 //! The reference's HTTP-level balancing tests, translated.
 
+use core::time::Duration;
 use std::sync::Arc;
-use std::time::Duration;
 
 use roundrobin_core::RoundRobin;
 use roundrobin_hyper::Pool;

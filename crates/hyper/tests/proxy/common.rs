@@ -1,10 +1,10 @@
 //! Backends, proxies and a client on 127.0.0.1, all stopping by themselves.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
+use core::convert::Infallible;
+use core::future::Future;
+use core::net::SocketAddr;
+use core::time::Duration;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -63,10 +63,10 @@ where
         + Sync
         + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn core::error::Error + Send + Sync>>,
     B: http_body::Body + Send + 'static,
     B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<Box<dyn core::error::Error + Send + Sync>>,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -113,7 +113,7 @@ pub(crate) async fn hanging_backend(arrived: Arc<Notify>) -> Running {
         let arrived = Arc::clone(&arrived);
         async move {
             arrived.notify_one();
-            std::future::pending::<()>().await;
+            core::future::pending::<()>().await;
             Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
         }
     }))

@@ -1,7 +1,7 @@
 //! Error mapping end to end: dead backend, timeout, client gone; outcome recording.
 
+use core::time::Duration;
 use std::sync::Arc;
-use std::time::Duration;
 
 use roundrobin_core::ServerUrl;
 use roundrobin_hyper::Pool;
