@@ -38,9 +38,11 @@
 //!
 //! # Crate features
 //!
-//! None.
+//! - `admin` (default): [`Admin`], the JSON admin API (adds `serde`, `serde_json`).
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "admin")]
+mod admin;
 mod body;
 mod error;
 mod forward;
@@ -48,6 +50,8 @@ mod pool;
 mod server;
 mod service;
 
+#[cfg(feature = "admin")]
+pub use admin::{Admin, ServerJson};
 pub use body::ResponseBody;
 pub use error::{BoxError, DefaultErrorHandler, Error, ErrorHandler, CLIENT_CLOSED_REQUEST};
 pub use forward::{default_client, remove_hop_by_hop, ClientAddr, Forwarder};

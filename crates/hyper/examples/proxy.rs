@@ -1,0 +1,224 @@
+//! A load-balancing reverse proxy on `roundrobin-hyper`.
+//!
+//! ```text
+//! cargo run --release -p roundrobin-hyper --example proxy -- \
+//!     --listen 127.0.0.1:8080 --backend http://127.0.0.1:9001 --backend http://127.0.0.1:9002=3 \
+//!     --admin 127.0.0.1:8081
+//! ```
+//!
+//! Prints `listening on ADDR` (and `admin on ADDR`) once the sockets are bound; bad
+//! flags exit with status 2; Ctrl-C or SIGTERM stop accepting and let in-flight
+//! requests finish.
+
+use core::net::SocketAddr;
+use core::time::Duration;
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{CommandFactory, Parser, ValueEnum};
+use roundrobin_core::{Policy, RoundRobin, ServerUrl};
+use roundrobin_hyper::{serve, Admin, Balancer, Forwarder, Pool};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A weighted round-robin reverse proxy.
+#[derive(Debug, Parser)]
+#[command(name = "proxy", version)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// A backend, `URL` or `URL=WEIGHT`; repeat for more.
+    #[arg(long = "backend", value_name = "URL[=WEIGHT]", value_parser = parse_backend)]
+    backends: Vec<(ServerUrl, Option<u32>)>,
+    /// The selection sequence.
+    #[arg(long, value_enum, default_value_t = PolicyArg::Interleaved)]
+    policy: PolicyArg,
+    /// Weight of backends given without one.
+    #[arg(long, default_value_t = 1)]
+    default_weight: u32,
+    /// How long a backend may take to answer (e.g. `500ms`, `30s`).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    timeout: Duration,
+    /// Move traffic away from failing backends.
+    #[arg(long)]
+    rebalance: bool,
+    /// Time between two rebalancer steps.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    backoff: Duration,
+    /// Pin clients to a backend with a cookie of this name.
+    #[arg(long, value_name = "NAME")]
+    sticky: Option<String>,
+    /// How the sticky cookie names the backend.
+    #[arg(long, value_enum, default_value_t = CodecArg::Hmac)]
+    sticky_codec: CodecArg,
+    /// Key of the hmac and aes codecs, hex.
+    #[arg(long, value_name = "HEX")]
+    sticky_key: Option<String>,
+    /// Salt of the hash codec.
+    #[arg(long, value_name = "STR")]
+    sticky_salt: Option<String>,
+    /// Lifetime of aes cookies.
+    #[arg(long, value_parser = parse_duration)]
+    sticky_ttl: Option<Duration>,
+    /// Address of the JSON admin API (never the proxy's).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PolicyArg {
+    Interleaved,
+    Smooth,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CodecArg {
+    Raw,
+    Hash,
+    Hmac,
+    Aes,
+}
+
+fn parse_backend(s: &str) -> Result<(ServerUrl, Option<u32>), String> {
+    let (url, weight) = match s.rsplit_once('=') {
+        Some((url, w)) if !w.contains('/') => {
+            let w = w.parse().map_err(|e| format!("bad weight `{w}`: {e}"))?;
+            (url, Some(w))
+        }
+        _ => (s, None),
+    };
+    let url = ServerUrl::parse(url).map_err(|e| format!("bad url `{url}`: {e}"))?;
+    Ok((url, weight))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(|| format!("`{s}` has no unit: use ms, s, m or h"))?;
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("bad number in `{s}`"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// Exits with status 2 and clap's usage.
+fn usage_error(message: &str) -> ! {
+    Args::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
+}
+
+fn pool(args: &Args) -> Arc<dyn Pool> {
+    if args.rebalance {
+        usage_error("--rebalance needs the roundrobin-rebalancer crate, not wired in this build");
+    }
+    if args.sticky.is_some() {
+        usage_error("--sticky needs the roundrobin-sticky crate, not wired in this build");
+    }
+    let policy = match args.policy {
+        PolicyArg::Interleaved => Policy::Interleaved,
+        PolicyArg::Smooth => Policy::Smooth,
+    };
+    Arc::new(
+        RoundRobin::<ServerUrl>::builder()
+            .default_weight(args.default_weight)
+            .policy(policy)
+            .build(),
+    )
+}
+
+async fn shutdown_signal(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn signals(stop: watch::Sender<bool>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    eprintln!("cannot listen for SIGTERM: {e}");
+                    let _ = ctrl_c.await;
+                    let _ = stop.send(true);
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    let _ = stop.send(true);
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if args
+        .admin
+        .is_some_and(|a| a == args.listen && a.port() != 0)
+    {
+        usage_error("--admin must not be the --listen address");
+    }
+    let pool = pool(&args);
+    for (url, weight) in &args.backends {
+        if let Err(e) = pool.upsert_server(url.clone(), *weight) {
+            usage_error(&format!("--backend {url}: {e}"));
+        }
+    }
+    let listener = match TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "listening on {}",
+        listener.local_addr().unwrap_or(args.listen)
+    );
+    if let Some(addr) = args.admin {
+        let admin = match TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let _ = writeln!(out, "admin on {}", admin.local_addr().unwrap_or(addr));
+        tasks.spawn(serve(
+            admin,
+            Admin::new(Arc::clone(&pool)),
+            shutdown_signal(stopped.clone()),
+        ));
+    }
+    let _ = out.flush();
+    drop(out);
+    let balancer = Balancer::builder(pool).service(Forwarder::new().timeout(args.timeout));
+    tasks.spawn(serve(listener, balancer, shutdown_signal(stopped)));
+    tokio::spawn(signals(stop));
+    let mut code = ExitCode::SUCCESS;
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) | Err(e) = done.map_err(std::io::Error::other) {
+            eprintln!("server error: {e}");
+            code = ExitCode::FAILURE;
+        }
+    }
+    code
+}
