@@ -66,7 +66,7 @@ struct Remove {
 ///     .body(Full::new(bytes::Bytes::from(r#"{"url":"http://10.0.0.1:80","weight":2}"#)))
 ///     .unwrap();
 /// assert_eq!(admin.call(put).await.unwrap().status(), 200);
-/// let get = http::Request::get("/servers").body(Full::default()).unwrap();
+/// let get = http::Request::get("/servers").body(Full::<bytes::Bytes>::default()).unwrap();
 /// let body = admin.call(get).await.unwrap().into_body().collect().await.unwrap().to_bytes();
 /// assert_eq!(body, r#"[{"url":"http://10.0.0.1:80","weight":2,"original_weight":2,"rating":0.0}]"#);
 /// # }
