@@ -1,0 +1,197 @@
+//! The example proxy as a process: flags, the lines it prints, the admin API, and a
+//! graceful SIGTERM with a request in flight. Cargo builds the example for the tests.
+
+use core::convert::Infallible;
+use core::net::SocketAddr;
+use core::time::Duration;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use roundrobin_hyper::serve;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::sync::{oneshot, Notify};
+
+fn example() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    dir.join("examples")
+        .join(format!("proxy{}", std::env::consts::EXE_SUFFIX))
+}
+
+fn run<F: core::future::Future<Output = ()>>(f: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), f)
+                .await
+                .expect("test timed out");
+        });
+}
+
+/// Starts the proxy and returns it with the addresses it printed.
+async fn start_proxy(args: &[&str]) -> (Child, SocketAddr, Option<SocketAddr>) {
+    let mut child = Command::new(example())
+        .args(args)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().unwrap();
+    let listen = first
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let admin = if args.contains(&"--admin") {
+        let line = lines.next_line().await.unwrap().unwrap();
+        Some(line.strip_prefix("admin on ").unwrap().parse().unwrap())
+    } else {
+        None
+    };
+    (child, listen, admin)
+}
+
+/// A backend answering `name`; with a gate, it signals `arrived` and waits for `release`.
+async fn backend(
+    name: &'static str,
+    gate: Option<(Arc<Notify>, Arc<Notify>)>,
+) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let svc = service_fn(move |_req: Request<Incoming>| {
+        let gate = gate.clone();
+        async move {
+            if let Some((arrived, release)) = gate {
+                arrived.notify_one();
+                release.notified().await;
+            }
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
+        }
+    });
+    tokio::spawn(serve(listener, svc, async {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
+
+async fn send(method: &str, url: String, body: &str) -> (u16, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_message() {
+    for args in [
+        &["--bogus"][..],
+        &["--backend", "nope"],
+        &["--backend", "http://a:1=x"],
+        &["--policy", "random"],
+        &["--timeout", "5"],
+        &["--sticky-codec", "rot13"],
+        &["--listen", "127.0.0.1:7", "--admin", "127.0.0.1:7"],
+    ] {
+        let out = std::process::Command::new(example())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}: no message");
+    }
+}
+
+#[test]
+fn proxies_serves_admin_and_shuts_down_gracefully() {
+    run(async {
+        let (arrived, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (a, _stop_a) = backend("a", None).await;
+        let (slow, _stop_slow) =
+            backend("slow", Some((Arc::clone(&arrived), Arc::clone(&release)))).await;
+        let a_url = format!("http://{a}");
+        let (mut child, listen, admin) = start_proxy(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--backend",
+            &format!("{a_url}=2"),
+            "--timeout",
+            "10s",
+        ])
+        .await;
+        let admin = admin.unwrap();
+        assert_ne!(listen, admin);
+
+        assert_eq!(
+            send("GET", format!("http://{listen}/"), "").await,
+            (200, "a".into())
+        );
+        let (status, body) = send("GET", format!("http://{admin}/servers"), "").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            format!(r#"[{{"url":"{a_url}","weight":2,"original_weight":2,"rating":0.0}}]"#)
+        );
+        let (status, _) = send(
+            "DELETE",
+            format!("http://{admin}/servers"),
+            &format!(r#"{{"url":"{a_url}"}}"#),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, _) = send(
+            "DELETE",
+            format!("http://{admin}/servers"),
+            &format!(r#"{{"url":"{a_url}"}}"#),
+        )
+        .await;
+        assert_eq!(status, 404);
+        assert_eq!(
+            send("PUT", format!("http://{admin}/servers"), "{").await.0,
+            400
+        );
+        assert_eq!(send("GET", format!("http://{listen}/"), "").await.0, 503);
+        let put = format!(r#"{{"url":"http://{slow}"}}"#);
+        assert_eq!(
+            send("PUT", format!("http://{admin}/servers"), &put).await.0,
+            200
+        );
+
+        // A request in flight when SIGTERM arrives still gets its answer.
+        let in_flight = tokio::spawn(send("GET", format!("http://{listen}/"), ""));
+        arrived.notified().await;
+        let pid = child.id().unwrap().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(killed.success());
+        release.notify_one();
+        assert_eq!(in_flight.await.unwrap(), (200, "slow".into()));
+        let status = child.wait().await.unwrap();
+        assert!(status.success(), "{status}");
+    });
+}
