@@ -1,8 +1,10 @@
 //! Project tasks, run as `cargo xtask <task>` (alias in `.cargo/config.toml`).
 //!
 //! - `ci`: every check CI runs, in order, stopping at the first failure.
-//! - `demo [ARGS..]`: the project demo.
+//! - `demo [--seconds N]`: the project demo (`roundrobin-hyper`'s `demo` example).
 //! - `bench [ARGS..]`: the criterion benches (`benches/`), peers included.
+//! - `bench-proxy [--seconds N] [--concurrency C] [--target NAME=URL]..`: requests/s
+//!   and latency through the balancer vs straight to the backend, as a markdown table.
 //! - `fuzz [--seconds N]`: the cookie-decoding fuzz target (nightly + cargo-fuzz).
 
 use std::env;
@@ -21,9 +23,10 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "demo" => demo(rest),
         "bench" => bench(rest),
+        "bench-proxy" => bench_proxy(rest),
         "fuzz" => fuzz(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci|demo|bench|fuzz> [args..]");
+            println!("usage: cargo xtask <ci|demo|bench|bench-proxy|fuzz> [args..]");
             Ok(())
         }
         other => Err(format!("unknown task `{other}`; try `cargo xtask help`")),
@@ -136,11 +139,28 @@ fn demo(args: &[String]) -> Result {
             .args([
                 "run",
                 "--release",
+                "-p",
+                "roundrobin-hyper",
+                "--example",
+                "demo",
+                "--",
+            ])
+            .args(args),
+    )
+}
+
+fn bench_proxy(args: &[String]) -> Result {
+    run(
+        "proxy benchmark",
+        cargo()
+            .args([
+                "run",
+                "--release",
                 "--quiet",
                 "-p",
-                "roundrobin-core",
-                "--example",
-                "select",
+                "roundrobin-benches",
+                "--bin",
+                "bench_proxy",
                 "--",
             ])
             .args(args),
