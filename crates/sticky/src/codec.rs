@@ -117,6 +117,40 @@ pub(crate) fn url_key(url: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A fast hasher for index keys that are already uniformly distributed (MACs, FNV hashes).
+///
+/// Not resistant to chosen collisions, which is fine here: index maps are filled from the
+/// configured pool only; a client's value is only ever looked up, and a lookup costs at most
+/// the probe length the configured keys produced.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct MixHasher(u64);
+
+impl core::hash::Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
+}
+
+/// A `HashMap` keyed by uniformly distributed values, see [`MixHasher`].
+pub(crate) type MixMap<K, V> =
+    std::collections::HashMap<K, V, core::hash::BuildHasherDefault<MixHasher>>;
+
 /// Formats key material as a fixed placeholder: `Debug` output never shows keys or salts.
 pub(crate) struct Redacted;
 

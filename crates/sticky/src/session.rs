@@ -4,7 +4,6 @@ use core::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use cookie::Cookie;
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
 use roundrobin_core::ServerUrl;
@@ -214,12 +213,12 @@ impl StickySession {
                 tracing::debug!(cookie = %name, "cookie header is not utf-8: ignored");
                 continue;
             };
-            for cookie in Cookie::split_parse(text).flatten() {
-                if cookie.name() != name {
+            for (cookie_name, value) in cookie_pairs(text) {
+                if cookie_name != name {
                     continue;
                 }
                 seen = true;
-                match index.find(cookie.value_trimmed(), now) {
+                match index.find(value, now) {
                     Ok(i) => return Some(i),
                     Err(reason) => {
                         tracing::debug!(cookie = %name, %reason, "sticky cookie ignored");
@@ -292,5 +291,47 @@ impl StickyIndex {
     /// The session this index was built from.
     pub fn session(&self) -> &StickySession {
         &self.session
+    }
+}
+
+/// The `name=value` pairs of a `Cookie` header, in order (RFC 6265 §5.4 syntax, read
+/// leniently): pairs are separated by `;`, whitespace around names and values is ignored,
+/// a value in double quotes is unquoted, and pieces without `=` or with an empty name are
+/// skipped.
+fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    header.split(';').filter_map(|piece| {
+        let (name, value) = piece.split_once('=')?;
+        let name = name.trim_matches(is_space);
+        let value = value.trim_matches(is_space);
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        (!name.is_empty()).then_some((name, value))
+    })
+}
+
+const fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cookie_pairs;
+
+    #[test]
+    fn cookie_pairs_split_trim_and_unquote() {
+        let pairs: Vec<_> =
+            cookie_pairs(" a=1;b = \"two\" ;; =x; c; d=\"; e==f=; \tg=\"\"").collect();
+        assert_eq!(
+            pairs,
+            [
+                ("a", "1"),
+                ("b", "two"),
+                ("d", "\""),
+                ("e", "=f="),
+                ("g", "")
+            ]
+        );
     }
 }

@@ -19,17 +19,24 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let servers: Vec<ServerUrl> = ["http://10.0.0.1:8080", "https://10.0.0.2/api", "http://b.example/x%22|y"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let servers: Vec<ServerUrl> = [
+            "http://10.0.0.1:8080",
+            "https://10.0.0.2/api",
+            "http://b.example/x%22|y",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
         let key = [7u8; 32];
         let codecs: Vec<Box<dyn ValueCodec>> = vec![
             Box::new(Raw),
             Box::new(Hash::new("salt")),
             Box::new(Hmac::new(key)),
             Box::new(Aes::new(key).unwrap().ttl(Duration::from_secs(60))),
-            Box::new(Fallback::new(Hash::new("salt"), Aes::new(&key[..16]).unwrap())),
+            Box::new(Fallback::new(
+                Hash::new("salt"),
+                Aes::new(&key[..16]).unwrap(),
+            )),
         ];
         let indexes = codecs
             .into_iter()

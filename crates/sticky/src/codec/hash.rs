@@ -1,12 +1,11 @@
 //! `Hash`: the reference's salted FNV-1a 64 format.
 
 use core::fmt;
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use roundrobin_core::ServerUrl;
 
-use super::{Redacted, ValueCodec, ValueIndex};
+use super::{MixMap, Redacted, ValueCodec, ValueIndex};
 use crate::Error;
 
 /// Salted FNV-1a 64 of the normalised URL, lowercase hex without leading zeros.
@@ -84,7 +83,7 @@ impl ValueCodec for Hash {
     }
 
     fn index(&self, servers: &[ServerUrl]) -> Box<dyn ValueIndex> {
-        let mut map = HashMap::with_capacity(servers.len());
+        let mut map = MixMap::with_capacity_and_hasher(servers.len(), Default::default());
         for (i, server) in servers.iter().enumerate() {
             // On a collision the first server wins, as in the reference's linear scan.
             map.entry(self.hash(server)).or_insert(i);
@@ -95,7 +94,7 @@ impl ValueCodec for Hash {
 
 #[derive(Debug)]
 struct HashIndex {
-    map: HashMap<u64, usize>,
+    map: MixMap<u64, usize>,
 }
 
 impl ValueIndex for HashIndex {

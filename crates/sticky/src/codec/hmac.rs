@@ -1,7 +1,6 @@
 //! `Hmac`: a keyed MAC of the server URL (the default codec).
 
 use core::fmt;
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use ::hmac::{Hmac as HmacImpl, Mac};
@@ -10,7 +9,7 @@ use base64::Engine as _;
 use roundrobin_core::ServerUrl;
 use sha2::Sha256;
 
-use super::{Redacted, ValueCodec, ValueIndex};
+use super::{MixMap, Redacted, ValueCodec, ValueIndex};
 use crate::Error;
 
 type HmacSha256 = HmacImpl<Sha256>;
@@ -85,7 +84,7 @@ impl ValueCodec for Hmac {
     }
 
     fn index(&self, servers: &[ServerUrl]) -> Box<dyn ValueIndex> {
-        let mut map = HashMap::with_capacity(servers.len());
+        let mut map = MixMap::with_capacity_and_hasher(servers.len(), Default::default());
         for (i, server) in servers.iter().enumerate() {
             map.entry(self.tag(server)).or_insert(i);
         }
@@ -94,7 +93,7 @@ impl ValueCodec for Hmac {
 }
 
 struct HmacIndex {
-    map: HashMap<[u8; TAG_LEN], usize>,
+    map: MixMap<[u8; TAG_LEN], usize>,
 }
 
 impl fmt::Debug for HmacIndex {
