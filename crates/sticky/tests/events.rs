@@ -57,6 +57,9 @@ fn headers(cookie: &[u8]) -> HeaderMap {
     headers
 }
 
+/// A `Cookie` header, the index of the server it should find, the events it should log.
+type Case = (Vec<u8>, Option<usize>, Vec<(Level, &'static str)>);
+
 #[test]
 fn each_ignored_cookie_is_logged_with_its_reason() {
     let pool: Vec<ServerUrl> = vec![
@@ -68,7 +71,7 @@ fn each_ignored_cookie_is_logged_with_its_reason() {
     let good = aes.encode(&pool[1]);
     let stale = aes.encode(&"http://gone:80".parse().unwrap());
     let forged = Aes::new([2u8; 16]).unwrap().encode(&pool[0]);
-    let cases: Vec<(Vec<u8>, Option<usize>, Vec<(Level, &str)>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             b"other=1".to_vec(),
             None,
