@@ -15,6 +15,12 @@ use crate::Error;
 /// normalised URL when reading; both directions use the normalised URL
 /// ([`ServerUrl::as_str`]) here.
 ///
+/// Go deployments' cookies match when the Go side's normalised URL is the same string:
+/// true for the usual `scheme://host[:port][/path]` with a lowercase host and a path that
+/// needs no percent-encoding. Go keeps the host's case and percent-encodes paths
+/// (`url.URL.String()`), while [`ServerUrl`] lowercases the host and keeps the path as
+/// configured: configure such servers the way Go printed them.
+///
 /// FNV is not a MAC: anyone who knows the salt and the backend addresses can compute the
 /// values, and the salt can be brute-forced from observed cookies. Prefer [`Hmac`](super::Hmac)
 /// unless Go interoperability is needed.

@@ -11,9 +11,12 @@ use crate::Error;
 /// The normalised server URL in clear (the reference's `RawValue`, its default).
 ///
 /// **Discloses backend addresses to clients**, and lets a client choose any server of the
-/// pool by name; opt-in only. Bytes that cannot appear in a cookie value are
-/// percent-encoded. Reading accepts any URL with the same identity (scheme, host, port,
-/// path), so values written by the Go reference (`url.String()`, query included) match.
+/// pool by name; opt-in only. Bytes that cannot appear in a cookie value (`"`, `,`, `;`,
+/// `\`, non-ASCII) and `|` are percent-encoded, so a path holding one of them and the same
+/// path with it percent-encoded are one server for this codec (and for [`Aes`](super::Aes)),
+/// as they are for URL parsers. Reading accepts any URL with the same identity (scheme,
+/// host, port, path), so values written by the Go reference (`url.String()`, query
+/// included) match.
 ///
 /// ```
 /// use roundrobin_core::ServerUrl;
