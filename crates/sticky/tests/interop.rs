@@ -127,6 +127,14 @@ fn aes_vectors_from_the_go_format_are_read() {
             codec.decode_at(value, &servers[..i], at(0)),
             Err(Error::NotInPool)
         );
+        // With a TTL, as in Go, a value must carry an expiry.
+        let with_ttl = Aes::new(key(len)).unwrap().ttl(Duration::from_secs(60));
+        let read = with_ttl.decode_at(value, &servers, at(1_700_000_000));
+        assert_eq!(
+            read,
+            if i == 0 { Err(Error::Expired) } else { Ok(i) },
+            "aes-{len}"
+        );
     }
 }
 

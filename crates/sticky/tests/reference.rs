@@ -204,6 +204,26 @@ fn aes_value_expires_after_its_ttl() {
 }
 
 #[test]
+fn aes_with_ttl_refuses_values_without_expiry() {
+    let servers = pool();
+    let value = Aes::new([9u8; 16]).unwrap().encode_at(&servers[0], t0());
+    let with_ttl = Aes::new([9u8; 16]).unwrap().ttl(Duration::from_secs(60));
+    assert_eq!(
+        with_ttl.decode_at(&value, &servers, t0()),
+        Err(Error::Expired)
+    );
+    // And the other way round: without a TTL, a written expiry is still honoured.
+    let value = with_ttl.encode_at(&servers[0], t0());
+    let without = Aes::new([9u8; 16]).unwrap();
+    assert_eq!(without.decode_at(&value, &servers, t0()), Ok(0));
+    let late = t0() + Duration::from_secs(61);
+    assert_eq!(
+        without.decode_at(&value, &servers, late),
+        Err(Error::Expired)
+    );
+}
+
+#[test]
 fn aes_without_ttl_never_expires() {
     let servers = pool();
     let codec = Aes::new([9u8; 16]).unwrap().ttl(Duration::ZERO);

@@ -89,7 +89,12 @@ impl Aes {
     }
 
     /// Values written from now on carry an expiry `ttl` after the time of writing, and are
-    /// rejected once it has passed. A zero TTL means no expiry, as in the reference.
+    /// rejected once it has passed. With a TTL, values without an expiry are rejected too
+    /// ([`Error::Expired`]), as in the reference, so that a TTL bounds every accepted
+    /// value. A zero TTL means no TTL, as in the reference.
+    ///
+    /// Without a TTL, a value that carries an expiry is still checked against it (the
+    /// reference would not match such a value at all).
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = (!ttl.is_zero()).then_some(ttl);
@@ -182,6 +187,7 @@ impl ValueCodec for Aes {
     fn index(&self, servers: &[ServerUrl]) -> Box<dyn ValueIndex> {
         Box::new(AesIndex {
             cipher: Arc::clone(&self.cipher),
+            require_expiry: self.ttl.is_some(),
             urls: UrlIndex::new(servers),
         })
     }
@@ -189,6 +195,8 @@ impl ValueCodec for Aes {
 
 struct AesIndex {
     cipher: Arc<Cipher>,
+    /// A TTL is configured: values without an expiry are refused.
+    require_expiry: bool,
     urls: UrlIndex,
 }
 
@@ -196,6 +204,7 @@ impl fmt::Debug for AesIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AesIndex")
             .field("key", &Redacted)
+            .field("require_expiry", &self.require_expiry)
             .field("urls", &self.urls)
             .finish()
     }
@@ -226,6 +235,8 @@ impl ValueIndex for AesIndex {
                 }
                 url
             }
+            // Authentic, but not bounded by the configured TTL.
+            None if self.require_expiry => return Err(Error::Expired),
             None => plaintext,
         };
         self.urls.find_url(url)
