@@ -91,10 +91,15 @@ impl<C: ValueCodec + ?Sized> ValueCodec for Box<C> {
     }
 }
 
-/// Whether `b` may appear in a cookie value unescaped (RFC 6265 `cookie-octet`), `|`
-/// excepted: it separates the URL from the expiry in the AES plaintext.
+/// Whether `b` may appear in a cookie value (RFC 6265 `cookie-octet`).
+pub(crate) const fn is_cookie_octet(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+}
+
+/// Whether `b` is written unescaped by [`url_key`]: a cookie octet other than `|`, which
+/// separates the URL from the expiry in the AES plaintext.
 const fn is_plain(b: u8) -> bool {
-    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7B | 0x7D..=0x7E)
+    is_cookie_octet(b) && b != b'|'
 }
 
 /// The URL form written into cookie values and used as the lookup key by the codecs that

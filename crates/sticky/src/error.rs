@@ -21,6 +21,10 @@ pub enum Error {
     /// A cookie name is empty or holds a character not allowed in a token.
     #[error("invalid cookie name")]
     InvalidName,
+    /// A codec wrote a value holding characters a cookie value cannot carry (anything but
+    /// visible ASCII without `"`, `,`, `;` and `\`).
+    #[error("codec wrote an invalid cookie value")]
+    InvalidValue,
     /// The cookie value is not in the codec's format.
     #[error("malformed cookie value")]
     Malformed,

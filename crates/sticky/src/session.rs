@@ -8,7 +8,7 @@ use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
 use roundrobin_core::ServerUrl;
 
-use crate::codec::{Hmac, ValueCodec, ValueIndex};
+use crate::codec::{is_cookie_octet, Hmac, ValueCodec, ValueIndex};
 use crate::options::{is_token, CookieOptions};
 use crate::Error;
 
@@ -185,10 +185,12 @@ impl StickySession {
     pub fn set_cookie_at(&self, server: &ServerUrl, now: SystemTime) -> Result<HeaderValue, Error> {
         self.validate()?;
         let value = self.inner.codec.encode_at(server, now);
+        if !value.bytes().all(is_cookie_octet) {
+            return Err(Error::InvalidValue);
+        }
         let text = self.inner.options.set_cookie(&self.inner.name, &value, now);
-        // Name, options and codec output are visible ASCII: checked above, and required of
-        // codecs; a codec breaking that contract gets its cookie refused, not a panic.
-        HeaderValue::from_str(&text).map_err(|_| Error::Malformed)
+        // Name, options and value are visible ASCII, as checked above.
+        HeaderValue::from_str(&text).map_err(|_| Error::InvalidValue)
     }
 
     /// Precomputes the lookup for the pool `servers`: [`StickyIndex::get_backend`] is then

@@ -551,6 +551,32 @@ fn invalid_name_or_attributes_write_no_cookie() {
     assert_eq!(fixed.validate(), Ok(()));
 }
 
+/// A codec breaking the contract: its values hold characters a cookie cannot carry.
+#[derive(Debug)]
+struct Spacey;
+
+impl ValueCodec for Spacey {
+    fn encode_at(&self, _: &ServerUrl, _: SystemTime) -> String {
+        "a b;c".to_owned()
+    }
+    fn index(&self, servers: &[ServerUrl]) -> Box<dyn roundrobin_sticky::codec::ValueIndex> {
+        Raw.index(servers)
+    }
+}
+
+#[test]
+fn a_codec_writing_invalid_values_gets_no_cookie_written() {
+    let session = StickySession::with_codec("test", Spacey);
+    let server = url("http://a:80");
+    assert_eq!(
+        session.set_cookie_at(&server, t0()),
+        Err(Error::InvalidValue)
+    );
+    let mut response = HeaderMap::new();
+    session.stick_backend(&server, &mut response);
+    assert!(response.is_empty());
+}
+
 #[test]
 fn the_named_cookie_is_found_among_several_and_across_cookie_headers() {
     let servers = pool();
