@@ -1,11 +1,9 @@
 //! The scenarios DESIGN.md §3 pins, driven by a manual clock and fixed-rating meters:
 //! two requests, then the clock advanced by backoff + 1 s, six times.
 
-mod common;
+use core::time::Duration;
 
-use std::time::Duration;
-
-use common::{rebalancer, Meters, BACKOFF};
+use crate::common::{rebalancer, Meters, BACKOFF};
 use roundrobin_core::RoundRobin;
 use roundrobin_rebalancer::{
     Clock, Error, ManualClock, Rebalancer, ServerState, FSM_GROW_FACTOR, FSM_MAX_WEIGHT,

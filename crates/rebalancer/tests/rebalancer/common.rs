@@ -1,32 +1,33 @@
 //! Test meters whose rating the test sets, and a rebalancer wired to a manual clock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::time::Duration;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use roundrobin_core::RoundRobin;
 use roundrobin_rebalancer::{ManualClock, Meter, Rebalancer};
 
 /// The handle a test keeps on a [`FixedMeter`].
 #[derive(Debug, Default)]
-pub struct MeterHandle {
+pub(crate) struct MeterHandle {
     rating: AtomicU64,
     records: AtomicU64,
 }
 
 impl MeterHandle {
-    pub fn set_rating(&self, rating: f64) {
+    pub(crate) fn set_rating(&self, rating: f64) {
         self.rating.store(rating.to_bits(), Ordering::Relaxed);
     }
 
-    pub fn records(&self) -> u64 {
+    pub(crate) fn records(&self) -> u64 {
         self.records.load(Ordering::Relaxed)
     }
 }
 
 /// A meter that is always ready, rates as the test says and counts its records.
 #[derive(Debug)]
-pub struct FixedMeter(Arc<MeterHandle>);
+pub(crate) struct FixedMeter(Arc<MeterHandle>);
 
 impl Meter for FixedMeter {
     fn rating(&self, _now: Instant) -> f64 {
@@ -42,10 +43,10 @@ impl Meter for FixedMeter {
 
 /// The meters made so far, in the order the rebalancer asked for them.
 #[derive(Debug, Clone, Default)]
-pub struct Meters(Arc<Mutex<Vec<Arc<MeterHandle>>>>);
+pub(crate) struct Meters(Arc<Mutex<Vec<Arc<MeterHandle>>>>);
 
 impl Meters {
-    pub fn factory(&self) -> impl Fn() -> Box<dyn Meter> + Send + Sync + 'static {
+    pub(crate) fn factory(&self) -> impl Fn() -> Box<dyn Meter> + Send + Sync + 'static {
         let made = Arc::clone(&self.0);
         move || {
             let handle = Arc::new(MeterHandle::default());
@@ -54,21 +55,21 @@ impl Meters {
         }
     }
 
-    pub fn get(&self, i: usize) -> Arc<MeterHandle> {
+    pub(crate) fn get(&self, i: usize) -> Arc<MeterHandle> {
         Arc::clone(&self.0.lock().unwrap()[i])
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.lock().unwrap().len()
     }
 }
 
-pub const BACKOFF: Duration = Duration::from_secs(10);
+pub(crate) const BACKOFF: Duration = Duration::from_secs(10);
 
 /// A rebalancer with fixed meters, the default 10 s backoff and a manual clock.
-pub fn rebalancer<S>() -> (Rebalancer<S>, Meters, ManualClock)
+pub(crate) fn rebalancer<S>() -> (Rebalancer<S>, Meters, ManualClock)
 where
-    S: Clone + Eq + std::hash::Hash + std::fmt::Debug + Send + Sync + 'static,
+    S: Clone + Eq + core::hash::Hash + core::fmt::Debug + Send + Sync + 'static,
 {
     let meters = Meters::default();
     let clock = ManualClock::new();
