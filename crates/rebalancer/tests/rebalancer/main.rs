@@ -2,4 +2,7 @@
 //! pools and ratings, and concurrent recording. All on a manual clock: no sleeps.
 
 mod common;
+mod concurrency;
+mod properties;
+mod real_meters;
 mod scenarios;
