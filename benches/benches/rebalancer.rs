@@ -1,0 +1,98 @@
+//! Costs of the rebalancer on the request path (`roundrobin-rebalancer`).
+//!
+//! - `record/1-thread`: one [`Rebalancer::record_at`] with the default error-ratio
+//!   meter, server looked up by its `ServerUrl`, `now` given, the state machine not due
+//!   (the path every response takes between two steps).
+//! - `record/1-thread-system-clock`: the same through [`Rebalancer::record`], which
+//!   also reads the system clock.
+//! - `record/2-threads-same-server`: two threads record for the same server at once
+//!   (contended atomics); time per record per thread.
+//! - `fsm/not-due`: [`Rebalancer::poll_at`] before the backoff has expired: an atomic
+//!   load and a comparison.
+//! - `fsm/due-nothing-to-do`: a full step of the state machine that finds nothing to
+//!   change (ready meters, no split, weights converged), run once per backoff period.
+
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use roundrobin_core::{RoundRobin, ServerUrl};
+use roundrobin_rebalancer::Rebalancer;
+
+fn pool(n: usize) -> (Rebalancer<ServerUrl>, Vec<ServerUrl>) {
+    let rb = Rebalancer::new(RoundRobin::new());
+    let servers: Vec<ServerUrl> = (0..n)
+        .map(|i| format!("http://10.0.0.{i}:8080").parse().unwrap())
+        .collect();
+    for s in &servers {
+        rb.upsert_server(s.clone(), Some(1)).unwrap();
+    }
+    (rb, servers)
+}
+
+fn record(c: &mut Criterion) {
+    let mut group = c.benchmark_group("record");
+    let (rb, servers) = pool(3);
+    let now = Instant::now();
+    // the first record runs a (no-op) step; the next ones find it not due
+    rb.record_at(&servers[1], 200, Duration::ZERO, now);
+    group.bench_function("1-thread", |b| {
+        b.iter(|| rb.record_at(black_box(&servers[1]), black_box(200), Duration::ZERO, now))
+    });
+    group.bench_function("1-thread-system-clock", |b| {
+        b.iter(|| rb.record(black_box(&servers[1]), black_box(200), Duration::ZERO))
+    });
+    group.bench_function("2-threads-same-server", |b| {
+        b.iter_custom(|iters| {
+            let start = Barrier::new(2);
+            thread::scope(|scope| {
+                let other = scope.spawn(|| {
+                    start.wait();
+                    for _ in 0..iters {
+                        rb.record_at(black_box(&servers[1]), 500, Duration::ZERO, now);
+                    }
+                });
+                start.wait();
+                let t = Instant::now();
+                for _ in 0..iters {
+                    rb.record_at(black_box(&servers[1]), 200, Duration::ZERO, now);
+                }
+                let elapsed = t.elapsed();
+                other.join().unwrap();
+                elapsed
+            })
+        })
+    });
+    group.finish();
+}
+
+fn fsm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fsm");
+    let (rb, servers) = pool(3);
+    let t0 = Instant::now();
+    rb.record_at(&servers[0], 200, Duration::ZERO, t0);
+    group.bench_function("not-due", |b| b.iter(|| rb.poll_at(black_box(t0))));
+
+    // ten seconds of traffic make every meter ready
+    let (rb, servers) = pool(3);
+    for second in 0..10 {
+        for s in &servers {
+            rb.record_at(s, 200, Duration::ZERO, t0 + Duration::from_secs(second));
+        }
+    }
+    let mut now = t0 + Duration::from_secs(10);
+    let period = Duration::from_secs(10) + Duration::from_nanos(1);
+    group.bench_function("due-nothing-to-do", |b| {
+        b.iter(|| {
+            now += period;
+            assert!(rb.poll_at(black_box(now)));
+        })
+    });
+    assert_eq!(rb.snapshot().iter().map(|s| s.current_weight).sum::<u32>(), 3);
+    group.finish();
+}
+
+criterion_group!(benches, record, fsm);
+criterion_main!(benches);
