@@ -3,6 +3,8 @@
 //! - `record/1-thread`: one [`Rebalancer::record_at`] with the default error-ratio
 //!   meter, server looked up by its `ServerUrl`, `now` given, the state machine not due
 //!   (the path every response takes between two steps).
+//! - `record/1-thread-64-servers`: the same in a pool of 64 servers, where the server
+//!   is found through a hash map instead of by comparison.
 //! - `record/1-thread-system-clock`: the same through [`Rebalancer::record`], which
 //!   also reads the system clock.
 //! - `record/2-threads-same-server`: two threads record for the same server at once
@@ -40,6 +42,18 @@ fn record(c: &mut Criterion) {
     rb.record_at(&servers[1], 200, Duration::ZERO, now);
     group.bench_function("1-thread", |b| {
         b.iter(|| rb.record_at(black_box(&servers[1]), black_box(200), Duration::ZERO, now))
+    });
+    let (rb_large, servers_large) = pool(64);
+    rb_large.record_at(&servers_large[1], 200, Duration::ZERO, now);
+    group.bench_function("1-thread-64-servers", |b| {
+        b.iter(|| {
+            rb_large.record_at(
+                black_box(&servers_large[40]),
+                black_box(200),
+                Duration::ZERO,
+                now,
+            )
+        })
     });
     group.bench_function("1-thread-system-clock", |b| {
         b.iter(|| rb.record(black_box(&servers[1]), black_box(200), Duration::ZERO))
@@ -90,7 +104,10 @@ fn fsm(c: &mut Criterion) {
             assert!(rb.poll_at(black_box(now)));
         })
     });
-    assert_eq!(rb.snapshot().iter().map(|s| s.current_weight).sum::<u32>(), 3);
+    assert_eq!(
+        rb.snapshot().iter().map(|s| s.current_weight).sum::<u32>(),
+        3
+    );
     group.finish();
 }
 

@@ -26,6 +26,8 @@ struct Window {
     origin: OnceLock<Instant>,
     resolution: Duration,
     resolution_nanos: u64,
+    /// The resolution in seconds when it is a whole number of seconds, else 0.
+    resolution_secs: u64,
     buckets: u64,
 }
 
@@ -44,6 +46,11 @@ impl Window {
             origin: OnceLock::new(),
             resolution,
             resolution_nanos: u64::try_from(resolution.as_nanos()).unwrap_or(u64::MAX),
+            resolution_secs: if resolution.subsec_nanos() == 0 {
+                resolution.as_secs()
+            } else {
+                0
+            },
             buckets: buckets as u64,
         })
     }
@@ -52,7 +59,12 @@ impl Window {
     fn slot(&self, now: Instant) -> u64 {
         let origin = *self.origin.get_or_init(|| now);
         let elapsed = now.saturating_duration_since(origin);
-        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX) / self.resolution_nanos
+        match self.resolution_secs {
+            // the common case, whole seconds, without 128-bit arithmetic
+            1 => elapsed.as_secs(),
+            0 => u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX) / self.resolution_nanos,
+            secs => elapsed.as_secs() / secs,
+        }
     }
 }
 

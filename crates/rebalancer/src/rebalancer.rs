@@ -30,25 +30,38 @@ struct Record<S> {
     requests: Option<RollingCounter>,
 }
 
+/// Pools up to this size are searched by comparison, larger ones through a hash map.
+const SCAN_MAX: usize = 8;
+
 /// An immutable view of the pool, swapped whole on upsert and remove so that
 /// recorders find their server without a lock.
 struct Pool<S> {
     records: Vec<Arc<Record<S>>>,
-    index: HashMap<S, usize>,
+    /// Present when the pool has more than [`SCAN_MAX`] servers.
+    index: Option<HashMap<S, usize, foldhash::fast::RandomState>>,
 }
 
 impl<S: Eq + Hash + Clone> Pool<S> {
     fn new(records: Vec<Arc<Record<S>>>) -> Self {
-        let index = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.server.clone(), i))
-            .collect();
+        let index = (records.len() > SCAN_MAX).then(|| {
+            records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.server.clone(), i))
+                .collect()
+        });
         Self { records, index }
     }
 
     fn get(&self, server: &S) -> Option<&Record<S>> {
-        self.index.get(server).map(|&i| &*self.records[i])
+        match &self.index {
+            Some(index) => index.get(server).map(|&i| &*self.records[i]),
+            None => self
+                .records
+                .iter()
+                .find(|r| r.server == *server)
+                .map(|r| &**r),
+        }
     }
 }
 
@@ -395,9 +408,15 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
 
     /// Nanoseconds from the origin to `t`, negative before it, saturating.
     fn nanos(&self, t: Instant) -> i64 {
+        // 64-bit arithmetic only: this runs on every record.
+        fn saturating_nanos(d: Duration) -> i64 {
+            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            secs.saturating_mul(1_000_000_000)
+                .saturating_add(i64::from(d.subsec_nanos()))
+        }
         match t.checked_duration_since(self.origin) {
-            Some(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-            None => i64::try_from((self.origin - t).as_nanos()).map_or(i64::MIN, |n| -n),
+            Some(d) => saturating_nanos(d),
+            None => -saturating_nanos(self.origin - t),
         }
     }
 
