@@ -13,11 +13,16 @@
 //!   load and a comparison.
 //! - `fsm/due-nothing-to-do`: a full step of the state machine that finds nothing to
 //!   change (ready meters, no split, weights converged), run once per backoff period.
+#![allow(
+    missing_docs,
+    reason = "criterion_group! generates a public function without docs"
+)]
 
-use std::hint::black_box;
+use core::hint::black_box;
+use core::time::Duration;
 use std::sync::Barrier;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use roundrobin_core::{RoundRobin, ServerUrl};
