@@ -245,3 +245,10 @@ fn an_invalid_split_threshold_is_an_error() {
         assert!(matches!(err, Error::InvalidThreshold(_)), "{bad}");
     }
 }
+
+#[test]
+fn the_rebalancer_is_shared_by_reference_across_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Rebalancer<roundrobin_core::ServerUrl>>();
+    shareable::<Rebalancer<&'static str>>();
+}
