@@ -18,8 +18,8 @@
 //! There is no real time, no network and no randomness: a manual clock, a loop, and a
 //! fixed failure pattern (3 of every 10 requests).
 
+use core::time::Duration;
 use std::sync::Arc;
-use std::time::Duration;
 
 use roundrobin_core::RoundRobin;
 use roundrobin_rebalancer::{Clock, ManualClock, Rebalancer};
