@@ -13,8 +13,10 @@
 //!   Nothing here sleeps, spawns or does I/O; tests drive a [`ManualClock`].
 //! - Recording a response is lock-free: the server's meter is found in an immutable
 //!   snapshot of the pool and counts with atomics. The state machine runs on a
-//!   recording thread at most once per backoff period, under a try-lock: a recorder
-//!   never waits for it.
+//!   recording thread under a try-lock, so a recorder never waits for it; it changes
+//!   weights at most once per backoff period and, while it has nothing to do,
+//!   re-evaluates at most once per [`IDLE_RECHECK`] (the reference re-evaluates on
+//!   every request).
 //! - Fixed from the reference: re-upserting a server never creates a second record; a
 //!   record for a server that was removed is ignored; weights of servers with a common
 //!   factor (2 and 2) converge and stop instead of being pushed again every period;
@@ -61,7 +63,7 @@ pub use counter::{RatioCounter, RollingCounter, MAX_BUCKETS};
 pub use error::Error;
 pub use fsm::{FSM_GROW_FACTOR, FSM_MAX_WEIGHT};
 pub use meter::{ErrorRatioMeter, LatencyMeter, Meter};
-pub use rebalancer::{Rebalancer, RebalancerBuilder, ServerState, DEFAULT_BACKOFF};
+pub use rebalancer::{Rebalancer, RebalancerBuilder, ServerState, DEFAULT_BACKOFF, IDLE_RECHECK};
 pub use split::{
     split_f64, split_latencies, Split, LATENCY_SPLIT_THRESHOLD, RATING_SPLIT_THRESHOLD,
 };

@@ -18,6 +18,11 @@ use crate::{Clock, Error, ErrorRatioMeter, Meter, RollingCounter, SystemClock};
 /// The default time between two steps of the state machine (`RebalancerBackoff`).
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(10);
 
+/// After a step of the state machine that changed nothing, the next one is due this
+/// much later (or after the backoff, if that is shorter).
+pub const IDLE_RECHECK: Duration = Duration::from_secs(1);
+const IDLE_RECHECK_NANOS: i64 = 1_000_000_000;
+
 type MeterFactory = dyn Fn() -> Box<dyn Meter> + Send + Sync;
 
 /// One server as the rebalancer sees it.
@@ -87,10 +92,11 @@ pub struct ServerState<S> {
 ///
 /// It wraps a [`RoundRobin`] and offers the same server operations; picks go straight
 /// to the balancer. Every response is [recorded](Self::record_at) in the server's
-/// [`Meter`]; that is lock-free. After a record, once the backoff period has passed,
-/// the state machine of DESIGN.md §3 runs at most once per period on the recording
-/// thread, unless another thread is already running it (it never makes a recorder
-/// wait), and pushes changed weights to the balancer with `upsert_server`.
+/// [`Meter`]; that is lock-free. After a record, when the state machine of
+/// DESIGN.md §3 is due (see [`Self::poll_at`]), it runs on the recording thread unless
+/// another thread is already running it (it never makes a recorder wait), and pushes
+/// changed weights to the balancer with `upsert_server`. Weights change at most once
+/// per backoff period.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -384,12 +390,17 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
         self.poll_at(now);
     }
 
-    /// Runs the state machine if its backoff period is over at `now` and no other
-    /// thread is running it; returns whether it ran. [`Self::record_at`] calls this;
-    /// call it directly to drive the rebalancer from a timer instead.
+    /// Runs the state machine if it is due at `now` and no other thread is running
+    /// it; returns whether it ran. [`Self::record_at`] calls this; call it directly to
+    /// drive the rebalancer from a timer instead.
+    ///
+    /// It is due once the backoff period after its last change has passed (at once
+    /// after an upsert or remove). A step that changes nothing (meters not ready, or
+    /// no reason to move) makes the next one due [`IDLE_RECHECK`] later (or after the
+    /// backoff, if that is shorter), where the reference re-evaluates on every request.
     pub fn poll_at(&self, now: Instant) -> bool {
-        let now = self.nanos(now);
-        if now <= self.deadline.load(Ordering::Acquire) {
+        let at = self.nanos(now);
+        if at <= self.deadline.load(Ordering::Acquire) {
             return false;
         }
         let _fsm = match self.fsm.try_lock() {
@@ -397,12 +408,17 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
             Err(TryLockError::WouldBlock) => return false,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
         };
-        if now <= self.deadline.load(Ordering::Acquire) {
+        if at <= self.deadline.load(Ordering::Acquire) {
             return false;
         }
+        // Keep the other recorders on the fast path while this one steps.
         self.deadline
-            .store(now.saturating_add(self.backoff_nanos), Ordering::Release);
-        self.step(self.origin_plus(now));
+            .store(at.saturating_add(self.backoff_nanos), Ordering::Release);
+        if !self.step(now) {
+            let idle = self.backoff_nanos.min(IDLE_RECHECK_NANOS);
+            self.deadline
+                .store(at.saturating_add(idle), Ordering::Release);
+        }
         true
     }
 
@@ -420,16 +436,6 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
         }
     }
 
-    fn origin_plus(&self, nanos: i64) -> Instant {
-        let d = Duration::from_nanos(nanos.unsigned_abs());
-        let t = if nanos >= 0 {
-            self.origin.checked_add(d)
-        } else {
-            self.origin.checked_sub(d)
-        };
-        t.unwrap_or(self.origin)
-    }
-
     fn is_ready(&self, record: &Record<S>, now: Instant) -> bool {
         record.meter.is_ready(now)
             && record
@@ -438,8 +444,9 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
                 .is_none_or(|r| r.count(now) >= self.min_requests)
     }
 
-    /// One step of the state machine. Called with the `fsm` lock held.
-    fn step(&self, now: Instant) {
+    /// One step of the state machine; returns whether weights changed. Called with
+    /// the `fsm` lock held.
+    fn step(&self, now: Instant) -> bool {
         let pool = self.pool.load();
         let active = || {
             pool.records
@@ -447,7 +454,7 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
                 .filter(|r| r.original.load(Ordering::Relaxed) > 0)
         };
         if active().count() < 2 || !active().all(|r| self.is_ready(r, now)) {
-            return;
+            return false;
         }
         let ratings: Vec<f64> = pool.records.iter().map(|r| r.meter.rating(now)).collect();
         if ratings.iter().any(|r| r.is_nan()) {
@@ -455,7 +462,7 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
                 ?ratings,
                 "a meter rated a server NaN; weights left as they are"
             );
-            return;
+            return false;
         }
         let original: Vec<u32> = pool
             .records
@@ -470,7 +477,7 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
         let mut current = before.clone();
         let outcome = fsm::step(&original, &mut current, &ratings, self.threshold);
         if !outcome.changed() {
-            return;
+            return false;
         }
         match outcome {
             Outcome::Split(_) => {
@@ -494,6 +501,7 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
                 }
             }
         }
+        true
     }
 
     /// Every server's original and current weight, rating and readiness at the

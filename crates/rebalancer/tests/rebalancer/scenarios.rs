@@ -7,6 +7,7 @@ use crate::common::{rebalancer, Meters, BACKOFF};
 use roundrobin_core::RoundRobin;
 use roundrobin_rebalancer::{
     Clock, Error, ManualClock, Rebalancer, ServerState, FSM_GROW_FACTOR, FSM_MAX_WEIGHT,
+    IDLE_RECHECK,
 };
 
 fn six_periods(rb: &Rebalancer<&'static str>, clock: &ManualClock) {
@@ -150,6 +151,24 @@ fn the_state_machine_runs_at_most_once_per_backoff_period() {
     assert!(!rb.poll_at(t0 + BACKOFF));
     assert_eq!(weights(&rb), [1, 4]);
     assert!(rb.poll_at(t0 + BACKOFF + Duration::from_nanos(1)));
+    assert_eq!(weights(&rb), [1, 16]);
+}
+
+#[test]
+fn a_step_that_changes_nothing_is_retried_after_a_second() {
+    let (rb, meters, clock) = pool(&["a", "b"]);
+    let t0 = clock.now();
+    assert!(rb.poll_at(t0), "due at once after the upserts");
+    assert_eq!(weights(&rb), [1, 1]);
+    meters.get(0).set_rating(0.3);
+    assert!(!rb.poll_at(t0 + IDLE_RECHECK));
+    assert!(rb.poll_at(t0 + IDLE_RECHECK + Duration::from_nanos(1)));
+    assert_eq!(weights(&rb), [1, 4]);
+    // a change: the next step waits for the backoff
+    let t1 = t0 + IDLE_RECHECK + Duration::from_nanos(1);
+    assert!(!rb.poll_at(t1 + IDLE_RECHECK * 2));
+    assert!(!rb.poll_at(t1 + BACKOFF));
+    assert!(rb.poll_at(t1 + BACKOFF + Duration::from_nanos(1)));
     assert_eq!(weights(&rb), [1, 16]);
 }
 
