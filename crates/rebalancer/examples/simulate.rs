@@ -6,14 +6,15 @@
 //!
 //! What to look for (the defaults: error-ratio meter over 10 × 1 s, 10 s backoff):
 //! - 0–10 s: the meters are not ready (less than 10 s of data); weights stay 1/1/1.
-//! - from 20 s, "b" fails: at the next step the healthy servers grow ×4, then ×4 every
-//!   10 s (the cap, 4096, is not reached here), and "b"'s share of the traffic drops
-//!   towards 0.05 %. "b rating" is its meter's error ratio over the last 10 s.
-//! - from 80 s, "b" heals; once its errors have left the 10 s window the ratings are
-//!   even and the weights shrink ÷4 per step back to 1/1/1, then stay there.
+//! - from 20 s, "b" fails: within a second the healthy servers grow ×4, then ×4 every
+//!   10 s, and "b"'s share of the traffic drops towards 0.05 %. "b rating" is its
+//!   meter's error ratio over the last 10 s.
 //! - a starved server says little: at weight 1 against 1024, "b" gets about one request
-//!   in 2049, and a 10 s window may hold none of its errors; the ratings are then even
-//!   and the weights start converging (the reference behaves the same).
+//!   in 2049, and its 10 s window may hold none of its errors. The ratings are then
+//!   even and the weights start converging, until b's next error (the reference
+//!   behaves the same). That is why the weights swing between 256 and 1024 here.
+//! - from 80 s, "b" heals; once its errors have left the 10 s window the ratings stay
+//!   even and the weights shrink ÷4 per step back to 1/1/1, then stay there.
 //!
 //! There is no real time, no network and no randomness: a manual clock, a loop, and a
 //! fixed failure pattern (3 of every 10 requests).
