@@ -1,4 +1,5 @@
 //! Placeholder: ns per pick of the core balancer (replaced by the full comparison).
+#![allow(missing_docs)] // criterion_group!/criterion_main! generate undocumented items
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use roundrobin_core::RoundRobin;
 

@@ -169,7 +169,7 @@ mod tests {
             "http://",
             "1http://a",
             "http://a b",
-            "http://a/\n",
+            "http://a/x\ny",
         ] {
             assert!(ServerUrl::parse(bad).is_err(), "{bad:?}");
         }
