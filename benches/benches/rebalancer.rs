@@ -9,6 +9,11 @@
 //!   also reads the system clock.
 //! - `record/2-threads-same-server`: two threads record for the same server at once
 //!   (contended atomics); time per record per thread.
+//! - `meter/error-ratio-record`: [`ErrorRatioMeter`]'s `record` alone (one
+//!   compare-and-swap on the current bucket), the part of a record spent in the meter.
+//! - `baseline/atomic-fetch-add`, `baseline/instant-now`: an uncontended
+//!   `AtomicU64::fetch_add` and one `Instant::now()` on the same machine, to read the
+//!   figures above against.
 //! - `fsm/not-due`: [`Rebalancer::poll_at`] before the backoff has expired: an atomic
 //!   load and a comparison.
 //! - `fsm/due-nothing-to-do`: a full step of the state machine that finds nothing to
@@ -19,6 +24,7 @@
 )]
 
 use core::hint::black_box;
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 use std::sync::Barrier;
 use std::thread;
@@ -26,7 +32,7 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use roundrobin_core::{RoundRobin, ServerUrl};
-use roundrobin_rebalancer::Rebalancer;
+use roundrobin_rebalancer::{ErrorRatioMeter, Meter, Rebalancer};
 
 fn pool(n: usize) -> (Rebalancer<ServerUrl>, Vec<ServerUrl>) {
     let rb = Rebalancer::new(RoundRobin::new());
@@ -87,6 +93,22 @@ fn record(c: &mut Criterion) {
     group.finish();
 }
 
+fn meter(c: &mut Criterion) {
+    let meter = ErrorRatioMeter::default();
+    let now = Instant::now();
+    c.bench_function("meter/error-ratio-record", |b| {
+        b.iter(|| meter.record(black_box(200), Duration::ZERO, black_box(now)))
+    });
+}
+
+fn baseline(c: &mut Criterion) {
+    let counter = AtomicU64::new(0);
+    c.bench_function("baseline/atomic-fetch-add", |b| {
+        b.iter(|| counter.fetch_add(black_box(1), Ordering::Relaxed))
+    });
+    c.bench_function("baseline/instant-now", |b| b.iter(Instant::now));
+}
+
 fn fsm(c: &mut Criterion) {
     let mut group = c.benchmark_group("fsm");
     let (rb, servers) = pool(3);
@@ -116,5 +138,5 @@ fn fsm(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, record, fsm);
+criterion_group!(benches, record, meter, baseline, fsm);
 criterion_main!(benches);

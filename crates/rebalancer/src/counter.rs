@@ -82,16 +82,36 @@ fn newer(tag: u32, than: u32) -> bool {
 
 /// One array of tagged buckets.
 #[derive(Debug)]
-struct Cells(Box<[AtomicU64]>);
+struct Cells {
+    cells: Box<[AtomicU64]>,
+    /// `u64::MAX / len + 1` (wrapping): the multiplier of Lemire's fast modulo, which
+    /// keeps a division off the recording path.
+    modulo_multiplier: u64,
+}
 
 impl Cells {
+    /// `buckets` is at most [`MAX_BUCKETS`], so it fits in a `u32`.
     fn new(buckets: u64) -> Self {
-        Self((0..buckets).map(|_| AtomicU64::new(0)).collect())
+        Self {
+            cells: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+            modulo_multiplier: (u64::MAX / buckets).wrapping_add(1),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// The bucket of `slot`: `slot mod len`, on the low 32 bits of the slot (which
+    /// wrap after 2^32 resolutions, 136 years at 1 s, like the tags).
+    fn index(&self, slot: u64) -> usize {
+        let low = u64::from(slot as u32);
+        let fraction = self.modulo_multiplier.wrapping_mul(low);
+        ((u128::from(fraction) * self.len() as u128) >> 64) as usize
     }
 
     fn cell(&self, slot: u64) -> &AtomicU64 {
-        // The modulo keeps the index below `len`, which fits in usize.
-        &self.0[(slot % self.0.len() as u64) as usize]
+        &self.cells[self.index(slot)]
     }
 
     /// Adds `n` to the bucket of `slot`, zeroing it first when it holds an older slot.
@@ -120,8 +140,8 @@ impl Cells {
     /// The sum of the buckets written less than a window before `slot` (or after it).
     fn sum(&self, slot: u64) -> u64 {
         let now = tag(slot);
-        let window = self.0.len() as u64;
-        self.0
+        let window = self.len() as u64;
+        self.cells
             .iter()
             .map(|cell| cell.load(Ordering::Relaxed))
             .filter(|value| {
@@ -222,7 +242,7 @@ impl RollingCounter {
 
     /// The number of buckets.
     pub fn buckets(&self) -> usize {
-        self.cells.0.len()
+        self.cells.len()
     }
 
     /// The duration of one bucket.
@@ -322,7 +342,7 @@ impl RatioCounter {
 
     /// The number of buckets.
     pub fn buckets(&self) -> usize {
-        self.a.0.len()
+        self.a.len()
     }
 
     /// The duration of one bucket.
@@ -342,6 +362,20 @@ mod tests {
 
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)
+    }
+
+    #[test]
+    fn the_fast_modulo_is_the_modulo() {
+        for len in [1u64, 2, 3, 7, 10, 60, 1000, MAX_BUCKETS as u64] {
+            let cells = Cells::new(len);
+            for slot in (0..5000).chain([u64::from(u32::MAX) - 3, u64::from(u32::MAX)]) {
+                assert_eq!(
+                    cells.index(slot) as u64,
+                    slot % len,
+                    "slot {slot} len {len}"
+                );
+            }
+        }
     }
 
     #[test]
