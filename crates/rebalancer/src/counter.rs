@@ -508,4 +508,48 @@ mod tests {
         assert_eq!(c.count_a(now), 1 + 4 * a_per_thread);
         assert_eq!(c.count_b(now), 4 * (10_000 - a_per_thread));
     }
+
+    proptest::proptest! {
+        /// With time moving forward, the counter agrees with a plain list of events.
+        #[test]
+        fn agrees_with_a_model_of_the_window(
+            buckets in 1usize..=12,
+            resolution_s in 1u64..=3,
+            // (gap to the previous event in ms, amount)
+            events in proptest::collection::vec((0u64..=4_000, 1u32..=5), 1..60),
+            query_gap_ms in 0u64..=40_000,
+        ) {
+            let resolution = secs(resolution_s);
+            let c = RollingCounter::new(buckets, resolution).unwrap();
+            let t0 = Instant::now();
+            // the origin is the first `now` the counter sees: the first event's time
+            let mut at = 0u64;
+            let mut model: Vec<(u64, u32)> = Vec::new();
+            let first = events[0].0;
+            let slot = |ms: u64| (ms - first) / (resolution_s * 1000);
+            for (gap, n) in &events {
+                at += gap;
+                c.inc(*n, t0 + Duration::from_millis(at));
+                model.push((slot(at), *n));
+                let now = slot(at);
+                let expected: u64 = model
+                    .iter()
+                    .filter(|(s, _)| now - s < buckets as u64)
+                    .map(|(_, n)| u64::from(*n))
+                    .sum();
+                proptest::prop_assert_eq!(c.count(t0 + Duration::from_millis(at)), expected);
+                let mut distinct: Vec<u64> = model.iter().map(|(s, _)| *s).collect();
+                distinct.dedup();
+                proptest::prop_assert_eq!(c.is_ready(), distinct.len() >= buckets);
+            }
+            let query = at + query_gap_ms;
+            let now = slot(query);
+            let expected: u64 = model
+                .iter()
+                .filter(|(s, _)| now - s < buckets as u64)
+                .map(|(_, n)| u64::from(*n))
+                .sum();
+            proptest::prop_assert_eq!(c.count(t0 + Duration::from_millis(query)), expected);
+        }
+    }
 }

@@ -166,4 +166,26 @@ mod tests {
         let s = split_latencies(&[Duration::ZERO, Duration::from_nanos(9)], Duration::ZERO);
         assert_eq!(s.bad(), [false, true]);
     }
+
+    proptest::proptest! {
+        /// Equal values are never bad; scaling all values by a power of two (exactly
+        /// representable) changes nothing; the largest value is bad if any is.
+        #[test]
+        fn split_invariants(
+            values in proptest::collection::vec(0.0f64..=1.0, 0..12),
+            equal in 0.0f64..=1.0,
+            n in 1usize..12,
+            k in -8i32..=8,
+        ) {
+            proptest::prop_assert!(!split_f64(1.5, 0.0, &vec![equal; n]).has_bad());
+            let split = split_f64(1.5, 0.0, &values);
+            let scaled: Vec<f64> = values.iter().map(|v| v * 2f64.powi(k)).collect();
+            proptest::prop_assert_eq!(split_f64(1.5, 0.0, &scaled), split.clone());
+            if split.has_bad() {
+                let max = values.iter().copied().fold(f64::MIN, f64::max);
+                let i = values.iter().position(|v| *v == max).unwrap();
+                proptest::prop_assert!(split.is_bad(i));
+            }
+        }
+    }
 }
