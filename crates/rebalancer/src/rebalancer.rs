@@ -226,6 +226,11 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> RebalancerBuilde
         if !(self.threshold.is_finite() && self.threshold > 0.0) {
             return Err(Error::InvalidThreshold(self.threshold));
         }
+        Ok(self.assemble())
+    }
+
+    /// Builds a rebalancer from a validated configuration.
+    fn assemble(self) -> Rebalancer<S> {
         let origin = self.clock.now();
         let rebalancer = Rebalancer {
             backoff_nanos: i64::try_from(self.backoff.as_nanos()).unwrap_or(i64::MAX),
@@ -249,7 +254,7 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> RebalancerBuilde
             })
             .collect();
         rebalancer.pool.store(Arc::new(Pool::new(records)));
-        Ok(rebalancer)
+        rebalancer
     }
 }
 
@@ -257,10 +262,8 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
     /// A rebalancer with the defaults: [`ErrorRatioMeter`], 10 s backoff,
     /// [`SystemClock`], split threshold 1.5, no minimum of requests.
     pub fn new(balancer: RoundRobin<S>) -> Self {
-        match Self::builder(balancer).build() {
-            Ok(rebalancer) => rebalancer,
-            Err(e) => unreachable!("the default configuration is valid: {e}"),
-        }
+        // The default configuration is valid: nothing to check.
+        Self::builder(balancer).assemble()
     }
 
     /// A builder for a rebalancer over `balancer`.
@@ -307,11 +310,9 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
         let _fsm = self.lock_fsm();
         let pool = self.pool.load_full();
         if let Some(record) = pool.get(&server) {
-            if let Some(weight) = weight {
-                record.original.store(weight, Ordering::Relaxed);
-            }
-            let original = record.original.load(Ordering::Relaxed);
+            let original = weight.unwrap_or_else(|| record.original.load(Ordering::Relaxed));
             self.balancer.upsert_server(server, Some(original))?;
+            record.original.store(original, Ordering::Relaxed);
         } else {
             self.balancer.upsert_server(server.clone(), weight)?;
             let weight = self.balancer.server_weight(&server).unwrap_or(0);
