@@ -1,8 +1,9 @@
 //! Costs of the rebalancer on the request path (`roundrobin-rebalancer`).
 //!
 //! - `record/1-thread`: one [`Rebalancer::record_at`] with the default error-ratio
-//!   meter, server looked up by its `ServerUrl`, `now` given, the state machine not due
-//!   (the path every response takes between two steps).
+//!   meter (ready: it has seen ten seconds of traffic), server looked up by its
+//!   `ServerUrl` in a pool of 3, `now` given, the state machine not due (the path every
+//!   response takes between two steps).
 //! - `record/1-thread-64-servers`: the same in a pool of 64 servers, where the server
 //!   is found through a hash map instead of by comparison.
 //! - `record/1-thread-system-clock`: the same through [`Rebalancer::record`], which
@@ -34,7 +35,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use roundrobin_core::{RoundRobin, ServerUrl};
 use roundrobin_rebalancer::{ErrorRatioMeter, Meter, Rebalancer};
 
-fn pool(n: usize) -> (Rebalancer<ServerUrl>, Vec<ServerUrl>) {
+/// A pool of `n` servers whose meters are ready (ten seconds of traffic before
+/// `start`), as in a running proxy.
+fn pool(n: usize, start: Instant) -> (Rebalancer<ServerUrl>, Vec<ServerUrl>) {
     let rb = Rebalancer::new(RoundRobin::new());
     let servers: Vec<ServerUrl> = (0..n)
         .map(|i| format!("http://10.0.0.{i}:8080").parse().unwrap())
@@ -42,19 +45,26 @@ fn pool(n: usize) -> (Rebalancer<ServerUrl>, Vec<ServerUrl>) {
     for s in &servers {
         rb.upsert_server(s.clone(), Some(1)).unwrap();
     }
+    let t0 = start - Duration::from_secs(10);
+    for second in 0..10 {
+        for s in &servers {
+            rb.record_at(s, 200, Duration::ZERO, t0 + Duration::from_secs(second));
+        }
+    }
+    assert!(rb.snapshot_at(start).iter().all(|s| s.ready));
     (rb, servers)
 }
 
 fn record(c: &mut Criterion) {
     let mut group = c.benchmark_group("record");
-    let (rb, servers) = pool(3);
     let now = Instant::now();
+    let (rb, servers) = pool(3, now);
     // the first record runs a (no-op) step; the next ones find it not due
     rb.record_at(&servers[1], 200, Duration::ZERO, now);
     group.bench_function("1-thread", |b| {
         b.iter(|| rb.record_at(black_box(&servers[1]), black_box(200), Duration::ZERO, now))
     });
-    let (rb_large, servers_large) = pool(64);
+    let (rb_large, servers_large) = pool(64, now);
     rb_large.record_at(&servers_large[1], 200, Duration::ZERO, now);
     group.bench_function("1-thread-64-servers", |b| {
         b.iter(|| {
@@ -96,6 +106,10 @@ fn record(c: &mut Criterion) {
 fn meter(c: &mut Criterion) {
     let meter = ErrorRatioMeter::default();
     let now = Instant::now();
+    for second in (1..=10).rev() {
+        meter.record(200, Duration::ZERO, now - Duration::from_secs(second));
+    }
+    assert!(meter.is_ready(now));
     c.bench_function("meter/error-ratio-record", |b| {
         b.iter(|| meter.record(black_box(200), Duration::ZERO, black_box(now)))
     });
@@ -111,19 +125,13 @@ fn baseline(c: &mut Criterion) {
 
 fn fsm(c: &mut Criterion) {
     let mut group = c.benchmark_group("fsm");
-    let (rb, servers) = pool(3);
     let t0 = Instant::now();
+    let (rb, servers) = pool(3, t0);
     rb.record_at(&servers[0], 200, Duration::ZERO, t0);
     group.bench_function("not-due", |b| b.iter(|| rb.poll_at(black_box(t0))));
 
-    // ten seconds of traffic make every meter ready
-    let (rb, servers) = pool(3);
-    for second in 0..10 {
-        for s in &servers {
-            rb.record_at(s, 200, Duration::ZERO, t0 + Duration::from_secs(second));
-        }
-    }
-    let mut now = t0 + Duration::from_secs(10);
+    let (rb, _) = pool(3, t0);
+    let mut now = t0;
     let period = Duration::from_secs(10) + Duration::from_nanos(1);
     group.bench_function("due-nothing-to-do", |b| {
         b.iter(|| {

@@ -176,6 +176,10 @@ impl Readiness {
             return;
         }
         let next = slot.saturating_add(1);
+        // A plain load first: only the first write of a slot pays a read-modify-write.
+        if self.next_slot.load(Ordering::Relaxed) >= next {
+            return;
+        }
         if self.next_slot.fetch_max(next, Ordering::Relaxed) < next {
             self.seen.fetch_add(1, Ordering::Relaxed);
         }
