@@ -36,7 +36,8 @@ use roundrobin_core::{RoundRobin, ServerUrl};
 use roundrobin_rebalancer::{ErrorRatioMeter, Meter, Rebalancer};
 
 /// A pool of `n` servers whose meters are ready (ten seconds of traffic before
-/// `start`), as in a running proxy.
+/// `start`), as in a running proxy. `start` must be at least 10 s after the pool is
+/// built, so that every record is later than the rebalancer's origin, as in real use.
 fn pool(n: usize, start: Instant) -> (Rebalancer<ServerUrl>, Vec<ServerUrl>) {
     let rb = Rebalancer::new(RoundRobin::new());
     let servers: Vec<ServerUrl> = (0..n)
@@ -57,7 +58,7 @@ fn pool(n: usize, start: Instant) -> (Rebalancer<ServerUrl>, Vec<ServerUrl>) {
 
 fn record(c: &mut Criterion) {
     let mut group = c.benchmark_group("record");
-    let now = Instant::now();
+    let now = Instant::now() + Duration::from_secs(20);
     let (rb, servers) = pool(3, now);
     // the first record runs a (no-op) step; the next ones find it not due
     rb.record_at(&servers[1], 200, Duration::ZERO, now);
@@ -125,7 +126,7 @@ fn baseline(c: &mut Criterion) {
 
 fn fsm(c: &mut Criterion) {
     let mut group = c.benchmark_group("fsm");
-    let t0 = Instant::now();
+    let t0 = Instant::now() + Duration::from_secs(20);
     let (rb, servers) = pool(3, t0);
     rb.record_at(&servers[0], 200, Duration::ZERO, t0);
     group.bench_function("not-due", |b| b.iter(|| rb.poll_at(black_box(t0))));
