@@ -111,13 +111,22 @@ pub struct ServerState<S> {
 ///     .build()?;
 /// rebalancer.upsert_server("a", None)?;
 /// rebalancer.upsert_server("b", None)?;
-/// // 12 s of traffic: "a" fails one request in ten, "b" never fails.
-/// for i in 0..120 {
+/// // 12 s of traffic, 10 requests a second: "a" fails one of its requests in five,
+/// // "b" never fails.
+/// let mut to_a = 0;
+/// for _ in 0..120 {
 ///     let server = rebalancer.next_server()?;
-///     let status = if server == "a" && i % 10 == 0 { 500 } else { 200 };
+///     let mut status = 200;
+///     if server == "a" {
+///         to_a += 1;
+///         if to_a % 5 == 0 {
+///             status = 500;
+///         }
+///     }
 ///     rebalancer.record(&server, status, Duration::from_millis(5));
 ///     clock.advance(Duration::from_millis(100));
 /// }
+/// // once the meters had 10 s of data, "b" got 4 times the weight of "a"
 /// assert_eq!(rebalancer.server_weight(&"a"), Some(1));
 /// assert_eq!(rebalancer.server_weight(&"b"), Some(4));
 /// # Ok::<(), roundrobin_rebalancer::Error>(())
