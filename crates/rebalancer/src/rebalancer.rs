@@ -196,7 +196,46 @@ impl<S> RebalancerBuilder<S> {
         self
     }
 
-    /// Makes the meter of each new server (default [`ErrorRatioMeter::default`]).
+    /// Makes the meter of each new server (default [`ErrorRatioMeter::default`]); the
+    /// reference's `RebalancerMeter(NewMeterFn)`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use roundrobin_core::RoundRobin;
+    /// use roundrobin_rebalancer::{Meter, RatioCounter, Rebalancer};
+    ///
+    /// /// Rates a server by its share of 429 and 5xx answers over the last minute.
+    /// #[derive(Debug)]
+    /// struct Overload(RatioCounter);
+    ///
+    /// impl Meter for Overload {
+    ///     fn rating(&self, now: Instant) -> f64 {
+    ///         self.0.ratio(now)
+    ///     }
+    ///     fn record(&self, status: u16, _latency: Duration, now: Instant) {
+    ///         if status == 429 || status >= 500 {
+    ///             self.0.inc_a(1, now);
+    ///         } else {
+    ///             self.0.inc_b(1, now);
+    ///         }
+    ///     }
+    ///     fn is_ready(&self, _now: Instant) -> bool {
+    ///         self.0.is_ready()
+    ///     }
+    /// }
+    ///
+    /// let rebalancer = Rebalancer::builder(RoundRobin::<&str>::new())
+    ///     .meter(|| {
+    ///         let window = RatioCounter::new(6, Duration::from_secs(10))
+    ///             .expect("6 buckets of 10 s is a valid window");
+    ///         Box::new(Overload(window))
+    ///     })
+    ///     .build()?;
+    /// rebalancer.upsert_server("a", None)?;
+    /// rebalancer.record(&"a", 429, Duration::from_millis(3));
+    /// assert_eq!(rebalancer.snapshot()[0].rating, 1.0);
+    /// # Ok::<(), roundrobin_rebalancer::Error>(())
+    /// ```
     pub fn meter(mut self, new_meter: impl Fn() -> Box<dyn Meter> + Send + Sync + 'static) -> Self {
         self.new_meter = Arc::new(new_meter);
         self
