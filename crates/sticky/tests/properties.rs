@@ -127,6 +127,13 @@ proptest! {
         let index = session.index(&servers);
         prop_assert_eq!(index.get_backend_at(&headers, t0()), Some(&s));
 
+        // The `cookie` crate (as a client or another proxy would) reads the same value back.
+        let parsed = cookie::Cookie::parse(response[SET_COOKIE].to_str().unwrap()).unwrap();
+        prop_assert_eq!(parsed.name(), "sticky");
+        prop_assert_eq!(parsed.path(), Some("/"));
+        let codec_index = session.codec().index(&servers);
+        prop_assert_eq!(codec_index.find(parsed.value(), t0()), Ok(servers.iter().position(|x| *x == s).unwrap()));
+
         let rest: Vec<ServerUrl> = servers.iter().filter(|x| **x != s).cloned().collect();
         prop_assert_eq!(session.get_backend_at(&headers, &rest, t0()), None);
         let index = session.index(&rest);
