@@ -3,11 +3,15 @@
 //! Measured: pick (round robin over 3 servers), URI rewrite, hooks, outcome recording,
 //! the boxed response future, and with sticky sessions the cookie lookup (HMAC) or
 //! the `Set-Cookie`. Socket I/O and hyper's own costs are not included.
+#![allow(
+    missing_docs,
+    reason = "criterion_group! generates a public function without docs"
+)]
 
 use core::convert::Infallible;
 use core::future::{ready, Ready};
-use core::task::{Context, Poll};
 use core::hint::black_box;
+use core::task::{Context, Poll};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -54,7 +58,9 @@ fn fill(pool: &impl Pool) {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("per_request");
 
     let mut direct = Answer;
@@ -72,7 +78,10 @@ fn bench(c: &mut Criterion) {
         Balancer::builder(Arc::new(Rebalancer::new(RoundRobin::new()))).service(Answer);
     fill(rebalanced.pool());
     group.bench_function("balancer_rebalancer", |b| {
-        b.iter(|| rt.block_on(rebalanced.call(black_box(request(None)))).unwrap());
+        b.iter(|| {
+            rt.block_on(rebalanced.call(black_box(request(None))))
+                .unwrap()
+        });
     });
 
     let session = StickySession::new("s");
@@ -89,7 +98,10 @@ fn bench(c: &mut Criterion) {
         .unwrap()
         .to_owned();
     group.bench_function("balancer_sticky_hit", |b| {
-        b.iter(|| rt.block_on(sticky.call(black_box(request(Some(&cookie))))).unwrap());
+        b.iter(|| {
+            rt.block_on(sticky.call(black_box(request(Some(&cookie)))))
+                .unwrap()
+        });
     });
     group.bench_function("balancer_sticky_set_cookie", |b| {
         b.iter(|| rt.block_on(sticky.call(black_box(request(None)))).unwrap());
