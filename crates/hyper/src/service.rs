@@ -433,6 +433,28 @@ mod tests {
             .to_string()
     }
 
+    proptest::proptest! {
+        #[test]
+        fn rewrite_targets_the_server_and_keeps_path_and_query(
+            path in "(/[a-zA-Z0-9._~%-]{0,8}){1,4}",
+            query in proptest::option::of("[a-zA-Z0-9=&%]{0,12}"),
+            prefix in "(/[a-z0-9]{1,6}){0,2}/?",
+            port in 1u16..,
+        ) {
+            let original = match &query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            };
+            let server = ServerUrl::parse(&format!("http://10.1.2.3:{port}{prefix}")).unwrap();
+            let uri = rewrite_uri(&original.parse().unwrap(), &server).unwrap();
+            proptest::prop_assert_eq!(uri.scheme_str(), Some("http"));
+            proptest::prop_assert_eq!(uri.authority().unwrap().as_str(), server.authority());
+            let trimmed = prefix.trim_end_matches('/');
+            proptest::prop_assert_eq!(uri.path(), format!("{trimmed}{path}"));
+            proptest::prop_assert_eq!(uri.query(), query.as_deref());
+        }
+    }
+
     #[test]
     fn uri_rewrite_keeps_path_and_query_and_honours_prefix() {
         assert_eq!(
