@@ -19,6 +19,9 @@ use std::sync::Arc;
 use clap::{CommandFactory, Parser, ValueEnum};
 use roundrobin_core::{Policy, RoundRobin, ServerUrl};
 use roundrobin_hyper::{serve, Admin, Balancer, Forwarder, Pool};
+use roundrobin_rebalancer::Rebalancer;
+use roundrobin_sticky::codec::{Aes, Hash, Hmac, Raw};
+use roundrobin_sticky::StickySession;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -117,22 +120,77 @@ fn usage_error(message: &str) -> ! {
 }
 
 fn pool(args: &Args) -> Arc<dyn Pool> {
-    if args.rebalance {
-        usage_error("--rebalance needs the roundrobin-rebalancer crate, not wired in this build");
-    }
-    if args.sticky.is_some() {
-        usage_error("--sticky needs the roundrobin-sticky crate, not wired in this build");
-    }
     let policy = match args.policy {
         PolicyArg::Interleaved => Policy::Interleaved,
         PolicyArg::Smooth => Policy::Smooth,
     };
-    Arc::new(
-        RoundRobin::<ServerUrl>::builder()
-            .default_weight(args.default_weight)
-            .policy(policy)
-            .build(),
-    )
+    let balancer = RoundRobin::<ServerUrl>::builder()
+        .default_weight(args.default_weight)
+        .policy(policy)
+        .build();
+    if !args.rebalance {
+        return Arc::new(balancer);
+    }
+    match Rebalancer::builder(balancer).backoff(args.backoff).build() {
+        Ok(rebalancer) => Arc::new(rebalancer),
+        Err(e) => usage_error(&format!("--rebalance: {e}")),
+    }
+}
+
+fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("--sticky-key must be an even number of hex digits".into());
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// The sticky session the flags describe; every sticky flag that does not apply is an
+/// error rather than silently ignored.
+fn sticky(args: &Args) -> Result<Option<StickySession>, String> {
+    let Some(name) = &args.sticky else {
+        if args.sticky_key.is_some() || args.sticky_salt.is_some() || args.sticky_ttl.is_some() {
+            return Err("--sticky-key, --sticky-salt and --sticky-ttl need --sticky NAME".into());
+        }
+        return Ok(None);
+    };
+    let codec = args.sticky_codec;
+    if args.sticky_key.is_some() && !matches!(codec, CodecArg::Hmac | CodecArg::Aes) {
+        return Err("--sticky-key applies to --sticky-codec hmac or aes".into());
+    }
+    if args.sticky_salt.is_some() && !matches!(codec, CodecArg::Hash) {
+        return Err("--sticky-salt applies to --sticky-codec hash".into());
+    }
+    if args.sticky_ttl.is_some() && !matches!(codec, CodecArg::Aes) {
+        return Err("--sticky-ttl applies to --sticky-codec aes".into());
+    }
+    let key = args.sticky_key.as_deref().map(parse_hex).transpose()?;
+    let session = match (codec, key) {
+        (CodecArg::Raw, _) => StickySession::with_codec(name.as_str(), Raw),
+        (CodecArg::Hash, _) => StickySession::with_codec(
+            name.as_str(),
+            Hash::new(args.sticky_salt.clone().unwrap_or_default()),
+        ),
+        (CodecArg::Hmac, Some(key)) => StickySession::with_codec(name.as_str(), Hmac::new(key)),
+        (CodecArg::Hmac, None) => {
+            StickySession::try_new(name.as_str()).map_err(|e| e.to_string())?
+        }
+        (CodecArg::Aes, Some(key)) => {
+            let aes = Aes::new(key).map_err(|e| format!("--sticky-key: {e}"))?;
+            let aes = match args.sticky_ttl {
+                Some(ttl) => aes.ttl(ttl),
+                None => aes,
+            };
+            StickySession::with_codec(name.as_str(), aes)
+        }
+        (CodecArg::Aes, None) => return Err("--sticky-codec aes needs --sticky-key HEX".into()),
+    };
+    session
+        .validate()
+        .map_err(|e| format!("--sticky {name}: {e}"))?;
+    Ok(Some(session))
 }
 
 async fn shutdown_signal(mut stop: watch::Receiver<bool>) {
@@ -172,6 +230,7 @@ async fn main() -> ExitCode {
     {
         usage_error("--admin must not be the --listen address");
     }
+    let sticky = sticky(&args).unwrap_or_else(|e| usage_error(&e));
     let pool = pool(&args);
     for (url, weight) in &args.backends {
         if let Err(e) = pool.upsert_server(url.clone(), *weight) {
@@ -210,7 +269,11 @@ async fn main() -> ExitCode {
     }
     let _ = out.flush();
     drop(out);
-    let balancer = Balancer::builder(pool).service(Forwarder::new().timeout(args.timeout));
+    let mut builder = Balancer::builder(pool);
+    if let Some(session) = sticky {
+        builder = builder.sticky(session);
+    }
+    let balancer = builder.service(Forwarder::new().timeout(args.timeout));
     tasks.spawn(serve(listener, balancer, shutdown_signal(stopped)));
     tokio::spawn(signals(stop));
     let mut code = ExitCode::SUCCESS;

@@ -231,6 +231,17 @@ mod tests {
         assert_eq!(a.servers().len(), 1);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let a = admin();
+            for m in [Method::PUT, Method::DELETE] {
+                let status = a.handle(&m, "/servers", &body).status().as_u16();
+                proptest::prop_assert!([200, 400, 404].contains(&status));
+            }
+        }
+    }
+
     #[test]
     fn bad_requests_are_400_with_a_message() {
         let a = admin();

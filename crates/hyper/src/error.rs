@@ -17,6 +17,9 @@ pub enum Error {
     /// operation was refused (server not found, invalid URL).
     #[error(transparent)]
     Balancer(#[from] roundrobin_core::Error),
+    /// A rebalancer operation was refused.
+    #[error(transparent)]
+    Rebalancer(roundrobin_rebalancer::Error),
     /// The chosen server could not be connected to.
     #[error("cannot connect to the upstream server")]
     Connect(#[source] BoxError),
@@ -33,6 +36,15 @@ pub enum Error {
     /// The client went away before the response was ready.
     #[error("client closed the request")]
     ClientGone,
+}
+
+impl From<roundrobin_rebalancer::Error> for Error {
+    fn from(e: roundrobin_rebalancer::Error) -> Self {
+        match e {
+            roundrobin_rebalancer::Error::Balancer(e) => Self::Balancer(e),
+            e => Self::Rebalancer(e),
+        }
+    }
 }
 
 impl Error {
@@ -99,6 +111,7 @@ impl DefaultErrorHandler {
             Error::ClientGone => {
                 StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
             }
+            Error::Rebalancer(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Connect(_) | Error::Upstream(_) | Error::Uri(_) => StatusCode::BAD_GATEWAY,
         }
     }

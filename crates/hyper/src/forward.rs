@@ -232,6 +232,33 @@ mod tests {
         assert!(h.contains_key("x-kept"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn no_hop_by_hop_header_survives(
+            named in proptest::collection::vec("x-[a-z]{1,6}", 0..4),
+            kept in proptest::collection::vec("y-[a-z]{1,6}", 0..4),
+        ) {
+            let mut h = HeaderMap::new();
+            for name in HOP_BY_HOP.iter() {
+                h.insert(name.clone(), HeaderValue::from_static("1"));
+            }
+            h.insert(header::CONNECTION, HeaderValue::try_from(named.join(", ")).unwrap());
+            for name in named.iter().chain(&kept) {
+                h.append(HeaderName::try_from(name.as_str()).unwrap(), HeaderValue::from_static("v"));
+            }
+            remove_hop_by_hop(&mut h);
+            for name in HOP_BY_HOP.iter() {
+                proptest::prop_assert!(!h.contains_key(name));
+            }
+            for name in &named {
+                proptest::prop_assert!(!h.contains_key(name.as_str()));
+            }
+            for name in &kept {
+                proptest::prop_assert!(h.contains_key(name.as_str()));
+            }
+        }
+    }
+
     #[test]
     fn forwarded_headers() {
         let mut req = Request::builder()

@@ -1,11 +1,17 @@
 //! hyper 1.x and tower reverse-proxy services over `roundrobin` balancers (layer L2).
 //!
 //! This is where the pool meets the network. A [`Balancer`] picks a server from a
-//! [`Pool`] for each request, rewrites the request URI to that server, hands the
-//! request to an inner service that forwards it (by default the [`Forwarder`], on
-//! hyper-util's pooled client), records the outcome in the pool, and turns failures
-//! into responses through an [`ErrorHandler`]. [`serve`] runs any hyper service on a
-//! `TcpListener` with graceful shutdown.
+//! [`Pool`] for each request (or the server its sticky cookie names), rewrites the
+//! request URI to that server, hands the request to an inner service that forwards it
+//! (by default the [`Forwarder`], on hyper-util's pooled client), records the outcome
+//! in the pool, and turns failures into responses through an [`ErrorHandler`].
+//! [`serve`] runs any hyper service on a `TcpListener` with graceful shutdown, and
+//! [`Admin`] is a JSON API to change the pool at run time.
+//!
+//! The pool is a [`RoundRobin`](roundrobin_core::RoundRobin) or a
+//! [`Rebalancer`](roundrobin_rebalancer::Rebalancer) (which moves weight away from
+//! servers that fail), or your own [`Pool`]; sticky sessions come from
+//! [`roundrobin_sticky::StickySession`], set with [`Builder::sticky`].
 //!
 //! # Contract
 //!
@@ -13,23 +19,33 @@
 //!   of the pool, or is answered by the error handler: 503 when the pool is empty or
 //!   all weights are 0, 502 when the server cannot be reached or the connection fails,
 //!   504 on timeout. A client that goes away before the response is recorded as 499.
+//! - A sticky cookie only selects a server that is in the pool now; any other cookie
+//!   (stale, forged, garbage) is ignored and the request is balanced, and its response
+//!   sets a fresh cookie.
 //! - Every request that was sent to a server is recorded exactly once in the pool
 //!   ([`Pool::record`]) with the status answered (or mapped) and its latency.
 //! - Bodies are streamed frame by frame in both directions, never buffered whole.
-//! - This crate owns the real clock and the sockets: the layers below are sans-IO.
+//! - This crate owns the real clock, the sockets and the tasks: the layers below are
+//!   sans-IO.
 //!
 //! # Quick start
 //!
 //! ```no_run
+//! use std::sync::Arc;
 //! use roundrobin_core::{RoundRobin, ServerUrl};
 //! use roundrobin_hyper::{serve, Balancer, Forwarder, Pool};
+//! use roundrobin_rebalancer::Rebalancer;
+//! use roundrobin_sticky::StickySession;
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let balancer = Balancer::builder(RoundRobin::new()).service(Forwarder::new());
+//!     let pool = Arc::new(Rebalancer::new(RoundRobin::new()));
 //!     for (url, weight) in [("http://127.0.0.1:9001", 1), ("http://127.0.0.1:9002", 2)] {
-//!         balancer.pool().upsert_server(ServerUrl::parse(url)?, Some(weight))?;
+//!         pool.upsert_server(ServerUrl::parse(url)?, Some(weight))?;
 //!     }
+//!     let balancer = Balancer::builder(Arc::clone(&pool))
+//!         .sticky(StickySession::new("_backend"))
+//!         .service(Forwarder::new().timeout(std::time::Duration::from_secs(5)));
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //!     serve(listener, balancer, async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //!     Ok(())

@@ -4,6 +4,7 @@ use core::time::Duration;
 use std::sync::Arc;
 
 use roundrobin_core::{RoundRobin, ServerUrl};
+use roundrobin_rebalancer::Rebalancer;
 
 use crate::Error;
 
@@ -23,8 +24,8 @@ pub struct ServerStatus {
 
 /// "The pool": picks servers, learns from outcomes, and is changed at run time.
 ///
-/// Implemented for [`RoundRobin`] (outcomes ignored) and, through `Arc`, for shared
-/// pools. Every method takes `&self` and must not block other callers for long: the
+/// Implemented for [`RoundRobin`] (outcomes ignored), for [`Rebalancer`] (outcomes
+/// move the weights) and, through `Arc`, for shared pools. Every method takes `&self` and must not block other callers for long: the
 /// request path calls [`next_server`](Self::next_server) and [`record`](Self::record)
 /// once per request.
 pub trait Pool: Send + Sync + 'static {
@@ -80,6 +81,41 @@ impl Pool for RoundRobin<ServerUrl> {
     }
     fn generation(&self) -> u64 {
         Self::generation(self)
+    }
+}
+
+impl Pool for Rebalancer<ServerUrl> {
+    fn next_server(&self) -> Result<ServerUrl, Error> {
+        Ok(Self::next_server(self)?)
+    }
+    fn record(&self, server: &ServerUrl, status: u16, latency: Duration) {
+        Self::record(self, server, status, latency);
+    }
+    fn upsert_server(&self, server: ServerUrl, weight: Option<u32>) -> Result<(), Error> {
+        Ok(Self::upsert_server(self, server, weight)?)
+    }
+    fn remove_server(&self, server: &ServerUrl) -> Result<(), Error> {
+        Ok(Self::remove_server(self, server)?)
+    }
+    fn servers(&self) -> Vec<ServerUrl> {
+        Self::servers(self)
+    }
+    fn server_weight(&self, server: &ServerUrl) -> Option<u32> {
+        Self::server_weight(self, server)
+    }
+    fn snapshot(&self) -> Vec<ServerStatus> {
+        Self::snapshot(self)
+            .into_iter()
+            .map(|s| ServerStatus {
+                url: s.server,
+                weight: s.current_weight,
+                original_weight: s.original_weight,
+                rating: s.rating,
+            })
+            .collect()
+    }
+    fn generation(&self) -> u64 {
+        self.balancer().generation()
     }
 }
 

@@ -7,10 +7,12 @@ use core::task::{Context, Poll};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderValue};
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{request, Request, Response};
 use roundrobin_core::ServerUrl;
+use roundrobin_sticky::{StickyIndex, StickySession};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -39,6 +41,51 @@ struct Shared<P, H> {
     pool: P,
     handler: H,
     rewrite: Option<Box<dyn RewriteHook>>,
+    sticky: Option<Sticky>,
+}
+
+/// A sticky session with its index of the pool, rebuilt when the pool changes.
+struct Sticky {
+    session: StickySession,
+    index: ArcSwap<Indexed>,
+}
+
+struct Indexed {
+    generation: u64,
+    index: StickyIndex,
+}
+
+impl Sticky {
+    fn new(session: StickySession) -> Self {
+        let index = session.index(&[]);
+        Self {
+            session,
+            index: ArcSwap::from_pointee(Indexed {
+                generation: u64::MAX,
+                index,
+            }),
+        }
+    }
+}
+
+impl<P: Pool, H> Shared<P, H> {
+    /// The server for a request, and whether the response must set the cookie.
+    fn choose(&self, headers: &HeaderMap) -> Result<(ServerUrl, bool), Error> {
+        let Some(sticky) = &self.sticky else {
+            return Ok((self.pool.next_server()?, false));
+        };
+        let generation = self.pool.generation();
+        let mut cached = sticky.index.load();
+        if cached.generation != generation {
+            let index = sticky.session.index(&self.pool.servers());
+            sticky.index.store(Arc::new(Indexed { generation, index }));
+            cached = sticky.index.load();
+        }
+        if let Some(server) = cached.index.get_backend(headers) {
+            return Ok((server.clone(), false));
+        }
+        Ok((self.pool.next_server()?, true))
+    }
 }
 
 /// Configures a [`Balancer`] or a [`BalancerLayer`].
@@ -46,6 +93,7 @@ pub struct Builder<P, H = DefaultErrorHandler> {
     pool: P,
     handler: H,
     rewrite: Option<Box<dyn RewriteHook>>,
+    sticky: Option<StickySession>,
 }
 
 impl<P: Pool> Builder<P> {
@@ -54,6 +102,7 @@ impl<P: Pool> Builder<P> {
             pool,
             handler: DefaultErrorHandler,
             rewrite: None,
+            sticky: None,
         }
     }
 }
@@ -65,7 +114,17 @@ impl<P: Pool, H: ErrorHandler> Builder<P, H> {
             pool: self.pool,
             handler,
             rewrite: self.rewrite,
+            sticky: self.sticky,
         }
+    }
+
+    /// Pins clients to servers with the cookie of `session`, as the reference does: a
+    /// request whose cookie names a server of the pool goes there; any other request
+    /// is balanced and its response sets the cookie. A cookie never routes to a server
+    /// outside the pool.
+    pub fn sticky(mut self, session: StickySession) -> Self {
+        self.sticky = Some(session);
+        self
     }
 
     /// Calls `hook` on every request after its URI was rewritten.
@@ -82,6 +141,7 @@ impl<P: Pool, H: ErrorHandler> Builder<P, H> {
                 pool: self.pool,
                 handler: self.handler,
                 rewrite: self.rewrite,
+                sticky: self.sticky.map(Sticky::new),
             }),
         }
     }
@@ -249,14 +309,18 @@ where
     P: Pool,
     H: ErrorHandler,
 {
-    let server = match shared.pool.next_server() {
-        Ok(server) => server,
+    let (server, stick) = match shared.choose(req.headers()) {
+        Ok(chosen) => chosen,
         Err(e) => return error_response(&shared.handler, &e),
     };
     let (mut parts, body) = req.into_parts();
     let uri = match rewrite_uri(&parts.uri, &server) {
         Ok(uri) => uri,
-        Err(e) => return error_response(&shared.handler, &Error::Uri(e)),
+        Err(e) => {
+            let mut res = error_response(&shared.handler, &Error::Uri(e));
+            stick_to(&shared, stick, &server, &mut res);
+            return res;
+        }
     };
     let original = core::mem::replace(&mut parts.uri, uri);
     if !parts.headers.contains_key(header::HOST) {
@@ -279,17 +343,30 @@ where
     if needs_ready {
         if let Err(e) = poll_fn(|cx| inner.poll_ready(cx)).await {
             let error = Error::from_inner(e.into());
-            let res = error_response(&outcome.shared.handler, &error);
+            let mut res = error_response(&outcome.shared.handler, &error);
             outcome.record(res.status().as_u16());
+            stick_to(&outcome.shared, stick, &outcome.server, &mut res);
             return res;
         }
     }
-    let res = match inner.call(Request::from_parts(parts, body)).await {
+    let mut res = match inner.call(Request::from_parts(parts, body)).await {
         Ok(res) => res.map(ResponseBody::upstream),
         Err(e) => error_response(&outcome.shared.handler, &Error::from_inner(e.into())),
     };
     outcome.record(res.status().as_u16());
+    stick_to(&outcome.shared, stick, &outcome.server, &mut res);
     res
+}
+
+fn stick_to<P, H, B>(
+    shared: &Shared<P, H>,
+    stick: bool,
+    server: &ServerUrl,
+    res: &mut Response<B>,
+) {
+    if let (true, Some(sticky)) = (stick, &shared.sticky) {
+        sticky.session.stick_backend(server, res.headers_mut());
+    }
 }
 
 /// The future of a [`Balancer`]'s response.
@@ -354,6 +431,28 @@ mod tests {
         rewrite_uri(&uri, &ServerUrl::parse(server).unwrap())
             .unwrap()
             .to_string()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rewrite_targets_the_server_and_keeps_path_and_query(
+            path in "(/[a-zA-Z0-9._~%-]{0,8}){1,4}",
+            query in proptest::option::of("[a-zA-Z0-9=&%]{0,12}"),
+            prefix in "(/[a-z0-9]{1,6}){0,2}/?",
+            port in 1u16..,
+        ) {
+            let original = match &query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            };
+            let server = ServerUrl::parse(&format!("http://10.1.2.3:{port}{prefix}")).unwrap();
+            let uri = rewrite_uri(&original.parse().unwrap(), &server).unwrap();
+            proptest::prop_assert_eq!(uri.scheme_str(), Some("http"));
+            proptest::prop_assert_eq!(uri.authority().unwrap().as_str(), server.authority());
+            let trimmed = prefix.trim_end_matches('/');
+            proptest::prop_assert_eq!(uri.path(), format!("{trimmed}{path}"));
+            proptest::prop_assert_eq!(uri.query(), query.as_deref());
+        }
     }
 
     #[test]

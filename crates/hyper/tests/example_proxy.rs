@@ -21,11 +21,25 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, Notify};
 
+/// The example binary, built by cargo next to this test's directory.
+///
+/// Cargo builds examples for `cargo test` and `cargo nextest run`, but not when a
+/// single test target is selected (`--test example_proxy`): a stale binary would then
+/// be tested, so that is refused.
 fn example() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
-    dir.join("examples")
-        .join(format!("proxy{}", std::env::consts::EXE_SUFFIX))
+    let bin = dir
+        .join("examples")
+        .join(format!("proxy{}", std::env::consts::EXE_SUFFIX));
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/proxy.rs");
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    assert!(
+        modified(&bin) >= modified(&source),
+        "{} is missing or older than examples/proxy.rs: run the tests without `--test`",
+        bin.display()
+    );
+    bin
 }
 
 fn run<F: core::future::Future<Output = ()>>(f: F) {
@@ -112,13 +126,39 @@ fn bad_flags_exit_2_with_a_message() {
         &["--timeout", "5"],
         &["--sticky-codec", "rot13"],
         &["--listen", "127.0.0.1:7", "--admin", "127.0.0.1:7"],
+        &["--sticky", "s", "--sticky-codec", "aes"],
+        &[
+            "--sticky",
+            "s",
+            "--sticky-codec",
+            "aes",
+            "--sticky-key",
+            "00",
+        ],
+        &["--sticky", "s", "--sticky-key", "zz"],
+        &[
+            "--sticky",
+            "s",
+            "--sticky-codec",
+            "raw",
+            "--sticky-key",
+            "00",
+        ],
+        &["--sticky", "s", "--sticky-ttl", "1s"],
+        &["--sticky", "bad name"],
+        &["--sticky-salt", "x"],
+        &["--rebalance", "--backoff", "soon"],
     ] {
-        let out = std::process::Command::new(example())
-            .args(args)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(!out.stderr.is_empty(), "{args:?}: no message");
+        run(async {
+            let out = Command::new(example())
+                .args(args)
+                .kill_on_drop(true)
+                .output()
+                .await
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            assert!(!out.stderr.is_empty(), "{args:?}: no message");
+        });
     }
 }
 
@@ -193,5 +233,85 @@ fn proxies_serves_admin_and_shuts_down_gracefully() {
         assert_eq!(in_flight.await.unwrap(), (200, "slow".into()));
         let status = child.wait().await.unwrap();
         assert!(status.success(), "{status}");
+    });
+}
+
+fn curl(url: &str, jar: &std::path::Path) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "10", "-c"])
+        .arg(jar)
+        .arg("-b")
+        .arg(jar)
+        .arg(url)
+        .output()
+        .expect("curl is installed");
+    assert!(out.status.success(), "curl failed: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn curl_cookie_jar_sticks_to_one_backend() {
+    run(async {
+        let (a, _stop_a) = backend("a", None).await;
+        let (b, _stop_b) = backend("b", None).await;
+        let (_child, listen, _) = start_proxy(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            &format!("http://{a}"),
+            "--backend",
+            &format!("http://{b}"),
+            "--sticky",
+            "backend",
+        ])
+        .await;
+        let jar = std::env::temp_dir().join(format!("roundrobin-jar-{}", std::process::id()));
+        let url = format!("http://{listen}/");
+        let first = tokio::task::spawn_blocking({
+            let (url, jar) = (url.clone(), jar.clone());
+            move || (curl(&url, &jar), curl(&url, &jar), curl(&url, &jar))
+        })
+        .await
+        .unwrap();
+        let _ = std::fs::remove_file(&jar);
+        // Round robin alone would answer a, b, a.
+        assert_eq!(first, ("a".into(), "a".into(), "a".into()));
+    });
+}
+
+#[test]
+fn rebalance_flag_serves_ratings() {
+    run(async {
+        let (a, _stop_a) = backend("a", None).await;
+        let (_child, listen, admin) = start_proxy(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--rebalance",
+            "--backoff",
+            "500ms",
+            "--backend",
+            &format!("http://{a}=3"),
+            "--policy",
+            "smooth",
+            "--default-weight",
+            "2",
+            "--backend",
+            "http://127.0.0.1:9",
+        ])
+        .await;
+        assert_eq!(
+            send("GET", format!("http://{listen}/"), "").await,
+            (200, "a".into())
+        );
+        let (status, body) = send("GET", format!("http://{}/servers", admin.unwrap()), "").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            format!(
+                r#"[{{"url":"http://{a}","weight":3,"original_weight":3,"rating":0.0}},{{"url":"http://127.0.0.1:9","weight":2,"original_weight":2,"rating":0.0}}]"#
+            )
+        );
     });
 }

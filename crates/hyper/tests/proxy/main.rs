@@ -4,4 +4,6 @@
 mod balancing;
 mod common;
 mod errors;
+mod rebalance;
+mod sticky;
 mod streaming;
