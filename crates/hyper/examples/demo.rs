@@ -362,10 +362,11 @@ async fn run(seconds: u64, out: &mut impl Write, redraw: bool) -> Result<Summary
                 }
             }
         }
-        let state = if second < half {
-            "failing: 30 % of its requests answer 500"
+        // The block shows the last second: `b` failed in it up to the half.
+        let state = if second <= half {
+            "failing: 30 % of its requests answer 500".to_owned()
         } else {
-            "healed"
+            format!("healed at t = {half} s")
         };
         let mut block = format!("t = {second:>3} s   backend {} {state}\n", NAMES[FAILING]);
         block.push_str("backend  address                 weight  rating  share (last 1 s)\n");
@@ -592,7 +593,7 @@ mod tests {
         let out = String::from_utf8(out).unwrap();
         assert_eq!(out.matches("t = ").count(), 6, "{out}");
         assert!(!out.contains('\x1b'), "plain output has no escapes");
-        assert!(out.contains("backend b failing") && out.contains("backend b healed"));
+        assert!(out.contains("backend b failing") && out.contains("backend b healed at t = 3 s"));
         assert!(summary.requests > 0);
         assert!(summary.errors > 0, "b failed some requests: {summary:?}");
         assert!(summary.errors < summary.requests, "{summary:?}");
