@@ -1,28 +1,74 @@
-//! STUB shared balancer: a mutex-guarded port of the reference, to be replaced by the
-//! lock-free schedule.
+//! The shared balancer (`std`): picks from an `Arc` snapshot swapped on every change.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
+use arc_swap::ArcSwap;
+
+use crate::pool::build;
+use crate::schedule::{AtomicCursor, Schedule};
 use crate::{Error, Policy};
 
 /// A weighted round-robin balancer shared by every task of a server.
+///
+/// Every method takes `&self`. A pick loads the current snapshot (servers, schedule and
+/// cursor) and claims the next position of its sequence with one compare-and-swap: no
+/// lock, and concurrent callers get distinct positions. A change (upsert, remove)
+/// builds a new snapshot with a fresh cursor and swaps it in, so the iteration restarts
+/// atomically; changes are serialised among themselves by a lock that picks never take.
+///
+/// ```
+/// use roundrobin_core::RoundRobin;
+/// let rr: RoundRobin<&'static str> = RoundRobin::new(); // default weight 1, interleaved
+/// rr.upsert_server("a", None)?;
+/// rr.upsert_server("b", Some(3))?;
+/// let picks: Vec<&str> = (0..4).map(|_| rr.next_server()).collect::<Result<_, _>>()?;
+/// assert_eq!(picks, ["b", "b", "a", "b"]);
+/// assert_eq!(rr.servers(), ["a", "b"]);
+/// assert_eq!(rr.server_weight(&"b"), Some(3));
+/// rr.remove_server(&"a")?;
+/// assert!(rr.remove_server(&"a").is_err());
+/// # Ok::<(), roundrobin_core::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct RoundRobin<S> {
     default_weight: u32,
     policy: Policy,
-    state: Mutex<State<S>>,
+    /// Serialises changes; picks never take it.
+    writer: Mutex<()>,
+    snapshot: ArcSwap<Snapshot<S>>,
 }
 
 #[derive(Debug)]
-struct State<S> {
-    servers: Vec<(S, u32)>,
-    index: isize,
-    cw: i64,
+struct Snapshot<S> {
+    servers: Vec<S>,
+    weights: Vec<u32>,
     generation: u64,
+    state: Result<(Schedule, AtomicCursor), Error>,
+}
+
+impl<S> Snapshot<S> {
+    fn empty() -> Self {
+        Self {
+            servers: Vec::new(),
+            weights: Vec::new(),
+            generation: 0,
+            state: Err(Error::NoServers),
+        }
+    }
 }
 
 /// Configures a [`RoundRobin`].
+///
+/// ```
+/// use roundrobin_core::{Policy, RoundRobin};
+/// let rr = RoundRobin::<String>::builder().default_weight(2).smooth().build();
+/// rr.upsert_server("a".to_string(), None)?;
+/// assert_eq!(rr.server_weight(&"a".to_string()), Some(2));
+/// assert_eq!(rr.policy(), Policy::Smooth);
+/// # Ok::<(), roundrobin_core::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Builder {
     default_weight: u32,
@@ -35,27 +81,26 @@ impl Builder {
         self.default_weight = w;
         self
     }
-    /// Use the smooth policy.
+
+    /// Use [`Policy::Smooth`].
     pub fn smooth(mut self) -> Self {
         self.policy = Policy::Smooth;
         self
     }
-    /// Use the given policy.
+
+    /// Use the given policy (default [`Policy::Interleaved`]).
     pub fn policy(mut self, p: Policy) -> Self {
         self.policy = p;
         self
     }
-    /// Builds the balancer.
+
+    /// Builds an empty balancer.
     pub fn build<S>(self) -> RoundRobin<S> {
         RoundRobin {
             default_weight: self.default_weight,
             policy: self.policy,
-            state: Mutex::new(State {
-                servers: Vec::new(),
-                index: -1,
-                cw: 0,
-                generation: 0,
-            }),
+            writer: Mutex::new(()),
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
         }
     }
 }
@@ -66,108 +111,140 @@ impl<S> Default for RoundRobin<S> {
     }
 }
 
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
 impl<S> RoundRobin<S> {
-    /// A balancer with default weight 1 and the interleaved policy.
+    /// An empty balancer: default weight 1, [`Policy::Interleaved`].
     pub fn new() -> Self {
         Self::default()
     }
-    /// A builder.
+
+    /// A builder, to set the default weight and the policy.
     pub fn builder() -> Builder {
         Builder {
             default_weight: 1,
             policy: Policy::Interleaved,
         }
     }
-    /// The policy.
+
+    /// The policy of the balancer.
     pub fn policy(&self) -> Policy {
         self.policy
     }
-    /// Incremented on every change of the pool.
+
+    /// The weight of servers upserted without one.
+    pub fn default_weight(&self) -> u32 {
+        self.default_weight
+    }
+
+    /// Starts at 0 and increases by one on every accepted change of the pool, so
+    /// layers above can cache what they derive from [`RoundRobin::servers`].
     pub fn generation(&self) -> u64 {
-        self.state.lock().unwrap().generation
+        self.snapshot.load().generation
     }
 }
 
 impl<S: Clone + PartialEq> RoundRobin<S> {
-    /// Inserts or updates a server; iteration restarts.
+    /// Inserts `server` (appended) or updates its weight; `None` means the balancer's
+    /// default weight, `Some(0)` drains the server (kept, never picked). The iteration
+    /// restarts from the beginning of the sequence.
+    ///
+    /// Errors ([`Error::PeriodTooLong`], [`Error::TooManyServers`]) leave the pool
+    /// unchanged.
     pub fn upsert_server(&self, server: S, weight: Option<u32>) -> Result<(), Error> {
-        let w = weight.unwrap_or(self.default_weight);
-        let mut st = self.state.lock().unwrap();
-        match st.servers.iter_mut().find(|(s, _)| *s == server) {
-            Some(e) => e.1 = w,
-            None => st.servers.push((server, w)),
-        }
-        st.index = -1;
-        st.cw = 0;
-        st.generation += 1;
-        Ok(())
+        self.upsert_servers([(server, weight)])
     }
-    /// Removes a server; iteration restarts.
-    pub fn remove_server(&self, server: &S) -> Result<(), Error> {
-        let mut st = self.state.lock().unwrap();
-        let i = st
-            .servers
-            .iter()
-            .position(|(s, _)| s == server)
-            .ok_or(Error::ServerNotFound)?;
-        st.servers.remove(i);
-        st.index = -1;
-        st.cw = 0;
-        st.generation += 1;
-        Ok(())
-    }
-    /// The servers in insertion order.
-    pub fn servers(&self) -> Vec<S> {
-        self.state
-            .lock()
-            .unwrap()
-            .servers
-            .iter()
-            .map(|(s, _)| s.clone())
-            .collect()
-    }
-    /// The weight of a server.
-    pub fn server_weight(&self, server: &S) -> Option<u32> {
-        self.state
-            .lock()
-            .unwrap()
-            .servers
-            .iter()
-            .find(|(s, _)| s == server)
-            .map(|e| e.1)
-    }
-    /// The next server.
-    pub fn next_server(&self) -> Result<S, Error> {
-        let mut st = self.state.lock().unwrap();
-        let n = st.servers.len();
-        if n == 0 {
-            return Err(Error::NoServers);
-        }
-        let m = st.servers.iter().map(|e| e.1).max().unwrap_or(0);
-        if m == 0 {
-            return Err(Error::AllWeightsZero);
-        }
-        let g = st.servers.iter().fold(0, |g, e| gcd(g, e.1)) as i64;
-        loop {
-            st.index = (st.index + 1) % n as isize;
-            if st.index == 0 {
-                st.cw -= g;
-                if st.cw <= 0 {
-                    st.cw = m as i64;
+
+    /// Upserts several servers as one change: one rebuild, one restart, one
+    /// generation; all or nothing.
+    ///
+    /// ```
+    /// use roundrobin_core::RoundRobin;
+    /// let rr = RoundRobin::new();
+    /// rr.upsert_servers([("a", Some(3)), ("b", Some(2)), ("z", Some(0))])?;
+    /// let picks: Vec<&str> = (0..6).map(|_| rr.next_server()).collect::<Result<_, _>>()?;
+    /// assert_eq!(picks, ["a", "a", "b", "a", "b", "a"]);
+    /// assert_eq!(rr.generation(), 1);
+    /// # Ok::<(), roundrobin_core::Error>(())
+    /// ```
+    pub fn upsert_servers<I>(&self, servers: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = (S, Option<u32>)>,
+    {
+        self.change(|list, weights| {
+            for (server, weight) in servers {
+                let w = weight.unwrap_or(self.default_weight);
+                match list.iter().position(|s| *s == server) {
+                    Some(i) => weights[i] = w,
+                    None => {
+                        list.push(server);
+                        weights.push(w);
+                    }
                 }
             }
-            let (s, w) = &st.servers[st.index as usize];
-            if *w as i64 >= st.cw {
-                return Ok(s.clone());
-            }
+            Ok(())
+        })
+    }
+
+    /// Removes `server`; the iteration restarts.
+    ///
+    /// Errors: [`Error::ServerNotFound`]; [`Error::PeriodTooLong`] when the smaller gcd
+    /// of the remaining weights makes the smooth period too long (pool unchanged).
+    pub fn remove_server(&self, server: &S) -> Result<(), Error> {
+        self.change(|list, weights| {
+            let i = list
+                .iter()
+                .position(|s| s == server)
+                .ok_or(Error::ServerNotFound)?;
+            list.remove(i);
+            weights.remove(i);
+            Ok(())
+        })
+    }
+
+    /// The servers, in insertion order.
+    pub fn servers(&self) -> Vec<S> {
+        self.snapshot.load().servers.clone()
+    }
+
+    /// The weight of `server`, `None` when it is not in the pool.
+    pub fn server_weight(&self, server: &S) -> Option<u32> {
+        let snap = self.snapshot.load();
+        let i = snap.servers.iter().position(|s| s == server)?;
+        Some(snap.weights[i])
+    }
+
+    /// The next server of the sequence, cloned. Lock-free.
+    ///
+    /// Errors: [`Error::NoServers`], [`Error::AllWeightsZero`].
+    #[inline]
+    pub fn next_server(&self) -> Result<S, Error> {
+        let snap = self.snapshot.load();
+        match &snap.state {
+            Ok((schedule, cursor)) => Ok(snap.servers[schedule.next_atomic(cursor)].clone()),
+            Err(e) => Err(e.clone()),
         }
+    }
+
+    /// Applies `edit` to copies of the lists and publishes the result, or nothing.
+    fn change<F>(&self, edit: F) -> Result<(), Error>
+    where
+        F: FnOnce(&mut Vec<S>, &mut Vec<u32>) -> Result<(), Error>,
+    {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.snapshot.load();
+        let mut servers = current.servers.clone();
+        let mut weights = current.weights.clone();
+        edit(&mut servers, &mut weights)?;
+        let state = build(&weights, self.policy)?.map(|s| {
+            let c = AtomicCursor::new(&s);
+            (s, c)
+        });
+        let next = Snapshot {
+            servers,
+            weights,
+            generation: current.generation + 1,
+            state,
+        };
+        self.snapshot.store(Arc::new(next));
+        Ok(())
     }
 }
