@@ -2,6 +2,8 @@
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::fmt;
+use core::marker::PhantomData;
 use std::sync::{Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -59,7 +61,8 @@ impl<S> Snapshot<S> {
     }
 }
 
-/// Configures a [`RoundRobin`].
+/// Configures a [`RoundRobin`]. Typed by the server type, so
+/// `RoundRobin::<String>::builder()..build()` needs no further annotation.
 ///
 /// ```
 /// use roundrobin_core::{Policy, RoundRobin};
@@ -69,13 +72,32 @@ impl<S> Snapshot<S> {
 /// assert_eq!(rr.policy(), Policy::Smooth);
 /// # Ok::<(), roundrobin_core::Error>(())
 /// ```
-#[derive(Debug, Clone)]
-pub struct Builder {
+pub struct Builder<S> {
     default_weight: u32,
     policy: Policy,
+    server: PhantomData<fn() -> S>,
 }
 
-impl Builder {
+impl<S> fmt::Debug for Builder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("default_weight", &self.default_weight)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl<S> Clone for Builder<S> {
+    fn clone(&self) -> Self {
+        Self {
+            default_weight: self.default_weight,
+            policy: self.policy,
+            server: PhantomData,
+        }
+    }
+}
+
+impl<S> Builder<S> {
     /// Weight given to servers upserted without one (default 1).
     pub fn default_weight(mut self, w: u32) -> Self {
         self.default_weight = w;
@@ -95,7 +117,7 @@ impl Builder {
     }
 
     /// Builds an empty balancer.
-    pub fn build<S>(self) -> RoundRobin<S> {
+    pub fn build(self) -> RoundRobin<S> {
         RoundRobin {
             default_weight: self.default_weight,
             policy: self.policy,
@@ -118,10 +140,11 @@ impl<S> RoundRobin<S> {
     }
 
     /// A builder, to set the default weight and the policy.
-    pub fn builder() -> Builder {
+    pub fn builder() -> Builder<S> {
         Builder {
             default_weight: 1,
             policy: Policy::Interleaved,
+            server: PhantomData,
         }
     }
 
@@ -186,8 +209,8 @@ impl<S: Clone + PartialEq> RoundRobin<S> {
 
     /// Removes `server`; the iteration restarts.
     ///
-    /// Errors: [`Error::ServerNotFound`]; [`Error::PeriodTooLong`] when the smaller gcd
-    /// of the remaining weights makes the smooth period too long (pool unchanged).
+    /// Errors: [`Error::ServerNotFound`]. (A removal never lengthens the period: the
+    /// remaining weights have a smaller sum and a gcd at least as large.)
     pub fn remove_server(&self, server: &S) -> Result<(), Error> {
         self.change(|list, weights| {
             let i = list

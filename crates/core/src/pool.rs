@@ -112,20 +112,17 @@ impl<S: PartialEq> Pool<S> {
 
     /// Removes `server`; the iteration restarts.
     ///
-    /// Errors: [`Error::ServerNotFound`]; [`Error::PeriodTooLong`] when the smaller gcd
-    /// of the remaining weights makes the smooth period too long (pool unchanged).
+    /// Errors: [`Error::ServerNotFound`]. (A removal never lengthens the period: the
+    /// remaining weights have a smaller sum and a gcd at least as large.)
     pub fn remove_server(&mut self, server: &S) -> Result<(), Error> {
         let i = self
             .servers
             .iter()
             .position(|s| s == server)
             .ok_or(Error::ServerNotFound)?;
-        let s = self.servers.remove(i);
-        let w = self.weights.remove(i);
-        self.rebuild().inspect_err(|_| {
-            self.servers.insert(i, s);
-            self.weights.insert(i, w);
-        })
+        self.servers.remove(i);
+        self.weights.remove(i);
+        self.rebuild()
     }
 
     /// The weight of `server`, `None` when it is not in the pool.
