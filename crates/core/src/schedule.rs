@@ -230,25 +230,35 @@ impl Interleaved {
 
     #[inline]
     fn step(&self, pos: u64) -> (usize, u64) {
-        let (mut round, mut index) = ((pos >> 32) as u32, pos as u32 as usize);
-        if round >= self.rounds || index >= self.n || self.leaf(index) < self.rounds - round {
-            (round, index) = (0, self.first_max as usize);
+        let (round, index) = ((pos >> 32) as u32, pos as u32 as usize);
+        let leaves = &self.tree[self.size..self.size + self.n];
+        let cw = self.rounds.wrapping_sub(round);
+        match leaves.get(index) {
+            Some(&w) if round < self.rounds && w >= cw => {}
+            // Not a position of this schedule (a foreign cursor): restart.
+            _ => return self.step(self.first()),
         }
-        let next = match self.find(index + 1, self.rounds - round) {
-            Some(j) => pack(round, j),
-            None => {
-                let round = if round + 1 == self.rounds {
-                    0
-                } else {
-                    round + 1
-                };
-                let j = self
-                    .find(0, self.rounds - round)
-                    .unwrap_or(self.first_max as usize);
-                pack(round, j)
-            }
+        // Fast path: the next server is eligible in the same round.
+        if leaves.get(index + 1).is_some_and(|&w| w >= cw) {
+            return (index, pos + 1);
+        }
+        (index, self.after(round, index))
+    }
+
+    /// The position after `(round, index)` when `index + 1` is not eligible.
+    fn after(&self, round: u32, index: usize) -> u64 {
+        if let Some(j) = self.find(index + 2, self.rounds - round) {
+            return pack(round, j);
+        }
+        let round = if round + 1 == self.rounds {
+            0
+        } else {
+            round + 1
         };
-        (index, next)
+        let j = self
+            .find(0, self.rounds - round)
+            .unwrap_or(self.first_max as usize);
+        pack(round, j)
     }
 
     #[inline]
