@@ -7,10 +7,10 @@ use alloc::vec::Vec;
 
 use crate::{Error, Policy};
 
-/// Longest period (picks) the smooth policy precomputes: `2^25` picks, a 128 MiB table
-/// at most. Pools whose `sum(w) / gcd(w)` exceeds it are rejected with
-/// [`Error::PeriodTooLong`].
-pub const MAX_SMOOTH_PERIOD: u64 = 1 << 25;
+/// Longest period (picks) the smooth policy precomputes: `2^22` picks, a 16 MiB table
+/// at most, built in about a second. Pools whose `sum(w) / gcd(w)` exceeds it are
+/// rejected with [`Error::PeriodTooLong`].
+pub const MAX_SMOOTH_PERIOD: u64 = 1 << 22;
 
 /// How many following servers a pick probes one by one before it searches the max tree.
 const PROBE: usize = 4;
@@ -310,7 +310,8 @@ fn pack(round: u32, index: usize) -> u64 {
 }
 
 /// nginx's smooth weighted round robin over one period, computed with a kinetic
-/// tournament so the build costs O(P log n) instead of the textbook O(P n).
+/// tournament: a pick costs O(log n) plus one step per change of a node's leader
+/// (the textbook loop costs O(n) a pick).
 ///
 /// Before pick `s` (1-based) server `i`'s `current` is `s * w_i - W * c_i` (`c_i` its
 /// picks so far, `W` the total); the largest wins, the first on ties. Each tree node
