@@ -59,7 +59,7 @@
 //!   at worst.
 //! - Smooth: nginx's sequence has no closed form and its state is per server, so the
 //!   whole period is precomputed at change time into a table of `u32` indices (O(period)
-//!   memory, not O(n)) and a pick is one table read plus the same compare-and-swap. The
+//!   memory, not O(n)) and a pick is one `fetch_add` of a pick counter and one table read. The
 //!   table is built by a kinetic tournament over the servers' `current` values; measured
 //!   with weights 1..=4096 it costs about 0.5 µs per period pick at n = 1000 (1.2 s for a
 //!   2-million-pick period), paid by the writer, never by picks, which keep using the old

@@ -133,18 +133,28 @@ impl Schedule {
     }
 
     /// Claims the position held by `cursor` for this caller and returns its server
-    /// index. Lock-free: each successful compare-and-swap claims exactly one position,
-    /// so concurrent callers get distinct positions of the same sequence.
+    /// index. Lock-free: one atomic read-modify-write claims exactly one position, so
+    /// concurrent callers get distinct positions of the same sequence. (Interleaved: a
+    /// compare-and-swap of the packed `(round, index)`; smooth: a `fetch_add` of the pick
+    /// count, taken modulo the period, which would only wrap after 2^64 picks.)
     #[cfg(target_has_atomic = "64")]
     #[inline]
     pub fn next_atomic(&self, cursor: &AtomicCursor) -> usize {
         use core::sync::atomic::Ordering::Relaxed;
-        let mut pos = cursor.0.load(Relaxed);
-        loop {
-            let (index, next) = self.step(pos);
-            match cursor.0.compare_exchange_weak(pos, next, Relaxed, Relaxed) {
-                Ok(_) => return index,
-                Err(actual) => pos = actual,
+        match &self.kind {
+            Kind::Smooth(table) => {
+                let k = cursor.0.fetch_add(1, Relaxed) % self.period;
+                table[k as usize] as usize
+            }
+            Kind::Interleaved(il) => {
+                let mut pos = cursor.0.load(Relaxed);
+                loop {
+                    let (index, next) = il.step(pos);
+                    match cursor.0.compare_exchange_weak(pos, next, Relaxed, Relaxed) {
+                        Ok(_) => return index,
+                        Err(actual) => pos = actual,
+                    }
+                }
             }
         }
     }
