@@ -9,7 +9,7 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-type Result<T = ()> = std::result::Result<T, String>;
+type Result<T = ()> = core::result::Result<T, String>;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -83,11 +83,12 @@ fn ci() -> Result {
         ]),
     )?;
     if has("cargo-nextest", "--version") {
+        // Doctests first, so the nextest summary is the run's closing test line.
+        run("doctests", cargo().args(["test", "--workspace", "--doc"]))?;
         run(
             "tests (nextest)",
             cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]),
         )?;
-        run("doctests", cargo().args(["test", "--workspace", "--doc"]))?;
     } else {
         run("tests", cargo().args(["test", "--workspace"]))?;
     }

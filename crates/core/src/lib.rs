@@ -113,3 +113,8 @@ pub enum Policy {
     /// `a a b a c a a`.
     Smooth,
 }
+
+/// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -171,6 +171,7 @@ mod tests {
             "1http://a",
             "http://a b",
             "http://a/\n",
+            "http://a/x\ny",
             " http://a",
             "http://a/b c",
         ] {
