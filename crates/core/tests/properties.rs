@@ -239,3 +239,20 @@ proptest! {
         }
     }
 }
+
+/// One heavy server among thousands of light ones: most rounds skip almost the whole
+/// pool, so picks go through the max-tree descent, not the neighbour probe.
+#[test]
+fn interleaved_long_skips_match_reference() {
+    let mut weights = vec![1u32; 5000];
+    weights.insert(2500, 4096);
+    weights.push(4096);
+    weights.extend([7, 0, 3]);
+    let schedule = Schedule::new(&weights, Policy::Interleaved).unwrap();
+    let mut reference = Reference::new(&weights);
+    let picks = full_period(&schedule);
+    for (k, &p) in picks.iter().enumerate() {
+        assert_eq!(p, reference.next().unwrap(), "position {k}");
+    }
+    check_counts(&weights, &picks).unwrap();
+}
