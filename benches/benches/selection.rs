@@ -4,6 +4,8 @@
 //! seed. Contenders, all picking the next server of a shared balancer:
 //!
 //! - `interleaved`, `smooth`: `roundrobin_core::RoundRobin::next_server` (lock-free);
+//! - `interleaved_picker`, `smooth_picker`: the same balancer through a per-thread
+//!   caching `Picker` (`RoundRobin::picker`);
 //! - `pingora`: `pingora-load-balancing`'s `Weighted<RoundRobin>` (a table with each
 //!   backend repeated `weight` times and an atomic counter), first backend of `iter`;
 //! - `mutex_smooth`: the textbook smooth weighted round robin loop (nginx) behind a
@@ -12,6 +14,8 @@
 //! The smooth policy precomputes its period (`sum(w)/gcd(w)` picks) and rejects pools
 //! whose period exceeds `MAX_SMOOTH_PERIOD`: with these weights n = 10000 is rejected and
 //! reported as not measured.
+//!
+//! `build/..` measures building a schedule: what one change costs the writer.
 //!
 //! `threads=1` measures one caller; `threads=2` runs two callers on the same balancer
 //! and reports the time per pick seen by each.
@@ -29,7 +33,7 @@ use pingora_load_balancing::selection::{
     BackendIter, BackendSelection, RoundRobin as PingoraWeighted,
 };
 use pingora_load_balancing::Backend;
-use roundrobin_core::{Error, Policy, RoundRobin};
+use roundrobin_core::{Error, Policy, RoundRobin, Schedule};
 
 const SIZES: [usize; 4] = [10, 100, 1000, 10_000];
 
@@ -76,28 +80,44 @@ impl MutexSmooth {
     }
 }
 
-trait Picker: Sync {
-    fn pick(&self) -> u64;
+/// Something that picks `iters` times from a balancer shared with other threads.
+trait Contender: Sync {
+    fn picks(&self, iters: u64);
 }
 
-impl Picker for RoundRobin<u32> {
-    #[inline]
-    fn pick(&self) -> u64 {
-        u64::from(self.next_server().unwrap())
+impl Contender for RoundRobin<u32> {
+    fn picks(&self, iters: u64) {
+        for _ in 0..iters {
+            black_box(self.next_server().unwrap());
+        }
     }
 }
 
-impl Picker for Arc<PingoraWeighted> {
-    #[inline]
-    fn pick(&self) -> u64 {
-        BackendSelection::iter(self, b"").next().unwrap().weight as u64
+/// `RoundRobin` through a per-thread caching [`roundrobin_core::Picker`].
+struct Cached(RoundRobin<u32>);
+
+impl Contender for Cached {
+    fn picks(&self, iters: u64) {
+        let mut picker = self.0.picker();
+        for _ in 0..iters {
+            black_box(picker.next_server().unwrap());
+        }
     }
 }
 
-impl Picker for MutexSmooth {
-    #[inline]
-    fn pick(&self) -> u64 {
-        self.select() as u64
+impl Contender for Arc<PingoraWeighted> {
+    fn picks(&self, iters: u64) {
+        for _ in 0..iters {
+            black_box(BackendSelection::iter(self, b"").next().unwrap().weight);
+        }
+    }
+}
+
+impl Contender for MutexSmooth {
+    fn picks(&self, iters: u64) {
+        for _ in 0..iters {
+            black_box(self.select());
+        }
     }
 }
 
@@ -120,12 +140,10 @@ fn pingora(weights: &[u32]) -> Arc<PingoraWeighted> {
 }
 
 /// Time per pick as seen by each of `threads` callers picking `iters` times each.
-fn run(picker: &dyn Picker, threads: usize, iters: u64) -> Duration {
+fn run(contender: &dyn Contender, threads: usize, iters: u64) -> Duration {
     if threads == 1 {
         let start = Instant::now();
-        for _ in 0..iters {
-            black_box(picker.pick());
-        }
+        contender.picks(iters);
         return start.elapsed();
     }
     let barrier = Barrier::new(threads);
@@ -135,9 +153,7 @@ fn run(picker: &dyn Picker, threads: usize, iters: u64) -> Duration {
                 s.spawn(|| {
                     barrier.wait();
                     let start = Instant::now();
-                    for _ in 0..iters {
-                        black_box(picker.pick());
-                    }
+                    contender.picks(iters);
                     start.elapsed()
                 })
             })
@@ -152,27 +168,49 @@ fn selection(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("pick/threads={threads}"));
         for n in SIZES {
             let w = weights(n);
-            let mut contenders: Vec<(&str, Box<dyn Picker>)> = Vec::new();
-            for (name, policy) in [
-                ("interleaved", Policy::Interleaved),
-                ("smooth", Policy::Smooth),
+            let mut contenders: Vec<(&str, Box<dyn Contender>)> = Vec::new();
+            for (name, cached, policy) in [
+                ("interleaved", "interleaved_picker", Policy::Interleaved),
+                ("smooth", "smooth_picker", Policy::Smooth),
             ] {
-                match ours(&w, policy) {
-                    Ok(rr) => contenders.push((name, Box::new(rr))),
+                match (ours(&w, policy), ours(&w, policy)) {
+                    (Ok(rr), Ok(rr2)) => {
+                        contenders.push((name, Box::new(rr)));
+                        contenders.push((cached, Box::new(Cached(rr2))));
+                    }
                     // The smooth table is capped (MAX_SMOOTH_PERIOD): say so, measure the rest.
-                    Err(e) => eprintln!("{name}/{n}: not measured: {e}"),
+                    (Err(e), _) | (_, Err(e)) => eprintln!("{name}/{n}: not measured: {e}"),
                 }
             }
             contenders.push(("pingora", Box::new(pingora(&w))));
             contenders.push(("mutex_smooth", Box::new(MutexSmooth::new(&w))));
-            for (name, picker) in &contenders {
+            for (name, contender) in &contenders {
                 group.bench_function(BenchmarkId::new(*name, n), |b| {
-                    b.iter_custom(|iters| run(picker.as_ref(), threads, iters))
+                    b.iter_custom(|iters| run(contender.as_ref(), threads, iters))
                 });
             }
         }
         group.finish();
     }
+}
+
+/// Time to build a schedule (what a change costs the writer; picks never wait for it).
+fn build(c: &mut Criterion) {
+    let mut group = c.benchmark_group("build");
+    group.sample_size(10);
+    for (policy, n) in [
+        (Policy::Interleaved, 1000),
+        (Policy::Interleaved, 10_000),
+        (Policy::Smooth, 100),
+        (Policy::Smooth, 1000),
+    ] {
+        let w = weights(n);
+        let id = BenchmarkId::new(format!("{policy:?}").to_lowercase(), n);
+        group.bench_function(id, |b| {
+            b.iter(|| Schedule::new(black_box(&w), policy).unwrap())
+        });
+    }
+    group.finish();
 }
 
 mod group {
@@ -181,6 +219,6 @@ mod group {
         unreachable_pub,
         reason = "criterion_group! generates an undocumented pub fn"
     )]
-    criterion::criterion_group!(benches, super::selection);
+    criterion::criterion_group!(benches, super::selection, super::build);
 }
 criterion_main!(group::benches);

@@ -6,6 +6,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use std::sync::{Mutex, PoisonError};
 
+use arc_swap::cache::Cache;
 use arc_swap::ArcSwap;
 
 use crate::pool::build;
@@ -58,6 +59,58 @@ impl<S> Snapshot<S> {
             generation: 0,
             state: Err(Error::NoServers),
         }
+    }
+}
+
+impl<S: Clone> Snapshot<S> {
+    /// Claims the next position of this snapshot's sequence.
+    #[inline]
+    fn pick(&self) -> Result<S, Error> {
+        match &self.state {
+            Ok((schedule, cursor)) => Ok(self.servers[schedule.next_atomic(cursor)].clone()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+/// A caching pick handle for hot loops, from [`RoundRobin::picker`].
+///
+/// [`RoundRobin::next_server`] protects the snapshot it reads on every call (an
+/// `arc-swap` load: two atomic read-modify-writes and a thread-local lookup). A picker
+/// keeps the current snapshot and only compares one pointer per pick, so a pick costs
+/// the single atomic operation that claims its position. Pickers and `next_server`
+/// share one sequence: every caller still gets distinct positions. A change is seen at
+/// the picker's next pick; until then the picker keeps the old snapshot alive.
+///
+/// ```
+/// use roundrobin_core::RoundRobin;
+/// let rr = RoundRobin::new();
+/// rr.upsert_servers([("a", Some(3)), ("b", Some(2))])?;
+/// let mut picker = rr.picker();
+/// assert_eq!(picker.next_server()?, "a");
+/// assert_eq!(rr.next_server()?, "a");
+/// assert_eq!(picker.next_server()?, "b");
+/// rr.upsert_server("b", Some(9))?; // the sequence restarts, for the picker too
+/// assert_eq!(picker.next_server()?, "b");
+/// # Ok::<(), roundrobin_core::Error>(())
+/// ```
+pub struct Picker<'a, S> {
+    cache: Cache<&'a ArcSwap<Snapshot<S>>, Arc<Snapshot<S>>>,
+}
+
+impl<S> fmt::Debug for Picker<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Picker").finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone> Picker<'_, S> {
+    /// The next server of the balancer's sequence, cloned. Lock-free.
+    ///
+    /// Errors: [`Error::NoServers`], [`Error::AllWeightsZero`].
+    #[inline]
+    pub fn next_server(&mut self) -> Result<S, Error> {
+        self.cache.load().pick()
     }
 }
 
@@ -158,6 +211,14 @@ impl<S> RoundRobin<S> {
         self.default_weight
     }
 
+    /// A caching pick handle for one task or thread: cheaper picks, same sequence (see
+    /// [`Picker`]).
+    pub fn picker(&self) -> Picker<'_, S> {
+        Picker {
+            cache: Cache::new(&self.snapshot),
+        }
+    }
+
     /// Starts at 0 and increases by one on every accepted change of the pool, so
     /// layers above can cache what they derive from [`RoundRobin::servers`].
     pub fn generation(&self) -> u64 {
@@ -240,11 +301,7 @@ impl<S: Clone + PartialEq> RoundRobin<S> {
     /// Errors: [`Error::NoServers`], [`Error::AllWeightsZero`].
     #[inline]
     pub fn next_server(&self) -> Result<S, Error> {
-        let snap = self.snapshot.load();
-        match &snap.state {
-            Ok((schedule, cursor)) => Ok(snap.servers[schedule.next_atomic(cursor)].clone()),
-            Err(e) => Err(e.clone()),
-        }
+        self.snapshot.load().pick()
     }
 
     /// Applies `edit` to copies of the lists and publishes the result, or nothing.

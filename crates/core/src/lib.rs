@@ -99,7 +99,7 @@ pub use url::ServerUrl;
 #[cfg(feature = "std")]
 mod balancer;
 #[cfg(feature = "std")]
-pub use balancer::{Builder, RoundRobin};
+pub use balancer::{Builder, Picker, RoundRobin};
 
 /// Which sequence a balancer produces. Both give every server its exact share over a
 /// period; they differ in how the picks are spread (see the [crate docs](crate)).

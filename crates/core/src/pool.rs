@@ -7,8 +7,8 @@ use crate::{Error, Policy};
 
 /// A weighted server pool that owns its schedule and cursor (no_std + alloc).
 ///
-/// The single-owner counterpart of [`RoundRobin`](crate#crate-features): updates take
-/// `&mut self`, picks advance a plain [`Cursor`]. Same sequences, same errors, same
+/// The single-owner counterpart of the shared `RoundRobin` (feature `std`): updates
+/// take `&mut self`, picks advance a plain [`Cursor`]. Same sequences, same errors, same
 /// rules: `None` weight = the pool's default weight, explicit 0 = drained (kept, never
 /// picked), every change restarts the iteration, a rejected change leaves the pool as
 /// it was.

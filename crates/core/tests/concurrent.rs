@@ -92,3 +92,40 @@ fn balancer_shared_by_threads_keeps_exact_shares() {
     // Every position consumed: the next pick is the first of the sequence.
     assert_eq!(rr.next_server(), Ok("e"));
 }
+
+#[test]
+fn pickers_and_next_server_share_one_sequence() {
+    for policy in [Policy::Interleaved, Policy::Smooth] {
+        let rr = RoundRobin::<usize>::builder().policy(policy).build();
+        rr.upsert_servers((0..).zip(WEIGHTS).map(|(i, w)| (i, Some(w))))
+            .unwrap();
+        let barrier = Barrier::new(THREADS);
+        let per_thread = PERIODS * PERIOD / THREADS;
+        let picks: Vec<Vec<usize>> = thread::scope(|scope| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let (rr, barrier) = (&rr, &barrier);
+                    scope.spawn(move || {
+                        let mut picker = rr.picker();
+                        barrier.wait();
+                        (0..per_thread)
+                            .map(|k| {
+                                // Half the threads mix both ways of picking.
+                                if t % 2 == 1 && k % 2 == 1 {
+                                    rr.next_server().unwrap()
+                                } else {
+                                    picker.next_server().unwrap()
+                                }
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (i, w) in WEIGHTS.iter().enumerate() {
+            let got = picks.iter().flatten().filter(|&&p| p == i).count();
+            assert_eq!(got, PERIODS * *w as usize, "{policy:?} server {i}");
+        }
+    }
+}

@@ -180,3 +180,18 @@ fn balancer_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<RoundRobin<String>>();
 }
+
+#[test]
+fn picker_follows_changes_and_reports_errors() {
+    let rr: RoundRobin<&str> = RoundRobin::new();
+    let mut picker = rr.picker();
+    assert_eq!(picker.next_server(), Err(Error::NoServers));
+    rr.upsert_server("a", None).unwrap();
+    rr.upsert_server("b", None).unwrap();
+    assert_eq!(picker.next_server(), Ok("a"));
+    rr.upsert_server("b", Some(3)).unwrap();
+    let picks: Vec<&str> = (0..4).map(|_| picker.next_server().unwrap()).collect();
+    assert_eq!(picks, ["b", "b", "a", "b"]);
+    rr.upsert_servers([("a", Some(0)), ("b", Some(0))]).unwrap();
+    assert_eq!(picker.next_server(), Err(Error::AllWeightsZero));
+}
