@@ -60,10 +60,10 @@
 //! - Smooth: nginx's sequence has no closed form and its state is per server, so the
 //!   whole period is precomputed at change time into a table of `u32` indices (O(period)
 //!   memory, not O(n)) and a pick is one `fetch_add` of a pick counter and one table read. The
-//!   table is built by a kinetic tournament over the servers' `current` values; measured
-//!   with weights 1..=4096 it costs about 0.5 µs per period pick at n = 1000 (1.2 s for a
-//!   2-million-pick period), paid by the writer, never by picks, which keep using the old
-//!   snapshot meanwhile. The period is capped at [`MAX_SMOOTH_PERIOD`] picks (16 MiB); a
+//!   table is built by a kinetic tournament over the servers' `current` values; with
+//!   weights 1..=4096 at n = 1000 (a 2-million-pick period) it took 665 ms (bench
+//!   `build/smooth/1000` of `roundrobin-benches`), paid by the writer, never by picks,
+//!   which keep using the old snapshot meanwhile. The period is capped at [`MAX_SMOOTH_PERIOD`] picks (16 MiB); a
 //!   change that would exceed it is rejected with [`Error::PeriodTooLong`] and the pool
 //!   stays as it was (weights are divided by their gcd first, so rebalancer-style weights
 //!   such as 1 and 4096 stay far below it). Choose it for small and medium pools where
@@ -72,8 +72,9 @@
 //! # Layers
 //!
 //! [`Schedule`] (with a [`Cursor`] or an [`AtomicCursor`]) and [`Pool`] are the no_std
-//! building blocks; [`RoundRobin`] (feature `std`) is the shared balancer the other
-//! crates use. [`ServerUrl`] is the identity of an HTTP server.
+//! building blocks; [`RoundRobin`] (feature `std`, with its caching [`Picker`] handle for
+//! hot loops) is the shared balancer the other crates use. [`ServerUrl`] is the identity
+//! of an HTTP server.
 //!
 //! # Crate features
 //!
