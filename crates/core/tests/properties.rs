@@ -1,9 +1,10 @@
 //! Property tests over random pools (0..=200 servers, weights 0..=4096) and random
-//! upsert/remove interleavings, against straightforward reference implementations of
+//! upsert/remove interleavings (through `RoundRobin` and `Pool` alike), against
+//! straightforward reference implementations of
 //! DESIGN.md §2 (interleaved) and nginx (smooth) kept here, not in the library.
 
 use proptest::prelude::*;
-use roundrobin_core::{Cursor, Error, Policy, RoundRobin, Schedule};
+use roundrobin_core::{Cursor, Error, Policy, Pool, RoundRobin, Schedule};
 
 fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 {
@@ -182,6 +183,7 @@ proptest! {
         ),
     ) {
         let rr = RoundRobin::<u8>::builder().policy(policy).default_weight(3).build();
+        let mut pool = Pool::new(policy, 3);
         let mut model: Vec<(u8, u32)> = Vec::new();
         let mut generation = 0;
         // The expected schedule and cursor, restarted on every accepted change.
@@ -192,10 +194,12 @@ proptest! {
                     Some(i) => {
                         model.remove(i);
                         rr.remove_server(&server).unwrap();
+                        pool.remove_server(&server).unwrap();
                         true
                     }
                     None => {
                         prop_assert_eq!(rr.remove_server(&server), Err(Error::ServerNotFound));
+                        prop_assert_eq!(pool.remove_server(&server), Err(Error::ServerNotFound));
                         false
                     }
                 }
@@ -206,6 +210,7 @@ proptest! {
                     None => model.push((server, w)),
                 }
                 rr.upsert_server(server, weight).unwrap();
+                pool.upsert_server(server, weight).unwrap();
                 true
             };
             let servers: Vec<u8> = model.iter().map(|e| e.0).collect();
@@ -219,19 +224,23 @@ proptest! {
             }
             prop_assert_eq!(rr.generation(), generation);
             prop_assert_eq!(rr.servers(), servers.clone());
+            prop_assert_eq!(pool.servers(), &servers[..]);
+            prop_assert_eq!(pool.weights(), &weights[..]);
             for &(s, w) in &model {
                 prop_assert_eq!(rr.server_weight(&s), Some(w));
             }
             match &mut expected {
                 None => {
                     let e = if model.is_empty() { Error::NoServers } else { Error::AllWeightsZero };
-                    prop_assert_eq!(rr.next_server(), Err(e));
+                    prop_assert_eq!(rr.next_server(), Err(e.clone()));
+                    prop_assert_eq!(pool.next_server(), Err(e));
                 }
                 Some((schedule, c)) => {
                     for _ in 0..picks {
                         let s = rr.next_server().unwrap();
                         let i = schedule.next(c);
                         prop_assert_eq!(s, servers[i]);
+                        prop_assert_eq!(pool.next_server(), Ok(&servers[i]));
                         prop_assert!(weights[i] > 0, "a drained server was picked");
                     }
                 }
