@@ -1,4 +1,5 @@
 //! Threads picking concurrently share one sequence: every position is handed out once.
+#![cfg(feature = "std")]
 
 use std::collections::HashMap;
 use std::sync::Barrier;

@@ -1,4 +1,5 @@
 //! The sequences and errors DESIGN.md §2 and the issue pin, through the public API.
+#![cfg(feature = "std")]
 
 use roundrobin_core::{Error, Policy, Pool, RoundRobin, MAX_SMOOTH_PERIOD};
 

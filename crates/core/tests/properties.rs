@@ -2,6 +2,7 @@
 //! upsert/remove interleavings (through `RoundRobin` and `Pool` alike), against
 //! straightforward reference implementations of
 //! DESIGN.md §2 (interleaved) and nginx (smooth) kept here, not in the library.
+#![cfg(feature = "std")]
 
 use proptest::prelude::*;
 use roundrobin_core::{Cursor, Error, Policy, Pool, RoundRobin, Schedule};
