@@ -8,7 +8,7 @@ use core::task::{Context, Poll};
 use core::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -154,6 +154,8 @@ impl<B> Forwarder<B> {
 }
 
 fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue) {
+    // The client speaks HTTP/1.1 upstream whatever the downstream version was.
+    *req.version_mut() = Version::HTTP_11;
     let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
     let headers = req.headers_mut();
     remove_hop_by_hop(headers);
