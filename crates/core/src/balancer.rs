@@ -1,61 +1,182 @@
-//! STUB shared balancer: a mutex-guarded port of the reference, to be replaced by the
-//! lock-free schedule.
+//! The shared balancer (`std`): picks from an `Arc` snapshot swapped on every change.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
-use std::sync::Mutex;
+use core::fmt;
+use core::marker::PhantomData;
+use std::sync::{Mutex, PoisonError};
 
+use arc_swap::cache::Cache;
+use arc_swap::ArcSwap;
+
+use crate::pool::build;
+use crate::schedule::{AtomicCursor, Schedule};
 use crate::{Error, Policy};
 
 /// A weighted round-robin balancer shared by every task of a server.
+///
+/// Every method takes `&self`. A pick loads the current snapshot (servers, schedule and
+/// cursor) and claims the next position of its sequence with one atomic operation
+/// (a compare-and-swap for interleaved, a `fetch_add` for smooth): no lock, and
+/// concurrent callers get distinct positions. A change (upsert, remove)
+/// builds a new snapshot with a fresh cursor and swaps it in, so the iteration restarts
+/// atomically; changes are serialised among themselves by a lock that picks never take.
+///
+/// ```
+/// use roundrobin_core::RoundRobin;
+/// let rr: RoundRobin<&'static str> = RoundRobin::new(); // default weight 1, interleaved
+/// rr.upsert_server("a", None)?;
+/// rr.upsert_server("b", Some(3))?;
+/// let picks: Vec<&str> = (0..4).map(|_| rr.next_server()).collect::<Result<_, _>>()?;
+/// assert_eq!(picks, ["b", "b", "a", "b"]);
+/// assert_eq!(rr.servers(), ["a", "b"]);
+/// assert_eq!(rr.server_weight(&"b"), Some(3));
+/// rr.remove_server(&"a")?;
+/// assert!(rr.remove_server(&"a").is_err());
+/// # Ok::<(), roundrobin_core::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct RoundRobin<S> {
     default_weight: u32,
     policy: Policy,
-    state: Mutex<State<S>>,
+    /// Serialises changes; picks never take it.
+    writer: Mutex<()>,
+    snapshot: ArcSwap<Snapshot<S>>,
 }
 
 #[derive(Debug)]
-struct State<S> {
-    servers: Vec<(S, u32)>,
-    index: isize,
-    cw: i64,
+struct Snapshot<S> {
+    servers: Vec<S>,
+    weights: Vec<u32>,
     generation: u64,
+    state: Result<(Schedule, AtomicCursor), Error>,
 }
 
-/// Configures a [`RoundRobin`].
-#[derive(Debug, Clone)]
-pub struct Builder {
+impl<S> Snapshot<S> {
+    fn empty() -> Self {
+        Self {
+            servers: Vec::new(),
+            weights: Vec::new(),
+            generation: 0,
+            state: Err(Error::NoServers),
+        }
+    }
+}
+
+impl<S: Clone> Snapshot<S> {
+    /// Claims the next position of this snapshot's sequence.
+    #[inline]
+    fn pick(&self) -> Result<S, Error> {
+        match &self.state {
+            Ok((schedule, cursor)) => Ok(self.servers[schedule.next_atomic(cursor)].clone()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+/// A caching pick handle for hot loops, from [`RoundRobin::picker`].
+///
+/// [`RoundRobin::next_server`] protects the snapshot it reads on every call (an
+/// `arc-swap` load: two atomic read-modify-writes and a thread-local lookup). A picker
+/// keeps the current snapshot and only compares one pointer per pick, so a pick costs
+/// the single atomic operation that claims its position. Pickers and `next_server`
+/// share one sequence: every caller still gets distinct positions. A change is seen at
+/// the picker's next pick; until then the picker keeps the old snapshot alive.
+///
+/// ```
+/// use roundrobin_core::RoundRobin;
+/// let rr = RoundRobin::new();
+/// rr.upsert_servers([("a", Some(3)), ("b", Some(2))])?;
+/// let mut picker = rr.picker();
+/// assert_eq!(picker.next_server()?, "a");
+/// assert_eq!(rr.next_server()?, "a");
+/// assert_eq!(picker.next_server()?, "b");
+/// rr.upsert_server("b", Some(9))?; // the sequence restarts, for the picker too
+/// assert_eq!(picker.next_server()?, "b");
+/// # Ok::<(), roundrobin_core::Error>(())
+/// ```
+pub struct Picker<'a, S> {
+    cache: Cache<&'a ArcSwap<Snapshot<S>>, Arc<Snapshot<S>>>,
+}
+
+impl<S> fmt::Debug for Picker<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Picker").finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone> Picker<'_, S> {
+    /// The next server of the balancer's sequence, cloned. Lock-free.
+    ///
+    /// Errors: [`Error::NoServers`], [`Error::AllWeightsZero`].
+    #[inline]
+    pub fn next_server(&mut self) -> Result<S, Error> {
+        self.cache.load().pick()
+    }
+}
+
+/// Configures a [`RoundRobin`]. Typed by the server type, so
+/// `RoundRobin::<String>::builder()..build()` needs no further annotation.
+///
+/// ```
+/// use roundrobin_core::{Policy, RoundRobin};
+/// let rr = RoundRobin::<String>::builder().default_weight(2).smooth().build();
+/// rr.upsert_server("a".to_string(), None)?;
+/// assert_eq!(rr.server_weight(&"a".to_string()), Some(2));
+/// assert_eq!(rr.policy(), Policy::Smooth);
+/// # Ok::<(), roundrobin_core::Error>(())
+/// ```
+pub struct Builder<S> {
     default_weight: u32,
     policy: Policy,
+    server: PhantomData<fn() -> S>,
 }
 
-impl Builder {
+impl<S> fmt::Debug for Builder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("default_weight", &self.default_weight)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl<S> Clone for Builder<S> {
+    fn clone(&self) -> Self {
+        Self {
+            default_weight: self.default_weight,
+            policy: self.policy,
+            server: PhantomData,
+        }
+    }
+}
+
+impl<S> Builder<S> {
     /// Weight given to servers upserted without one (default 1).
     pub fn default_weight(mut self, w: u32) -> Self {
         self.default_weight = w;
         self
     }
-    /// Use the smooth policy.
+
+    /// Use [`Policy::Smooth`].
     pub fn smooth(mut self) -> Self {
         self.policy = Policy::Smooth;
         self
     }
-    /// Use the given policy.
+
+    /// Use the given policy (default [`Policy::Interleaved`]).
     pub fn policy(mut self, p: Policy) -> Self {
         self.policy = p;
         self
     }
-    /// Builds the balancer.
-    pub fn build<S>(self) -> RoundRobin<S> {
+
+    /// Builds an empty balancer.
+    pub fn build(self) -> RoundRobin<S> {
         RoundRobin {
             default_weight: self.default_weight,
             policy: self.policy,
-            state: Mutex::new(State {
-                servers: Vec::new(),
-                index: -1,
-                cw: 0,
-                generation: 0,
-            }),
+            writer: Mutex::new(()),
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
         }
     }
 }
@@ -66,108 +187,145 @@ impl<S> Default for RoundRobin<S> {
     }
 }
 
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
 impl<S> RoundRobin<S> {
-    /// A balancer with default weight 1 and the interleaved policy.
+    /// An empty balancer: default weight 1, [`Policy::Interleaved`].
     pub fn new() -> Self {
         Self::default()
     }
-    /// A builder.
-    pub fn builder() -> Builder {
+
+    /// A builder, to set the default weight and the policy.
+    pub fn builder() -> Builder<S> {
         Builder {
             default_weight: 1,
             policy: Policy::Interleaved,
+            server: PhantomData,
         }
     }
-    /// The policy.
+
+    /// The policy of the balancer.
     pub fn policy(&self) -> Policy {
         self.policy
     }
-    /// Incremented on every change of the pool.
+
+    /// The weight of servers upserted without one.
+    pub fn default_weight(&self) -> u32 {
+        self.default_weight
+    }
+
+    /// A caching pick handle for one task or thread: cheaper picks, same sequence (see
+    /// [`Picker`]).
+    pub fn picker(&self) -> Picker<'_, S> {
+        Picker {
+            cache: Cache::new(&self.snapshot),
+        }
+    }
+
+    /// Starts at 0 and increases by one on every accepted change of the pool, so
+    /// layers above can cache what they derive from [`RoundRobin::servers`].
     pub fn generation(&self) -> u64 {
-        self.state.lock().unwrap().generation
+        self.snapshot.load().generation
     }
 }
 
 impl<S: Clone + PartialEq> RoundRobin<S> {
-    /// Inserts or updates a server; iteration restarts.
+    /// Inserts `server` (appended) or updates its weight; `None` means the balancer's
+    /// default weight, `Some(0)` drains the server (kept, never picked). The iteration
+    /// restarts from the beginning of the sequence.
+    ///
+    /// Errors ([`Error::PeriodTooLong`], [`Error::TooManyServers`]) leave the pool
+    /// unchanged.
     pub fn upsert_server(&self, server: S, weight: Option<u32>) -> Result<(), Error> {
-        let w = weight.unwrap_or(self.default_weight);
-        let mut st = self.state.lock().unwrap();
-        match st.servers.iter_mut().find(|(s, _)| *s == server) {
-            Some(e) => e.1 = w,
-            None => st.servers.push((server, w)),
-        }
-        st.index = -1;
-        st.cw = 0;
-        st.generation += 1;
-        Ok(())
+        self.upsert_servers([(server, weight)])
     }
-    /// Removes a server; iteration restarts.
-    pub fn remove_server(&self, server: &S) -> Result<(), Error> {
-        let mut st = self.state.lock().unwrap();
-        let i = st
-            .servers
-            .iter()
-            .position(|(s, _)| s == server)
-            .ok_or(Error::ServerNotFound)?;
-        st.servers.remove(i);
-        st.index = -1;
-        st.cw = 0;
-        st.generation += 1;
-        Ok(())
-    }
-    /// The servers in insertion order.
-    pub fn servers(&self) -> Vec<S> {
-        self.state
-            .lock()
-            .unwrap()
-            .servers
-            .iter()
-            .map(|(s, _)| s.clone())
-            .collect()
-    }
-    /// The weight of a server.
-    pub fn server_weight(&self, server: &S) -> Option<u32> {
-        self.state
-            .lock()
-            .unwrap()
-            .servers
-            .iter()
-            .find(|(s, _)| s == server)
-            .map(|e| e.1)
-    }
-    /// The next server.
-    pub fn next_server(&self) -> Result<S, Error> {
-        let mut st = self.state.lock().unwrap();
-        let n = st.servers.len();
-        if n == 0 {
-            return Err(Error::NoServers);
-        }
-        let m = st.servers.iter().map(|e| e.1).max().unwrap_or(0);
-        if m == 0 {
-            return Err(Error::AllWeightsZero);
-        }
-        let g = st.servers.iter().fold(0, |g, e| gcd(g, e.1)) as i64;
-        loop {
-            st.index = (st.index + 1) % n as isize;
-            if st.index == 0 {
-                st.cw -= g;
-                if st.cw <= 0 {
-                    st.cw = m as i64;
+
+    /// Upserts several servers as one change: one rebuild, one restart, one
+    /// generation; all or nothing.
+    ///
+    /// ```
+    /// use roundrobin_core::RoundRobin;
+    /// let rr = RoundRobin::new();
+    /// rr.upsert_servers([("a", Some(3)), ("b", Some(2)), ("z", Some(0))])?;
+    /// let picks: Vec<&str> = (0..6).map(|_| rr.next_server()).collect::<Result<_, _>>()?;
+    /// assert_eq!(picks, ["a", "a", "b", "a", "b", "a"]);
+    /// assert_eq!(rr.generation(), 1);
+    /// # Ok::<(), roundrobin_core::Error>(())
+    /// ```
+    pub fn upsert_servers<I>(&self, servers: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = (S, Option<u32>)>,
+    {
+        self.change(|list, weights| {
+            for (server, weight) in servers {
+                let w = weight.unwrap_or(self.default_weight);
+                match list.iter().position(|s| *s == server) {
+                    Some(i) => weights[i] = w,
+                    None => {
+                        list.push(server);
+                        weights.push(w);
+                    }
                 }
             }
-            let (s, w) = &st.servers[st.index as usize];
-            if *w as i64 >= st.cw {
-                return Ok(s.clone());
-            }
-        }
+            Ok(())
+        })
+    }
+
+    /// Removes `server`; the iteration restarts.
+    ///
+    /// Errors: [`Error::ServerNotFound`]. (A removal never lengthens the period: the
+    /// remaining weights have a smaller sum and a gcd at least as large.)
+    pub fn remove_server(&self, server: &S) -> Result<(), Error> {
+        self.change(|list, weights| {
+            let i = list
+                .iter()
+                .position(|s| s == server)
+                .ok_or(Error::ServerNotFound)?;
+            list.remove(i);
+            weights.remove(i);
+            Ok(())
+        })
+    }
+
+    /// The servers, in insertion order.
+    pub fn servers(&self) -> Vec<S> {
+        self.snapshot.load().servers.clone()
+    }
+
+    /// The weight of `server`, `None` when it is not in the pool.
+    pub fn server_weight(&self, server: &S) -> Option<u32> {
+        let snap = self.snapshot.load();
+        let i = snap.servers.iter().position(|s| s == server)?;
+        Some(snap.weights[i])
+    }
+
+    /// The next server of the sequence, cloned. Lock-free.
+    ///
+    /// Errors: [`Error::NoServers`], [`Error::AllWeightsZero`].
+    #[inline]
+    pub fn next_server(&self) -> Result<S, Error> {
+        self.snapshot.load().pick()
+    }
+
+    /// Applies `edit` to copies of the lists and publishes the result, or nothing.
+    fn change<F>(&self, edit: F) -> Result<(), Error>
+    where
+        F: FnOnce(&mut Vec<S>, &mut Vec<u32>) -> Result<(), Error>,
+    {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.snapshot.load();
+        let mut servers = current.servers.clone();
+        let mut weights = current.weights.clone();
+        edit(&mut servers, &mut weights)?;
+        let state = build(&weights, self.policy)?.map(|s| {
+            let c = AtomicCursor::new(&s);
+            (s, c)
+        });
+        let next = Snapshot {
+            servers,
+            weights,
+            generation: current.generation + 1,
+            state,
+        };
+        self.snapshot.store(Arc::new(next));
+        Ok(())
     }
 }

@@ -14,4 +14,16 @@ pub enum Error {
     /// A server URL could not be parsed.
     #[error("invalid server url: {0}")]
     InvalidUrl(&'static str),
+    /// The pool would hold more than `u32::MAX` servers.
+    #[error("more than u32::MAX servers")]
+    TooManyServers,
+    /// The smooth policy's period (`sum(w) / gcd(w)` picks) exceeds the table it may
+    /// precompute; the change was not applied.
+    #[error("smooth period of {period} picks exceeds the maximum of {max}")]
+    PeriodTooLong {
+        /// The period the change would have produced.
+        period: u64,
+        /// The largest period the smooth policy accepts.
+        max: u64,
+    },
 }

@@ -36,9 +36,10 @@ pub struct ServerUrl {
 impl ServerUrl {
     /// Parses and normalises a server URL such as `http://10.0.0.1:8080`.
     ///
-    /// Errors when the scheme or the host is missing or holds invalid characters.
+    /// Errors when the scheme or the host is missing or holds invalid characters, or the
+    /// path holds a space or a control character (surrounding whitespace included, as in
+    /// Go's `url.Parse`).
     pub fn parse(input: &str) -> Result<Self, Error> {
-        let input = input.trim();
         let (scheme, rest) = input
             .split_once("://")
             .ok_or(Error::InvalidUrl("missing scheme"))?;
@@ -169,7 +170,10 @@ mod tests {
             "http://",
             "1http://a",
             "http://a b",
+            "http://a/\n",
             "http://a/x\ny",
+            " http://a",
+            "http://a/b c",
         ] {
             assert!(ServerUrl::parse(bad).is_err(), "{bad:?}");
         }

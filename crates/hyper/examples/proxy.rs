@@ -278,8 +278,8 @@ async fn main() -> ExitCode {
     tokio::spawn(signals(stop));
     let mut code = ExitCode::SUCCESS;
     while let Some(done) = tasks.join_next().await {
-        if let Ok(Err(e)) | Err(e) = done.map_err(std::io::Error::other) {
-            eprintln!("server error: {e}");
+        if let Err(e) = done {
+            eprintln!("server task failed: {e}");
             code = ExitCode::FAILURE;
         }
     }

@@ -8,10 +8,10 @@ use core::task::{Context, Poll};
 use core::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
@@ -76,14 +76,17 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// assert_eq!(forwarder.timeout_duration(), Duration::from_millis(500));
 /// # }
 /// ```
+///
+/// Plain HTTP upstreams use [`HttpConnector`]; for HTTPS upstreams build the client
+/// with a TLS connector (e.g. `hyper-rustls`) and pass it to [`Forwarder::with_client`].
 #[derive(Debug)]
-pub struct Forwarder<B = Incoming> {
-    client: Client<HttpConnector, B>,
+pub struct Forwarder<B = Incoming, C = HttpConnector> {
+    client: Client<C, B>,
     timeout: Duration,
     proto: HeaderValue,
 }
 
-impl<B> Clone for Forwarder<B> {
+impl<B, C: Clone> Clone for Forwarder<B, C> {
     fn clone(&self) -> Self {
         Self {
             client: self.client.clone(),
@@ -124,10 +127,10 @@ where
         .build(connector)
 }
 
-impl<B> Forwarder<B> {
-    /// Forwards over an existing hyper-util client, e.g. one made by
-    /// [`default_client`] for another request body type.
-    pub fn with_client(client: Client<HttpConnector, B>) -> Self {
+impl<B, C> Forwarder<B, C> {
+    /// Forwards over an existing hyper-util client: one made by [`default_client`] for
+    /// another request body type, or one with another connector (TLS).
+    pub fn with_client(client: Client<C, B>) -> Self {
         Self {
             client,
             timeout: Duration::from_secs(30),
@@ -154,6 +157,8 @@ impl<B> Forwarder<B> {
 }
 
 fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue) {
+    // The client speaks HTTP/1.1 upstream whatever the downstream version was.
+    *req.version_mut() = Version::HTTP_11;
     let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
     let headers = req.headers_mut();
     remove_hop_by_hop(headers);
@@ -179,8 +184,9 @@ fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue) {
     }
 }
 
-impl<B> tower_service::Service<Request<B>> for Forwarder<B>
+impl<B, C> tower_service::Service<Request<B>> for Forwarder<B, C>
 where
+    C: Connect + Clone + Send + Sync + 'static,
     B: Body + Send + 'static + Unpin,
     B::Data: Send,
     B::Error: Into<BoxError>,

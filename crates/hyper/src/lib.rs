@@ -47,7 +47,7 @@
 //!         .sticky(StickySession::new("_backend"))
 //!         .service(Forwarder::new().timeout(std::time::Duration::from_secs(5)));
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//!     serve(listener, balancer, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//!     serve(listener, balancer, async { let _ = tokio::signal::ctrl_c().await; }).await;
 //!     Ok(())
 //! }
 //! ```
@@ -72,5 +72,5 @@ pub use body::ResponseBody;
 pub use error::{BoxError, DefaultErrorHandler, Error, ErrorHandler, CLIENT_CLOSED_REQUEST};
 pub use forward::{default_client, remove_hop_by_hop, ClientAddr, Forwarder};
 pub use pool::{Pool, ServerStatus};
-pub use server::serve;
+pub use server::{serve, ACCEPT_ERROR_PAUSE};
 pub use service::{rewrite_uri, Balancer, BalancerLayer, Builder, ResponseFuture, RewriteHook};

@@ -32,7 +32,8 @@ pub trait Pool: Send + Sync + 'static {
     /// The server for the next request.
     fn next_server(&self) -> Result<ServerUrl, Error>;
     /// Records the outcome of a request sent to `server`: the status that was answered
-    /// (or the error handler's status) and how long it took.
+    /// (or the error handler's status) and how long it took, from the pick until the
+    /// response head (body streaming is not included).
     fn record(&self, server: &ServerUrl, status: u16, latency: Duration);
     /// Adds a server, or changes its weight; `None` is the pool's default weight.
     fn upsert_server(&self, server: ServerUrl, weight: Option<u32>) -> Result<(), Error>;

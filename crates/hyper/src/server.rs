@@ -15,18 +15,19 @@ use tokio::net::TcpListener;
 
 use crate::ClientAddr;
 
+/// How long [`serve`] stops accepting after `accept` failed for a reason other than
+/// one connection's.
+pub const ACCEPT_ERROR_PAUSE: core::time::Duration = core::time::Duration::from_millis(100);
+
 /// Serves `service` (HTTP/1.1 and HTTP/2) on `listener` until `shutdown` completes,
 /// then stops accepting and waits for the open connections to finish their in-flight
 /// requests.
 ///
 /// Each request carries the peer address as a [`ClientAddr`] extension. Errors of
-/// single connections are logged and do not stop the server; an error of `accept`
-/// that is not per-connection is returned.
-pub async fn serve<S, B>(
-    listener: TcpListener,
-    service: S,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<()>
+/// single connections are logged and do not stop the server. When `accept` itself
+/// fails (out of file descriptors, say), the error is logged and accepting pauses for
+/// [`ACCEPT_ERROR_PAUSE`] instead of spinning or giving up.
+pub async fn serve<S, B>(listener: TcpListener, service: S, shutdown: impl Future<Output = ()>)
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
@@ -43,7 +44,13 @@ where
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) if is_connection_error(&e) => continue,
-                Err(e) => return Err(e),
+                Err(error) => {
+                    tracing::error!(%error, "accept failed; pausing");
+                    tokio::select! {
+                        () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                        () = &mut shutdown => break,
+                    }
+                }
             },
             () = &mut shutdown => break,
         };
@@ -65,7 +72,6 @@ where
     }
     drop(listener);
     graceful.shutdown().await;
-    Ok(())
 }
 
 fn is_connection_error(e: &io::Error) -> bool {

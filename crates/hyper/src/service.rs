@@ -178,6 +178,7 @@ impl<S, P, H> Layer<S> for BalancerLayer<P, H> {
         Balancer {
             inner,
             shared: Arc::clone(&self.shared),
+            ready: false,
         }
     }
 }
@@ -212,6 +213,8 @@ impl<S, P, H> Layer<S> for BalancerLayer<P, H> {
 pub struct Balancer<S, P, H = DefaultErrorHandler> {
     inner: S,
     shared: Arc<Shared<P, H>>,
+    /// Whether `inner` reported ready to the last `poll_ready` (tower path).
+    ready: bool,
 }
 
 impl<S: Clone, P, H> Clone for Balancer<S, P, H> {
@@ -219,6 +222,7 @@ impl<S: Clone, P, H> Clone for Balancer<S, P, H> {
         Self {
             inner: self.inner.clone(),
             shared: Arc::clone(&self.shared),
+            ready: false,
         }
     }
 }
@@ -387,18 +391,23 @@ where
     type Future = ResponseFuture<RB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Readiness errors of the inner service are answered per request, in `call`.
+        // A readiness error of the inner service is not ours to return: `call` then
+        // polls the inner service again and answers its error through the handler.
         match self.inner.poll_ready(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Ready(result) => {
+                self.ready = result.is_ok();
+                Poll::Ready(Ok(()))
+            }
         }
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let inner = core::mem::replace(&mut self.inner, clone);
+        let needs_ready = !core::mem::take(&mut self.ready);
         let shared = Arc::clone(&self.shared);
-        Box::pin(async move { Ok(proxy(shared, inner, req, false).await) })
+        Box::pin(async move { Ok(proxy(shared, inner, req, needs_ready).await) })
     }
 }
 
@@ -425,6 +434,46 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An inner service that is never ready.
+    #[derive(Clone)]
+    struct Broken;
+
+    impl Service<Request<()>> for Broken {
+        type Response = Response<http_body_util::Empty<bytes::Bytes>>;
+        type Error = BoxError;
+        type Future = core::future::Ready<Result<Self::Response, BoxError>>;
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Err("broken".into()))
+        }
+        fn call(&mut self, _req: Request<()>) -> Self::Future {
+            core::future::ready(Ok(Response::new(http_body_util::Empty::new())))
+        }
+    }
+
+    #[tokio::test]
+    async fn inner_readiness_errors_are_answered_by_the_handler() {
+        let pool = roundrobin_core::RoundRobin::new();
+        pool.upsert_server(ServerUrl::parse("http://10.0.0.1:80").unwrap(), None)
+            .unwrap();
+        let mut balancer = Balancer::builder(pool).service(Broken);
+        // With and without the tower `poll_ready` first.
+        poll_fn(|cx| Service::poll_ready(&mut balancer, cx))
+            .await
+            .unwrap();
+        let res = Service::call(&mut balancer, Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 502);
+        let res = Service::call(&mut balancer, Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 502);
+        let res = hyper::service::Service::call(&balancer, Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 502);
+    }
 
     fn rw(uri: &str, server: &str) -> String {
         let uri: Uri = uri.parse().unwrap();

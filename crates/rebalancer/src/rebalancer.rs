@@ -391,13 +391,17 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
     /// Current weights back to the original ones, pushed to the balancer; the next
     /// record may run the state machine. Called with the `fsm` lock held.
     fn reset(&self) -> Result<(), Error> {
+        let mut changes = Vec::new();
         for record in &self.pool.load().records {
             let original = record.original.load(Ordering::Relaxed);
             record.current.store(original, Ordering::Relaxed);
             if self.balancer.server_weight(&record.server) != Some(original) {
-                self.balancer
-                    .upsert_server(record.server.clone(), Some(original))?;
+                changes.push((record.server.clone(), Some(original)));
             }
+        }
+        // One change of the balancer: one schedule rebuild, one iteration restart.
+        if !changes.is_empty() {
+            self.balancer.upsert_servers(changes)?;
         }
         self.deadline.store(i64::MIN, Ordering::Release);
         Ok(())
@@ -539,16 +543,21 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
                 "rebalancer: weights converging"
             ),
         }
-        for ((record, old), new) in pool.records.iter().zip(before).zip(current) {
-            if old != new {
+        let changes: Vec<(S, Option<u32>)> = pool
+            .records
+            .iter()
+            .zip(before)
+            .zip(current)
+            .filter(|((_, old), new)| old != new)
+            .map(|((record, _), new)| {
                 record.current.store(new, Ordering::Relaxed);
-                if let Err(e) = self
-                    .balancer
-                    .upsert_server(record.server.clone(), Some(new))
-                {
-                    tracing::warn!(server = ?record.server, weight = new, error = %e, "rebalancer: cannot set weight");
-                }
-            }
+                (record.server.clone(), Some(new))
+            })
+            .collect();
+        // All new weights reach the balancer as one change (one schedule rebuild), so
+        // no request ever sees half of a step.
+        if let Err(e) = self.balancer.upsert_servers(changes) {
+            tracing::warn!(error = %e, "rebalancer: cannot set weights");
         }
         true
     }

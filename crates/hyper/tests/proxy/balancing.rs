@@ -164,3 +164,32 @@ fn rewrite_hook_sees_original_and_rewritten() {
         );
     });
 }
+
+#[test]
+fn http2_clients_are_served() {
+    run(async {
+        use bytes::Bytes;
+        use http_body_util::{BodyExt, Empty};
+
+        let a = named_backend("a").await;
+        let (p, b) = proxy(RoundRobin::new(), T).await;
+        b.pool().upsert_server(a.url(), None).unwrap();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http::<Empty<Bytes>>();
+        let res = client
+            .request(
+                http::Request::get(format!("http://{}/h2?x=1", p.addr))
+                    .body(Empty::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.version(), http::Version::HTTP_2);
+        assert_eq!(res.headers()["echo-uri"], "/h2?x=1");
+        assert_eq!(res.headers()["echo-x-forwarded-host"], p.addr.to_string());
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "a");
+    });
+}

@@ -91,3 +91,25 @@ fn client_gone_is_recorded_as_499_and_the_proxy_keeps_serving() {
         assert_eq!((next.status, next.body.as_str()), (200, "live"));
     });
 }
+
+#[test]
+fn custom_error_handler_answers_and_the_layer_wraps_any_service() {
+    run(async {
+        use bytes::Bytes;
+        use tower_layer::Layer as _;
+
+        let handler = |error: &roundrobin_hyper::Error| {
+            let mut res = http::Response::new(Bytes::from(format!("proxy says: {error}")));
+            *res.status_mut() = http::StatusCode::IM_A_TEAPOT;
+            res
+        };
+        let layer = roundrobin_hyper::Balancer::builder(roundrobin_core::RoundRobin::new())
+            .error_handler(handler)
+            .layer();
+        let balancer = layer.layer(roundrobin_hyper::Forwarder::new());
+        let p = crate::common::start(balancer).await;
+        let ans = get(p.addr, "/", &[]).await;
+        assert_eq!(ans.status, 418);
+        assert_eq!(ans.body, "proxy says: no servers in the pool");
+    });
+}

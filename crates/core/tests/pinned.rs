@@ -1,0 +1,198 @@
+//! The sequences and errors DESIGN.md §2 and the issue pin, through the public API.
+#![cfg(feature = "std")]
+
+use roundrobin_core::{Error, Policy, Pool, RoundRobin, MAX_SMOOTH_PERIOD};
+
+fn take(rr: &RoundRobin<&'static str>, n: usize) -> Vec<&'static str> {
+    (0..n).map(|_| rr.next_server().unwrap()).collect()
+}
+
+#[test]
+fn equal_weights_alternate() {
+    let rr: RoundRobin<&str> = RoundRobin::new();
+    rr.upsert_server("a", None).unwrap();
+    rr.upsert_server("b", None).unwrap();
+    assert_eq!(take(&rr, 3), ["a", "b", "a"]);
+}
+
+#[test]
+fn upsert_updates_weight_and_restarts() {
+    let rr: RoundRobin<&str> = RoundRobin::new();
+    rr.upsert_server("a", None).unwrap();
+    rr.upsert_server("b", None).unwrap();
+    assert_eq!(take(&rr, 1), ["a"]);
+    rr.upsert_server("b", Some(3)).unwrap();
+    assert_eq!(rr.server_weight(&"b"), Some(3));
+    assert_eq!(take(&rr, 4), ["b", "b", "a", "b"]);
+    assert_eq!(rr.servers(), ["a", "b"]);
+}
+
+#[test]
+fn drained_server_is_kept_never_picked() {
+    let rr: RoundRobin<&str> = RoundRobin::new();
+    rr.upsert_server("a", Some(3)).unwrap();
+    rr.upsert_server("b", Some(2)).unwrap();
+    rr.upsert_server("z", Some(0)).unwrap();
+    assert_eq!(take(&rr, 6), ["a", "a", "b", "a", "b", "a"]);
+    assert_eq!(rr.servers(), ["a", "b", "z"]);
+    assert_eq!(rr.server_weight(&"z"), Some(0));
+}
+
+#[test]
+fn period_counts_are_exact() {
+    let rr: RoundRobin<&str> = RoundRobin::new();
+    rr.upsert_servers([("a", Some(6)), ("b", Some(4)), ("c", Some(2))])
+        .unwrap();
+    // gcd 2: the period is 6 picks, a 3 times, b 2 times, c once.
+    let picks = take(&rr, 6);
+    let count = |s| picks.iter().filter(|&&p| p == s).count();
+    assert_eq!((count("a"), count("b"), count("c")), (3, 2, 1));
+    assert_eq!(take(&rr, 6), picks, "the sequence repeats every period");
+}
+
+#[test]
+fn nginx_smooth_example() {
+    let rr = RoundRobin::<&str>::builder().smooth().build();
+    rr.upsert_servers([("a", Some(5)), ("b", Some(1)), ("c", Some(1))])
+        .unwrap();
+    assert_eq!(take(&rr, 7), ["a", "a", "b", "a", "c", "a", "a"]);
+}
+
+#[test]
+fn smooth_spreads_eleven_to_three() {
+    let rr = RoundRobin::<&str>::builder().smooth().build();
+    rr.upsert_servers([("a", Some(11)), ("b", Some(3))])
+        .unwrap();
+    let picks = take(&rr, 14).concat();
+    assert_eq!(picks, "aabaaaabaaabaa");
+    assert!(!picks.contains("aaaaa"));
+    let il: RoundRobin<&str> = RoundRobin::new();
+    il.upsert_servers([("a", Some(11)), ("b", Some(3))])
+        .unwrap();
+    assert_eq!(take(&il, 14).concat(), "aaaaaaaaababab");
+}
+
+#[test]
+fn errors() {
+    for policy in [Policy::Interleaved, Policy::Smooth] {
+        let rr = RoundRobin::<&str>::builder().policy(policy).build();
+        assert_eq!(rr.next_server(), Err(Error::NoServers));
+        assert_eq!(rr.remove_server(&"a"), Err(Error::ServerNotFound));
+        rr.upsert_server("a", Some(0)).unwrap();
+        rr.upsert_server("b", Some(0)).unwrap();
+        assert_eq!(rr.next_server(), Err(Error::AllWeightsZero));
+        rr.upsert_server("b", None).unwrap();
+        assert_eq!(rr.next_server(), Ok("b"));
+        rr.remove_server(&"b").unwrap();
+        assert_eq!(rr.next_server(), Err(Error::AllWeightsZero));
+        rr.remove_server(&"a").unwrap();
+        assert_eq!(rr.next_server(), Err(Error::NoServers));
+        assert!(rr.servers().is_empty());
+    }
+}
+
+#[test]
+fn default_weight_is_per_balancer() {
+    let two = RoundRobin::<String>::builder().default_weight(2).build();
+    let one = RoundRobin::<String>::new();
+    two.upsert_server("a".into(), None).unwrap();
+    one.upsert_server("a".into(), None).unwrap();
+    assert_eq!(two.server_weight(&"a".into()), Some(2));
+    assert_eq!(one.server_weight(&"a".into()), Some(1));
+    assert_eq!(one.server_weight(&"b".into()), None);
+}
+
+#[test]
+fn generation_counts_accepted_changes() {
+    let rr = RoundRobin::<&str>::builder().smooth().build();
+    assert_eq!(rr.generation(), 0);
+    rr.upsert_server("a", Some(1)).unwrap();
+    rr.upsert_server("a", Some(2)).unwrap();
+    assert_eq!(rr.generation(), 2);
+    assert!(rr.remove_server(&"x").is_err());
+    assert_eq!(rr.generation(), 2);
+    // Rejected: the smooth period would be u32::MAX + 2 picks.
+    let err = rr.upsert_server("b", Some(u32::MAX)).unwrap_err();
+    assert!(matches!(err, Error::PeriodTooLong { max, .. } if max == MAX_SMOOTH_PERIOD));
+    assert_eq!(rr.generation(), 2);
+    assert_eq!(rr.servers(), ["a"]);
+    rr.remove_server(&"a").unwrap();
+    assert_eq!(rr.generation(), 3);
+}
+
+#[test]
+fn rejected_changes_leave_the_pool_as_it_was() {
+    const BIG: u32 = 1 << 25;
+    let rr = RoundRobin::<&str>::builder().smooth().build();
+    // gcd 2^25: the period is 3 picks; any odd weight makes it 2^26 + 2^25 + odd.
+    rr.upsert_servers([("a", Some(BIG)), ("b", Some(BIG)), ("c", Some(BIG))])
+        .unwrap();
+    assert!(rr.upsert_server("c", Some(3)).is_err());
+    assert_eq!(rr.server_weight(&"c"), Some(BIG));
+    assert!(rr
+        .upsert_servers([("d", Some(BIG)), ("e", Some(1))])
+        .is_err());
+    assert_eq!(rr.servers(), ["a", "b", "c"]);
+    assert_eq!(rr.generation(), 1);
+    assert_eq!(rr.next_server(), Ok("a"));
+
+    let mut pool = Pool::new(Policy::Smooth, 1);
+    for s in ["a", "b", "c"] {
+        pool.upsert_server(s, Some(BIG)).unwrap();
+    }
+    assert!(pool.upsert_server("c", Some(3)).is_err());
+    assert!(pool.upsert_server("d", None).is_err());
+    assert_eq!(pool.servers(), ["a", "b", "c"]);
+    assert_eq!(pool.weights(), [BIG; 3]);
+    assert_eq!(pool.next_server(), Ok(&"a"));
+}
+
+#[test]
+fn interleaved_handles_weights_up_to_u32_max() {
+    let rr: RoundRobin<&str> = RoundRobin::new();
+    rr.upsert_servers([
+        ("a", Some(u32::MAX)),
+        ("b", Some(u32::MAX - 1)),
+        ("c", Some(1)),
+    ])
+    .unwrap();
+    assert_eq!(take(&rr, 5), ["a", "a", "b", "a", "b"]);
+}
+
+#[test]
+fn pool_matches_balancer() {
+    let rr: RoundRobin<&str> = RoundRobin::new();
+    let mut pool = Pool::new(Policy::Interleaved, 1);
+    for (s, w) in [("a", Some(4)), ("b", None), ("c", Some(2)), ("a", Some(3))] {
+        rr.upsert_server(s, w).unwrap();
+        pool.upsert_server(s, w).unwrap();
+    }
+    rr.remove_server(&"b").unwrap();
+    pool.remove_server(&"b").unwrap();
+    assert_eq!(pool.remove_server(&"b"), Err(Error::ServerNotFound));
+    assert_eq!(pool.server_weight(&"a"), Some(3));
+    for _ in 0..20 {
+        assert_eq!(*pool.next_server().unwrap(), rr.next_server().unwrap());
+    }
+}
+
+#[test]
+fn balancer_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<RoundRobin<String>>();
+}
+
+#[test]
+fn picker_follows_changes_and_reports_errors() {
+    let rr: RoundRobin<&str> = RoundRobin::new();
+    let mut picker = rr.picker();
+    assert_eq!(picker.next_server(), Err(Error::NoServers));
+    rr.upsert_server("a", None).unwrap();
+    rr.upsert_server("b", None).unwrap();
+    assert_eq!(picker.next_server(), Ok("a"));
+    rr.upsert_server("b", Some(3)).unwrap();
+    let picks: Vec<&str> = (0..4).map(|_| picker.next_server().unwrap()).collect();
+    assert_eq!(picks, ["b", "b", "a", "b"]);
+    rr.upsert_servers([("a", Some(0)), ("b", Some(0))]).unwrap();
+    assert_eq!(picker.next_server(), Err(Error::AllWeightsZero));
+}
