@@ -1,7 +1,7 @@
 //! Cost of the balancer layer per request, without sockets: `Balancer::call` over an
 //! inner service that answers at once, against calling that inner service directly.
 //! Measured: pick (round robin over 3 servers), URI rewrite, hooks, outcome recording,
-//! the boxed response future, and with sticky sessions the cookie lookup (HMAC) or
+//! the response future, and with sticky sessions the cookie lookup (HMAC) or
 //! the `Set-Cookie`. Socket I/O and hyper's own costs are not included.
 #![allow(
     missing_docs,

@@ -1,8 +1,6 @@
 //! The balancing service and its layer.
 
 use core::convert::Infallible;
-use core::future::{poll_fn, Future};
-use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,6 +14,7 @@ use roundrobin_sticky::{StickyIndex, StickySession};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::future::ResponseFuture;
 use crate::{BoxError, DefaultErrorHandler, Error, ErrorHandler, Pool, ResponseBody};
 
 /// Sees each request after the balancer rewrote it for the chosen server.
@@ -37,7 +36,7 @@ where
     }
 }
 
-struct Shared<P, H> {
+pub(crate) struct Shared<P, H> {
     pool: P,
     handler: H,
     rewrite: Option<Box<dyn RewriteHook>>,
@@ -271,9 +270,10 @@ pub fn rewrite_uri(original: &Uri, server: &ServerUrl) -> Result<Uri, http::Erro
 }
 
 /// Records 499 for the server if the request is dropped before its outcome is known.
-struct Outcome<P: Pool, H: ErrorHandler> {
+pub(crate) struct Outcome<P: Pool, H: ErrorHandler> {
     shared: Arc<Shared<P, H>>,
     server: ServerUrl,
+    stick: bool,
     start: Instant,
     done: bool,
 }
@@ -284,6 +284,21 @@ impl<P: Pool, H: ErrorHandler> Outcome<P, H> {
         self.shared
             .pool
             .record(&self.server, status, self.start.elapsed());
+    }
+
+    /// Records the response's status and sets the sticky cookie if needed.
+    pub(crate) fn finish<B>(&mut self, res: &mut Response<B>) {
+        self.record(res.status().as_u16());
+        stick_to(&self.shared, self.stick, &self.server, res);
+    }
+
+    /// The response for an error of the inner service.
+    pub(crate) fn fail<B>(&mut self, error: BoxError) -> Response<ResponseBody<B>> {
+        let error = Error::from_inner(error);
+        tracing::debug!(%error, "proxy error");
+        let mut res = self.shared.handler.handle(&error).map(ResponseBody::local);
+        self.finish(&mut res);
+        res
     }
 }
 
@@ -296,34 +311,30 @@ impl<P: Pool, H: ErrorHandler> Drop for Outcome<P, H> {
     }
 }
 
-fn error_response<B>(handler: &impl ErrorHandler, error: &Error) -> Response<ResponseBody<B>> {
-    tracing::debug!(%error, "proxy error");
-    handler.handle(error).map(ResponseBody::local)
-}
-
-async fn proxy<S, P, H, B, RB>(
+/// Picks the server and rewrites the request: the synchronous part of a request,
+/// run in `call`. Returns the future that forwards it.
+fn start<S, P, H, B>(
     shared: Arc<Shared<P, H>>,
-    mut inner: S,
+    inner: S,
     req: Request<B>,
     needs_ready: bool,
-) -> Response<ResponseBody<RB>>
+) -> ResponseFuture<S, B, P, H>
 where
-    S: Service<Request<B>, Response = Response<RB>>,
-    S::Error: Into<BoxError>,
+    S: Service<Request<B>>,
     P: Pool,
     H: ErrorHandler,
 {
     let (server, stick) = match shared.choose(req.headers()) {
         Ok(chosen) => chosen,
-        Err(e) => return error_response(&shared.handler, &e),
+        Err(e) => return ResponseFuture::done(shared.handler.handle(&e)),
     };
     let (mut parts, body) = req.into_parts();
     let uri = match rewrite_uri(&parts.uri, &server) {
         Ok(uri) => uri,
         Err(e) => {
-            let mut res = error_response(&shared.handler, &Error::Uri(e));
+            let mut res = shared.handler.handle(&Error::Uri(e));
             stick_to(&shared, stick, &server, &mut res);
-            return res;
+            return ResponseFuture::done(res);
         }
     };
     let original = core::mem::replace(&mut parts.uri, uri);
@@ -338,28 +349,20 @@ where
     if let Some(hook) = &shared.rewrite {
         hook.rewrite(&original, &server, &mut parts);
     }
-    let mut outcome = Outcome {
+    let outcome = Outcome {
         shared,
         server,
+        stick,
         start: Instant::now(),
         done: false,
     };
+    let req = Request::from_parts(parts, body);
     if needs_ready {
-        if let Err(e) = poll_fn(|cx| inner.poll_ready(cx)).await {
-            let error = Error::from_inner(e.into());
-            let mut res = error_response(&outcome.shared.handler, &error);
-            outcome.record(res.status().as_u16());
-            stick_to(&outcome.shared, stick, &outcome.server, &mut res);
-            return res;
-        }
+        ResponseFuture::ready(outcome, inner, req)
+    } else {
+        let mut inner = inner;
+        ResponseFuture::call(outcome, inner.call(req))
     }
-    let mut res = match inner.call(Request::from_parts(parts, body)).await {
-        Ok(res) => res.map(ResponseBody::upstream),
-        Err(e) => error_response(&outcome.shared.handler, &Error::from_inner(e.into())),
-    };
-    outcome.record(res.status().as_u16());
-    stick_to(&outcome.shared, stick, &outcome.server, &mut res);
-    res
 }
 
 fn stick_to<P, H, B>(
@@ -373,22 +376,16 @@ fn stick_to<P, H, B>(
     }
 }
 
-/// The future of a [`Balancer`]'s response.
-pub type ResponseFuture<RB> =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<RB>>, Infallible>> + Send>>;
-
 impl<S, P, H, B, RB> Service<Request<B>> for Balancer<S, P, H>
 where
-    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
     S::Error: Into<BoxError>,
     P: Pool,
     H: ErrorHandler,
-    B: Send + 'static,
 {
     type Response = Response<ResponseBody<RB>>;
     type Error = Infallible;
-    type Future = ResponseFuture<RB>;
+    type Future = ResponseFuture<S, B, P, H>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // A readiness error of the inner service is not ours to return: `call` then
@@ -406,33 +403,30 @@ where
         let clone = self.inner.clone();
         let inner = core::mem::replace(&mut self.inner, clone);
         let needs_ready = !core::mem::take(&mut self.ready);
-        let shared = Arc::clone(&self.shared);
-        Box::pin(async move { Ok(proxy(shared, inner, req, needs_ready).await) })
+        start(Arc::clone(&self.shared), inner, req, needs_ready)
     }
 }
 
 impl<S, P, H, B, RB> hyper::service::Service<Request<B>> for Balancer<S, P, H>
 where
-    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
     S::Error: Into<BoxError>,
     P: Pool,
     H: ErrorHandler,
-    B: Send + 'static,
 {
     type Response = Response<ResponseBody<RB>>;
     type Error = Infallible;
-    type Future = ResponseFuture<RB>;
+    type Future = ResponseFuture<S, B, P, H>;
 
     fn call(&self, req: Request<B>) -> Self::Future {
-        let inner = self.inner.clone();
-        let shared = Arc::clone(&self.shared);
-        Box::pin(async move { Ok(proxy(shared, inner, req, true).await) })
+        start(Arc::clone(&self.shared), self.inner.clone(), req, true)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use core::future::poll_fn;
+
     use super::*;
 
     /// An inner service that is never ready.
