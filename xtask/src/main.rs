@@ -72,7 +72,35 @@ fn has(program: &str, arg: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Installs the system tools the checks need when a fresh machine lacks them:
+/// `cmake` (the pingora bench peer builds C code with it) and `curl` (the example
+/// proxy's cookie-jar test drives it). Uses apt-get, which needs root.
+fn setup() -> Result {
+    let missing: Vec<&str> = ["cmake", "curl"]
+        .into_iter()
+        .filter(|tool| !has(tool, "--version"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !has("apt-get", "--version") {
+        return Err(format!("please install {}", missing.join(" and ")));
+    }
+    run(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )?;
+    run(
+        &format!("install {}", missing.join(" ")),
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
 fn ci() -> Result {
+    setup()?;
     run("fmt", cargo().args(["fmt", "--all", "--check"]))?;
     run(
         "clippy",
