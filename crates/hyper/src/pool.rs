@@ -49,23 +49,31 @@ pub trait Pool: Send + Sync + 'static {
     fn generation(&self) -> u64;
 }
 
+/// The server operations `RoundRobin` and `Rebalancer` share by name: the `Pool`
+/// methods that only forward to the inherent ones (errors converted).
+macro_rules! forward_server_ops {
+    () => {
+        fn next_server(&self) -> Result<ServerUrl, Error> {
+            Ok(Self::next_server(self)?)
+        }
+        fn upsert_server(&self, server: ServerUrl, weight: Option<u32>) -> Result<(), Error> {
+            Ok(Self::upsert_server(self, server, weight)?)
+        }
+        fn remove_server(&self, server: &ServerUrl) -> Result<(), Error> {
+            Ok(Self::remove_server(self, server)?)
+        }
+        fn servers(&self) -> Vec<ServerUrl> {
+            Self::servers(self)
+        }
+        fn server_weight(&self, server: &ServerUrl) -> Option<u32> {
+            Self::server_weight(self, server)
+        }
+    };
+}
+
 impl Pool for RoundRobin<ServerUrl> {
-    fn next_server(&self) -> Result<ServerUrl, Error> {
-        Ok(Self::next_server(self)?)
-    }
+    forward_server_ops!();
     fn record(&self, _server: &ServerUrl, _status: u16, _latency: Duration) {}
-    fn upsert_server(&self, server: ServerUrl, weight: Option<u32>) -> Result<(), Error> {
-        Ok(Self::upsert_server(self, server, weight)?)
-    }
-    fn remove_server(&self, server: &ServerUrl) -> Result<(), Error> {
-        Ok(Self::remove_server(self, server)?)
-    }
-    fn servers(&self) -> Vec<ServerUrl> {
-        Self::servers(self)
-    }
-    fn server_weight(&self, server: &ServerUrl) -> Option<u32> {
-        Self::server_weight(self, server)
-    }
     fn snapshot(&self) -> Vec<ServerStatus> {
         Self::servers(self)
             .into_iter()
@@ -86,23 +94,9 @@ impl Pool for RoundRobin<ServerUrl> {
 }
 
 impl Pool for Rebalancer<ServerUrl> {
-    fn next_server(&self) -> Result<ServerUrl, Error> {
-        Ok(Self::next_server(self)?)
-    }
+    forward_server_ops!();
     fn record(&self, server: &ServerUrl, status: u16, latency: Duration) {
         Self::record(self, server, status, latency);
-    }
-    fn upsert_server(&self, server: ServerUrl, weight: Option<u32>) -> Result<(), Error> {
-        Ok(Self::upsert_server(self, server, weight)?)
-    }
-    fn remove_server(&self, server: &ServerUrl) -> Result<(), Error> {
-        Ok(Self::remove_server(self, server)?)
-    }
-    fn servers(&self) -> Vec<ServerUrl> {
-        Self::servers(self)
-    }
-    fn server_weight(&self, server: &ServerUrl) -> Option<u32> {
-        Self::server_weight(self, server)
     }
     fn snapshot(&self) -> Vec<ServerStatus> {
         Self::snapshot(self)
