@@ -8,54 +8,19 @@
     reason = "criterion_group! generates a public function without docs"
 )]
 
-use core::convert::Infallible;
-use core::future::{ready, Ready};
 use core::hint::black_box;
-use core::task::{Context, Poll};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::{Request, Response};
-use http_body_util::Empty;
-use roundrobin_core::{RoundRobin, ServerUrl};
-use roundrobin_hyper::{Balancer, Pool};
+use roundrobin_core::RoundRobin;
+use roundrobin_hyper::Balancer;
 use roundrobin_rebalancer::Rebalancer;
 use roundrobin_sticky::StickySession;
 use tower_service::Service;
 
-/// Answers every request with an empty 200.
-#[derive(Clone)]
-struct Answer;
-
-impl Service<Request<Empty<Bytes>>> for Answer {
-    type Response = Response<Empty<Bytes>>;
-    type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _req: Request<Empty<Bytes>>) -> Self::Future {
-        ready(Ok(Response::new(Empty::new())))
-    }
-}
-
-fn request(cookie: Option<&str>) -> Request<Empty<Bytes>> {
-    let mut req = Request::get("/api/items?page=2")
-        .header("host", "front.example")
-        .header("user-agent", "bench");
-    if let Some(cookie) = cookie {
-        req = req.header("cookie", cookie);
-    }
-    req.body(Empty::new()).unwrap()
-}
-
-fn fill(pool: &impl Pool) {
-    for i in 1..=3 {
-        let url = ServerUrl::parse(&format!("http://10.0.0.{i}:8080")).unwrap();
-        pool.upsert_server(url, Some(i)).unwrap();
-    }
-}
+#[path = "../tests/support/layer.rs"]
+mod support;
+use support::{fill, request, Answer};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
