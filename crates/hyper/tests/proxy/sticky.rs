@@ -13,12 +13,17 @@ use tokio::net::TcpListener;
 
 use crate::common::{get, named_backend, run, start, Running};
 
+/// A proxy with `session` in front of `backends` (weight 1 each, in order).
 async fn sticky_proxy(
     session: StickySession,
+    backends: &[&Running],
 ) -> (Running, Balancer<Forwarder, RoundRobin<ServerUrl>>) {
     let balancer = Balancer::builder(RoundRobin::new())
         .sticky(session)
         .service(Forwarder::new());
+    for backend in backends {
+        balancer.pool().upsert_server(backend.url(), None).unwrap();
+    }
     (start(balancer.clone()).await, balancer)
 }
 
@@ -30,9 +35,7 @@ fn raw_cookie(url: &ServerUrl) -> String {
 fn raw_cookie_of_a_sticks_to_a() {
     run(async {
         let (a, b) = (named_backend("a").await, named_backend("b").await);
-        let (p, bal) = sticky_proxy(StickySession::with_codec("s", Raw)).await;
-        bal.pool().upsert_server(a.url(), None).unwrap();
-        bal.pool().upsert_server(b.url(), None).unwrap();
+        let (p, _) = sticky_proxy(StickySession::with_codec("s", Raw), &[&a, &b]).await;
         let cookie = raw_cookie(&a.url());
         for _ in 0..10 {
             let ans = get(p.addr, "/", &[("cookie", &cookie)]).await;
@@ -49,9 +52,7 @@ fn raw_cookie_of_a_sticks_to_a() {
 fn first_response_sets_the_cookie_and_it_is_honoured() {
     run(async {
         let (a, b) = (named_backend("a").await, named_backend("b").await);
-        let (p, bal) = sticky_proxy(StickySession::new("s")).await;
-        bal.pool().upsert_server(a.url(), None).unwrap();
-        bal.pool().upsert_server(b.url(), None).unwrap();
+        let (p, _) = sticky_proxy(StickySession::new("s"), &[&a, &b]).await;
         let first = get(p.addr, "/", &[]).await;
         assert_eq!(first.body, "a");
         let set = first.headers["set-cookie"].to_str().unwrap();
@@ -72,9 +73,7 @@ fn first_response_sets_the_cookie_and_it_is_honoured() {
 fn removed_server_cookie_is_replaced() {
     run(async {
         let (a, b) = (named_backend("a").await, named_backend("b").await);
-        let (p, bal) = sticky_proxy(StickySession::with_codec("s", Raw)).await;
-        bal.pool().upsert_server(a.url(), None).unwrap();
-        bal.pool().upsert_server(b.url(), None).unwrap();
+        let (p, bal) = sticky_proxy(StickySession::with_codec("s", Raw), &[&a, &b]).await;
         let cookie = raw_cookie(&a.url());
         assert_eq!(get(p.addr, "/", &[("cookie", &cookie)]).await.body, "a");
         bal.pool().remove_server(&a.url()).unwrap();
@@ -92,8 +91,7 @@ fn removed_server_cookie_is_replaced() {
 fn garbage_cookie_is_served_normally() {
     run(async {
         let a = named_backend("a").await;
-        let (p, bal) = sticky_proxy(StickySession::new("s")).await;
-        bal.pool().upsert_server(a.url(), None).unwrap();
+        let (p, _) = sticky_proxy(StickySession::new("s"), &[&a]).await;
         for garbage in ["s=%%%", "s=", "s=http://a", "other=1; s=\"x\"; s"] {
             let ans = get(p.addr, "/", &[("cookie", garbage)]).await;
             assert_eq!((ans.status, ans.body.as_str()), (200, "a"), "{garbage}");
@@ -106,7 +104,7 @@ fn garbage_cookie_is_served_normally() {
 fn no_servers_with_sticky_is_503() {
     run(async {
         let a = named_backend("a").await;
-        let (p, bal) = sticky_proxy(StickySession::with_codec("s", Raw)).await;
+        let (p, bal) = sticky_proxy(StickySession::with_codec("s", Raw), &[]).await;
         assert_eq!(get(p.addr, "/", &[]).await.status, 503);
         bal.pool().upsert_server(a.url(), None).unwrap();
         bal.pool().remove_server(&a.url()).unwrap();
@@ -128,8 +126,8 @@ fn every_cookie_option_is_in_set_cookie() {
             max_age: Some(Duration::from_secs(600)),
             same_site: Some(SameSite::Strict),
         };
-        let (p, bal) = sticky_proxy(StickySession::with_codec("s", Raw).options(options)).await;
-        bal.pool().upsert_server(a.url(), None).unwrap();
+        let (p, _) =
+            sticky_proxy(StickySession::with_codec("s", Raw).options(options), &[&a]).await;
         let ans = get(p.addr, "/", &[]).await;
         let set = ans.headers["set-cookie"].to_str().unwrap();
         for part in [
@@ -152,8 +150,7 @@ fn cookie_naming_an_address_outside_the_pool_is_never_contacted() {
         let a = named_backend("a").await;
         let evil = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let evil_url = ServerUrl::parse(&format!("http://{}", evil.local_addr().unwrap())).unwrap();
-        let (p, bal) = sticky_proxy(StickySession::with_codec("s", Raw)).await;
-        bal.pool().upsert_server(a.url(), None).unwrap();
+        let (p, _) = sticky_proxy(StickySession::with_codec("s", Raw), &[&a]).await;
         for _ in 0..5 {
             let ans = get(p.addr, "/", &[("cookie", &raw_cookie(&evil_url))]).await;
             assert_eq!(ans.body, "a");
