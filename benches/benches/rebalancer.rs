@@ -15,7 +15,7 @@
 //! - `baseline/atomic-fetch-add`, `baseline/instant-now`: an uncontended
 //!   `AtomicU64::fetch_add` and one `Instant::now()` on the same machine, to read the
 //!   figures above against.
-//! - `fsm/not-due`: [`Rebalancer::poll_at`] before the backoff has expired: an atomic
+//! - `fsm/not-due`: [`Rebalancer::step_if_due`] before the backoff has expired: an atomic
 //!   load and a comparison.
 //! - `fsm/due-nothing-to-do`: a full step of the state machine that finds nothing to
 //!   change (ready meters, no split, weights converged), run once per backoff period.
@@ -129,7 +129,9 @@ fn fsm(c: &mut Criterion) {
     let t0 = Instant::now() + Duration::from_secs(20);
     let (rb, servers) = pool(3, t0);
     rb.record_at(&servers[0], 200, Duration::ZERO, t0);
-    group.bench_function("not-due", |b| b.iter(|| rb.poll_at(black_box(t0))));
+    group.bench_function("not-due", |b| {
+        b.iter(|| rb.step_if_due(black_box(t0)).unwrap())
+    });
 
     let (rb, _) = pool(3, t0);
     let mut now = t0;
@@ -137,7 +139,7 @@ fn fsm(c: &mut Criterion) {
     group.bench_function("due-nothing-to-do", |b| {
         b.iter(|| {
             now += period;
-            assert!(rb.poll_at(black_box(now)));
+            assert!(rb.step_if_due(black_box(now)).unwrap());
         })
     });
     assert_eq!(

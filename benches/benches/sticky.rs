@@ -1,10 +1,10 @@
 //! Sticky-session cookie decoding: the cost of finding the pinned server from a request's
 //! `Cookie` header, per codec, with 10 and 1000 servers in the pool.
 //!
-//! - `decode/<codec>/<n>`: `StickyIndex::get_backend_at`: cookie parsing, value decoding
+//! - `decode/<codec>/<n>`: `StickyIndex::server_at`: cookie parsing, value decoding
 //!   and lookup in the precomputed index. Target: HMAC and hash independent of `n` and
 //!   under 300 ns; AES under 1.5 µs.
-//! - `decode_unindexed/<codec>/<n>`: `StickySession::get_backend_at` with the pool slice,
+//! - `decode_unindexed/<codec>/<n>`: `StickySession::server_at` with the pool slice,
 //!   which builds the lookup on each call: O(n), like the Go reference's scan.
 //! - `encode/<codec>`: `StickySession::set_cookie_at`, the `Set-Cookie` value.
 #![allow(
@@ -72,9 +72,9 @@ fn decode(c: &mut Criterion) {
             let pool = servers(n);
             let index = session.index(&pool);
             let headers = request(&session, &pool[n / 2]);
-            assert_eq!(index.get_backend_at(&headers, now()), Some(&pool[n / 2]));
+            assert_eq!(index.server_at(&headers, now()), Some(&pool[n / 2]));
             group.bench_with_input(BenchmarkId::new(name, n), &headers, |b, headers| {
-                b.iter(|| index.get_backend_at(black_box(headers), now()).is_some());
+                b.iter(|| index.server_at(black_box(headers), now()).is_some());
             });
         }
     }
@@ -92,7 +92,7 @@ fn decode_unindexed(c: &mut Criterion) {
             let pool = servers(n);
             let headers = request(&session, &pool[n / 2]);
             group.bench_with_input(BenchmarkId::new(name, n), &headers, |b, headers| {
-                b.iter(|| session.get_backend_at(black_box(headers), &pool, now()));
+                b.iter(|| session.server_at(black_box(headers), &pool, now()));
             });
         }
     }

@@ -1,6 +1,6 @@
 //! Lock-free rolling counters: a window of `buckets` buckets of `resolution` each.
 //!
-//! Semantics (DESIGN.md §3): a value lands in bucket `(time / resolution) mod buckets`;
+//! Semantics (the reference's rolling counters): a value lands in bucket `(time / resolution) mod buckets`;
 //! a bucket not written for a whole window counts as zero; a counter is *ready* once it
 //! has seen data in `buckets` distinct buckets. Time is an input: every call takes `now`,
 //! measured from an origin that is the first `now` the counter sees.
@@ -268,16 +268,16 @@ impl RollingCounter {
 /// let errors_vs_ok = RatioCounter::new(10, Duration::from_secs(1))?;
 /// let now = Instant::now();
 /// assert_eq!(errors_vs_ok.ratio(now), 0.0);
-/// errors_vs_ok.inc_a(1, now);
-/// errors_vs_ok.inc_b(3, now);
+/// errors_vs_ok.inc_hits(1, now);
+/// errors_vs_ok.inc_misses(3, now);
 /// assert_eq!(errors_vs_ok.ratio(now), 0.25);
 /// # Ok::<(), roundrobin_rebalancer::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct RatioCounter {
     window: Window,
-    a: Cells,
-    b: Cells,
+    hits: Cells,
+    misses: Cells,
     ready: Readiness,
 }
 
@@ -288,49 +288,73 @@ impl RatioCounter {
     pub fn new(buckets: usize, resolution: Duration) -> Result<Self, Error> {
         let window = Window::new(buckets, resolution)?;
         Ok(Self {
-            a: Cells::new(window.buckets),
-            b: Cells::new(window.buckets),
+            hits: Cells::new(window.buckets),
+            misses: Cells::new(window.buckets),
             ready: Readiness::new(window.buckets),
             window,
         })
     }
 
-    /// Adds `n` to `a` at time `now`.
+    /// Adds `n` hits (the events whose share is measured, such as errors) at `now`.
+    pub fn inc_hits(&self, n: u32, now: Instant) {
+        let slot = self.window.slot(now);
+        self.hits.add(slot, n);
+        self.ready.note(slot);
+    }
+
+    /// Adds `n` misses (every other event, such as successes) at `now`.
+    pub fn inc_misses(&self, n: u32, now: Instant) {
+        let slot = self.window.slot(now);
+        self.misses.add(slot, n);
+        self.ready.note(slot);
+    }
+
+    /// Adds `hits` hits and `misses` misses at `now`, counting one slot for readiness.
+    pub fn inc(&self, hits: u32, misses: u32, now: Instant) {
+        let slot = self.window.slot(now);
+        self.hits.add(slot, hits);
+        self.misses.add(slot, misses);
+        self.ready.note(slot);
+    }
+
+    /// The hits over the window that ends at `now`.
+    pub fn hits(&self, now: Instant) -> u64 {
+        self.hits.sum(self.window.slot(now))
+    }
+
+    /// The misses over the window that ends at `now`.
+    pub fn misses(&self, now: Instant) -> u64 {
+        self.misses.sum(self.window.slot(now))
+    }
+
+    /// Old name of [`RatioCounter::inc_hits`] (the reference's `IncA`).
+    #[deprecated(since = "0.2.0", note = "renamed to `inc_hits`")]
     pub fn inc_a(&self, n: u32, now: Instant) {
-        let slot = self.window.slot(now);
-        self.a.add(slot, n);
-        self.ready.note(slot);
+        self.inc_hits(n, now);
     }
 
-    /// Adds `n` to `b` at time `now`.
+    /// Old name of [`RatioCounter::inc_misses`] (the reference's `IncB`).
+    #[deprecated(since = "0.2.0", note = "renamed to `inc_misses`")]
     pub fn inc_b(&self, n: u32, now: Instant) {
-        let slot = self.window.slot(now);
-        self.b.add(slot, n);
-        self.ready.note(slot);
+        self.inc_misses(n, now);
     }
 
-    /// Adds `a` to `a` and `b` to `b` at time `now`, counting one slot for readiness.
-    pub fn inc(&self, a: u32, b: u32, now: Instant) {
-        let slot = self.window.slot(now);
-        self.a.add(slot, a);
-        self.b.add(slot, b);
-        self.ready.note(slot);
-    }
-
-    /// `a` over the window that ends at `now`.
+    /// Old name of [`RatioCounter::hits`] (the reference's `CountA`).
+    #[deprecated(since = "0.2.0", note = "renamed to `hits`")]
     pub fn count_a(&self, now: Instant) -> u64 {
-        self.a.sum(self.window.slot(now))
+        self.hits(now)
     }
 
-    /// `b` over the window that ends at `now`.
+    /// Old name of [`RatioCounter::misses`] (the reference's `CountB`).
+    #[deprecated(since = "0.2.0", note = "renamed to `misses`")]
     pub fn count_b(&self, now: Instant) -> u64 {
-        self.b.sum(self.window.slot(now))
+        self.misses(now)
     }
 
-    /// `a / (a + b)` over the window that ends at `now`; 0 when both are 0.
+    /// `hits / (hits + misses)` over the window that ends at `now`; 0 when both are 0.
     pub fn ratio(&self, now: Instant) -> f64 {
         let slot = self.window.slot(now);
-        let (a, b) = (self.a.sum(slot), self.b.sum(slot));
+        let (a, b) = (self.hits.sum(slot), self.misses.sum(slot));
         if a == 0 {
             0.0
         } else {
@@ -346,7 +370,7 @@ impl RatioCounter {
 
     /// The number of buckets.
     pub fn buckets(&self) -> usize {
-        self.a.len()
+        self.hits.len()
     }
 
     /// The duration of one bucket.
@@ -460,14 +484,14 @@ mod tests {
     fn ratio_counter_readiness_counts_both_sides_together() {
         let r = RatioCounter::new(3, SEC).unwrap();
         let t0 = Instant::now();
-        r.inc_a(1, t0);
-        r.inc_b(1, t0);
-        r.inc_b(1, t0 + secs(1));
+        r.inc_hits(1, t0);
+        r.inc_misses(1, t0);
+        r.inc_misses(1, t0 + secs(1));
         assert!(!r.is_ready());
-        r.inc_a(1, t0 + secs(2));
+        r.inc_hits(1, t0 + secs(2));
         assert!(r.is_ready());
-        assert_eq!(r.count_a(t0 + secs(2)), 2);
-        assert_eq!(r.count_b(t0 + secs(2)), 2);
+        assert_eq!(r.hits(t0 + secs(2)), 2);
+        assert_eq!(r.misses(t0 + secs(2)), 2);
         assert_eq!(r.ratio(t0 + secs(2)), 0.5);
         assert_eq!(r.ratio(t0 + secs(3)), 1.0 / 2.0);
         assert_eq!(r.ratio(t0 + secs(4)), 1.0);
@@ -487,7 +511,7 @@ mod tests {
     fn concurrent_increments_are_not_lost_across_a_rotation() {
         let c = Arc::new(RatioCounter::new(4, SEC).unwrap());
         let t0 = Instant::now();
-        c.inc_a(1, t0); // fixes the origin
+        c.inc_hits(1, t0); // fixes the origin
         let threads: Vec<_> = (0..4u64)
             .map(|k| {
                 let c = Arc::clone(&c);
@@ -496,9 +520,9 @@ mod tests {
                         // every thread moves the same buckets to slots 1 and 2
                         let now = t0 + secs(1 + (i + k) % 2);
                         if i % 3 == 0 {
-                            c.inc_a(1, now);
+                            c.inc_hits(1, now);
                         } else {
-                            c.inc_b(1, now);
+                            c.inc_misses(1, now);
                         }
                     }
                 })
@@ -509,8 +533,8 @@ mod tests {
         }
         let now = t0 + secs(2);
         let a_per_thread = (0..10_000u64).filter(|i| i % 3 == 0).count() as u64;
-        assert_eq!(c.count_a(now), 1 + 4 * a_per_thread);
-        assert_eq!(c.count_b(now), 4 * (10_000 - a_per_thread));
+        assert_eq!(c.hits(now), 1 + 4 * a_per_thread);
+        assert_eq!(c.misses(now), 4 * (10_000 - a_per_thread));
     }
 
     proptest::proptest! {

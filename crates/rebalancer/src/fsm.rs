@@ -58,7 +58,7 @@ fn proportional(original: &[u32], current: &[u32]) -> bool {
     original.iter().zip(current).all(|(o, c)| o / go == c / gc)
 }
 
-/// One step of DESIGN.md §3 over the *active* servers (original weight > 0; a drained
+/// One step of the rebalancer state machine over the *active* servers (original weight > 0; a drained
 /// server keeps weight 0 and takes no part). `ratings[i]` rates server `i`.
 ///
 /// - Split into good and bad: every good server's weight grows by [`FSM_GROW_FACTOR`]

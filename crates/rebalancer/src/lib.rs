@@ -1,16 +1,21 @@
-//! Meters and the rebalancer state machine for `roundrobin-core` (layer L1).
+//! Meters and the rebalancer state machine for `roundrobin-core`.
 //!
 //! # Contract
 //!
 //! - [`Rebalancer`] wraps a [`RoundRobin`](roundrobin_core::RoundRobin) and moves its
-//!   weights toward the servers that do better, by the state machine of DESIGN.md §3:
+//!   weights toward the servers that do better, by the reference's state machine:
 //!   every backoff period (10 s by default), if the servers' [`Meter`] ratings split
 //!   into good and bad ([`split_f64`], threshold 1.5), the good servers' weights grow
 //!   by [`FSM_GROW_FACTOR`] up to [`FSM_MAX_WEIGHT`]; when they no longer split, the
 //!   weights shrink back by the same factor to the original weights' proportions, and
-//!   then stop changing. Weights reach the balancer through its `upsert_server`.
-//! - Sans-IO: every time-dependent call takes `now` (or reads a [`Clock`] you pass in).
-//!   Nothing here sleeps, spawns or does I/O; tests drive a [`ManualClock`].
+//!   then stop changing. A step's weights reach the balancer as one `upsert_servers`
+//!   change; the rebalancer is the one home of the weights, so `server_weight` and
+//!   `snapshot` always report what the balancer applies (a refused change changes
+//!   nothing, and is returned or counted in `refused_steps`).
+//! - Sans-IO: every time-dependent call takes `now` (or reads the one [`Clock`] you pass
+//!   in, which layers above also use for latencies). Nothing here sleeps, spawns or does
+//!   I/O; tests drive a [`ManualClock`]. [`Rebalancer::next_step_due`] says when the
+//!   next step is due, for callers that drive steps from a timer.
 //! - Recording a response is lock-free: the server's meter is found in an immutable
 //!   snapshot of the pool and counts with atomics. The state machine runs on a
 //!   recording thread under a try-lock, so a recorder never waits for it; it changes

@@ -76,9 +76,9 @@ impl Meter for ErrorRatioMeter {
 
     fn record(&self, status: u16, _latency: Duration, now: Instant) {
         if Self::is_error(status) {
-            self.counter.inc_a(1, now);
+            self.counter.inc_hits(1, now);
         } else {
-            self.counter.inc_b(1, now);
+            self.counter.inc_misses(1, now);
         }
     }
 
@@ -160,11 +160,11 @@ impl Default for LatencyMeter {
 
 impl Meter for LatencyMeter {
     fn rating(&self, now: Instant) -> f64 {
-        let responses = self.counter.count_b(now);
+        let responses = self.counter.misses(now);
         if responses == 0 {
             return 0.0;
         }
-        self.counter.count_a(now) as f64 / responses as f64 + 1.0
+        self.counter.hits(now) as f64 / responses as f64 + 1.0
     }
 
     fn record(&self, _status: u16, latency: Duration, now: Instant) {

@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 use core::hash::Hash;
-use core::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
@@ -40,13 +40,13 @@ const SCAN_MAX: usize = 8;
 
 /// An immutable view of the pool, swapped whole on upsert and remove so that
 /// recorders find their server without a lock.
-struct Pool<S> {
+struct Records<S> {
     records: Vec<Arc<Record<S>>>,
     /// Present when the pool has more than [`SCAN_MAX`] servers.
     index: Option<HashMap<S, usize, foldhash::fast::RandomState>>,
 }
 
-impl<S: Eq + Hash + Clone> Pool<S> {
+impl<S: Eq + Hash + Clone> Records<S> {
     fn new(records: Vec<Arc<Record<S>>>) -> Self {
         let index = (records.len() > SCAN_MAX).then(|| {
             records
@@ -92,11 +92,12 @@ pub struct ServerState<S> {
 ///
 /// It wraps a [`RoundRobin`] and offers the same server operations; picks go straight
 /// to the balancer. Every response is [recorded](Self::record_at) in the server's
-/// [`Meter`]; that is lock-free. After a record, when the state machine of
-/// DESIGN.md §3 is due (see [`Self::poll_at`]), it runs on the recording thread unless
-/// another thread is already running it (it never makes a recorder wait), and pushes
-/// changed weights to the balancer with `upsert_server`. Weights change at most once
-/// per backoff period.
+/// [`Meter`]; that is lock-free. After a record, when a step of the state machine is
+/// due (see [`Self::step_if_due`]), it runs on the recording thread unless another
+/// thread is already running it (it never makes a recorder wait), and pushes changed
+/// weights to the balancer as one change. Weights change at most once per backoff
+/// period. The weights live here: the balancer is always given explicit weights and
+/// has exactly those that [`Self::server_weight`] and [`Self::snapshot`] report.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -142,9 +143,13 @@ pub struct Rebalancer<S> {
     origin: Instant,
     /// The state machine may run when `now` is after this, in nanoseconds since `origin`.
     deadline: AtomicI64,
-    pool: ArcSwap<Pool<S>>,
+    records: ArcSwap<Records<S>>,
     /// Held by the state machine (try-lock) and by upsert/remove (lock).
     fsm: Mutex<()>,
+    /// Whether `record_at` runs a due step.
+    step_on_record: bool,
+    /// Steps whose weights the balancer refused.
+    refused: AtomicU64,
 }
 
 impl<S> fmt::Debug for Rebalancer<S> {
@@ -169,6 +174,7 @@ pub struct RebalancerBuilder<S> {
     new_meter: Arc<MeterFactory>,
     min_requests: u64,
     threshold: f64,
+    step_on_record: bool,
 }
 
 impl<S> fmt::Debug for RebalancerBuilder<S> {
@@ -214,9 +220,9 @@ impl<S> RebalancerBuilder<S> {
     ///     }
     ///     fn record(&self, status: u16, _latency: Duration, now: Instant) {
     ///         if status == 429 || status >= 500 {
-    ///             self.0.inc_a(1, now);
+    ///             self.0.inc_hits(1, now);
     ///         } else {
-    ///             self.0.inc_b(1, now);
+    ///             self.0.inc_misses(1, now);
     ///         }
     ///     }
     ///     fn is_ready(&self, _now: Instant) -> bool {
@@ -255,6 +261,16 @@ impl<S> RebalancerBuilder<S> {
         self
     }
 
+    /// Whether [`Rebalancer::record_at`] runs a due step of the state machine on the
+    /// recording thread (default `true`, as the reference does). Turn it off to drive
+    /// the steps from a timer instead: sleep until [`Rebalancer::next_step_due`], then
+    /// call [`Rebalancer::step_if_due`]. With large pools (a step rebuilds the
+    /// balancer's schedule, O(n log n)) this keeps the rebuild off request threads.
+    pub fn step_on_record(mut self, on: bool) -> Self {
+        self.step_on_record = on;
+        self
+    }
+
     /// The threshold of the split of ratings (default
     /// [`RATING_SPLIT_THRESHOLD`](crate::RATING_SPLIT_THRESHOLD), 1.5). Use
     /// [`LATENCY_SPLIT_THRESHOLD`](crate::LATENCY_SPLIT_THRESHOLD) with a
@@ -286,8 +302,10 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> RebalancerBuilde
             threshold: self.threshold,
             origin,
             deadline: AtomicI64::new(i64::MIN),
-            pool: ArcSwap::from_pointee(Pool::new(Vec::new())),
+            records: ArcSwap::from_pointee(Records::new(Vec::new())),
             fsm: Mutex::new(()),
+            step_on_record: self.step_on_record,
+            refused: AtomicU64::new(0),
             clock: self.clock,
             new_meter: self.new_meter,
             balancer: self.balancer,
@@ -301,7 +319,7 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> RebalancerBuilde
                 Arc::new(rebalancer.new_record(server, weight))
             })
             .collect();
-        rebalancer.pool.store(Arc::new(Pool::new(records)));
+        rebalancer.records.store(Arc::new(Records::new(records)));
         rebalancer
     }
 }
@@ -323,11 +341,13 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
             new_meter: Arc::new(|| Box::new(ErrorRatioMeter::default())),
             min_requests: 0,
             threshold: crate::RATING_SPLIT_THRESHOLD,
+            step_on_record: true,
         }
     }
 
     /// The balancer. Pick from it freely, but change the pool through the rebalancer:
-    /// changes made directly on the balancer are not seen by the rebalancer.
+    /// changes made directly on the balancer are not seen by the rebalancer (and break
+    /// the agreement of their weights until the next upsert or remove).
     pub fn balancer(&self) -> &RoundRobin<S> {
         &self.balancer
     }
@@ -349,72 +369,121 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
         self.fsm.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The rebalancer's clock: the time source of [`Self::record`], [`Self::snapshot`]
+    /// and [`Self::now`]. Layers above measure latency with it, so a test that drives a
+    /// [`ManualClock`](crate::ManualClock) controls every time the rebalancer sees.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The clock's current time.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     /// Adds a server, or updates the weight of one already there (without a second
-    /// record: its meter keeps its data). `None` means the balancer's default weight
-    /// for a new server and the unchanged original weight for an existing one.
-    /// Every server then goes back to its original weight and the state machine may
-    /// run at the next record.
+    /// record: its meter keeps its data), and returns the weight it now has. `None`
+    /// means the balancer's default weight for a new server and the unchanged original
+    /// weight for an existing one. Every server then goes back to its original weight
+    /// (in the same change of the balancer) and the state machine is due at once.
+    ///
+    /// When the balancer refuses the change, the error is returned and nothing
+    /// changes, here or in the balancer.
     pub fn upsert_server(&self, server: S, weight: Option<u32>) -> Result<(), Error> {
+        self.upsert_server_weight(server, weight).map(drop)
+    }
+
+    /// [`Self::upsert_server`], returning the weight the server now has.
+    pub fn upsert_server_weight(&self, server: S, weight: Option<u32>) -> Result<u32, Error> {
         let _fsm = self.lock_fsm();
-        let pool = self.pool.load_full();
-        if let Some(record) = pool.get(&server) {
-            let original = weight.unwrap_or_else(|| record.original.load(Ordering::Relaxed));
-            self.balancer.upsert_server(server, Some(original))?;
+        let records = self.records.load_full();
+        let existing = records.get(&server);
+        let original = match (weight, existing) {
+            (Some(w), _) => w,
+            (None, Some(record)) => record.original.load(Ordering::Relaxed),
+            (None, None) => self.balancer.default_weight(),
+        };
+        // One change of the balancer: this server and every other back to original.
+        let mut changes = vec![(server.clone(), Some(original))];
+        changes.extend(records.records.iter().filter_map(|r| {
+            let o = r.original.load(Ordering::Relaxed);
+            (r.server != server && r.current.load(Ordering::Relaxed) != o)
+                .then(|| (r.server.clone(), Some(o)))
+        }));
+        self.balancer.upsert_servers(changes)?;
+        if let Some(record) = existing {
             record.original.store(original, Ordering::Relaxed);
         } else {
-            self.balancer.upsert_server(server.clone(), weight)?;
-            let weight = self.balancer.server_weight(&server).unwrap_or(0);
-            let mut records = pool.records.clone();
-            records.push(Arc::new(self.new_record(server, weight)));
-            self.pool.store(Arc::new(Pool::new(records)));
+            let mut list = records.records.clone();
+            list.push(Arc::new(self.new_record(server, original)));
+            self.records.store(Arc::new(Records::new(list)));
         }
-        self.reset()
+        self.back_to_original();
+        Ok(original)
     }
 
     /// Removes a server; errors when it is not in the pool. Every remaining server
-    /// goes back to its original weight and the state machine may run at the next
-    /// record. A response recorded later for the removed server is ignored.
+    /// goes back to its original weight and the state machine is due at once. A
+    /// response recorded later for the removed server is ignored.
     pub fn remove_server(&self, server: &S) -> Result<(), Error> {
         let _fsm = self.lock_fsm();
+        let records = self.records.load_full();
+        if records.get(server).is_none() {
+            return Err(roundrobin_core::Error::ServerNotFound.into());
+        }
+        let restore: Vec<(S, Option<u32>)> = records
+            .records
+            .iter()
+            .filter(|r| r.server != *server)
+            .filter_map(|r| {
+                let o = r.original.load(Ordering::Relaxed);
+                (r.current.load(Ordering::Relaxed) != o).then(|| (r.server.clone(), Some(o)))
+            })
+            .collect();
+        // Restore first: if the balancer refuses, nothing was removed.
+        if !restore.is_empty() {
+            self.balancer.upsert_servers(restore)?;
+        }
         self.balancer.remove_server(server)?;
-        let pool = self.pool.load_full();
-        let records = pool
+        let list = records
             .records
             .iter()
             .filter(|r| r.server != *server)
             .cloned()
             .collect();
-        self.pool.store(Arc::new(Pool::new(records)));
-        self.reset()
+        self.records.store(Arc::new(Records::new(list)));
+        self.back_to_original();
+        Ok(())
     }
 
-    /// Current weights back to the original ones, pushed to the balancer; the next
-    /// record may run the state machine. Called with the `fsm` lock held.
-    fn reset(&self) -> Result<(), Error> {
-        let mut changes = Vec::new();
-        for record in &self.pool.load().records {
+    /// Current weights back to the original ones (the balancer already has them); the
+    /// state machine is due at once. Called with the `fsm` lock held.
+    fn back_to_original(&self) {
+        for record in &self.records.load().records {
             let original = record.original.load(Ordering::Relaxed);
             record.current.store(original, Ordering::Relaxed);
-            if self.balancer.server_weight(&record.server) != Some(original) {
-                changes.push((record.server.clone(), Some(original)));
-            }
-        }
-        // One change of the balancer: one schedule rebuild, one iteration restart.
-        if !changes.is_empty() {
-            self.balancer.upsert_servers(changes)?;
         }
         self.deadline.store(i64::MIN, Ordering::Release);
-        Ok(())
     }
 
     /// The servers, in insertion order.
     pub fn servers(&self) -> Vec<S> {
-        self.balancer.servers()
+        self.records
+            .load()
+            .records
+            .iter()
+            .map(|r| r.server.clone())
+            .collect()
     }
 
-    /// The current weight of a server, `None` when it is not in the pool.
+    /// The weight the balancer applies to a server now, `None` when it is not in the
+    /// pool. O(1) expected: the rebalancer's records are the one home of the weights,
+    /// and the balancer always has exactly these (a change it refuses changes neither).
     pub fn server_weight(&self, server: &S) -> Option<u32> {
-        self.balancer.server_weight(server)
+        self.records
+            .load()
+            .get(server)
+            .map(|r| r.current.load(Ordering::Relaxed))
     }
 
     /// The next server to send a request to.
@@ -427,52 +496,96 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
         self.record_at(server, status, latency, self.clock.now());
     }
 
-    /// Records a response of `server` (its status and latency) at `now`, then runs the
-    /// state machine if its backoff period is over and no other thread is running it.
-    /// A server that is not in the pool (any more) is ignored.
+    /// Records a response of `server` (its status and latency) at `now`. A server that
+    /// is not in the pool (any more) is ignored.
+    ///
+    /// Unless [`RebalancerBuilder::step_on_record`] turned it off, it then runs a step
+    /// of the state machine if one is due and no other thread is running it (see
+    /// [`Self::step_if_due`]); a step whose weights the balancer refuses is counted in
+    /// [`Self::refused_steps`] and logged.
     pub fn record_at(&self, server: &S, status: u16, latency: Duration, now: Instant) {
         {
-            let pool = self.pool.load();
-            if let Some(record) = pool.get(server) {
+            let records = self.records.load();
+            if let Some(record) = records.get(server) {
                 record.meter.record(status, latency, now);
                 if let Some(requests) = &record.requests {
                     requests.inc(1, now);
                 }
             }
         }
-        self.poll_at(now);
+        if self.step_on_record {
+            // Counted and logged in `step_if_due`.
+            let _ = self.step_if_due(now);
+        }
     }
 
-    /// Runs the state machine if it is due at `now` and no other thread is running
-    /// it; returns whether it ran. [`Self::record_at`] calls this; call it directly to
-    /// drive the rebalancer from a timer instead.
+    /// When the next step of the state machine is due (as quinn's `poll_timeout`): the
+    /// caller that drives the rebalancer from a timer sleeps until then and calls
+    /// [`Self::step_if_due`]. `None` when no step was ever scheduled past the start
+    /// (a step is due at once).
+    pub fn next_step_due(&self) -> Option<Instant> {
+        let at = self.deadline.load(Ordering::Acquire);
+        if at == i64::MIN {
+            return None;
+        }
+        let nanos = u64::try_from(at.max(0)).unwrap_or(0);
+        self.origin.checked_add(Duration::from_nanos(nanos))
+    }
+
+    /// Runs one step of the state machine if it is due at `now` and no other thread is
+    /// running it. `Ok(true)` when a step ran, `Ok(false)` when none was due (or another
+    /// thread was stepping); `Err` when the step's new weights were refused by the
+    /// balancer: then nothing changed and the step is counted in
+    /// [`Self::refused_steps`].
     ///
     /// It is due once the backoff period after its last change has passed (at once
     /// after an upsert or remove). A step that changes nothing (meters not ready, or
     /// no reason to move) makes the next one due [`IDLE_RECHECK`] later (or after the
     /// backoff, if that is shorter), where the reference re-evaluates on every request.
-    pub fn poll_at(&self, now: Instant) -> bool {
+    pub fn step_if_due(&self, now: Instant) -> Result<bool, Error> {
         let at = self.nanos(now);
         if at <= self.deadline.load(Ordering::Acquire) {
-            return false;
+            return Ok(false);
         }
         let _fsm = match self.fsm.try_lock() {
             Ok(guard) => guard,
-            Err(TryLockError::WouldBlock) => return false,
+            Err(TryLockError::WouldBlock) => return Ok(false),
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
         };
         if at <= self.deadline.load(Ordering::Acquire) {
-            return false;
+            return Ok(false);
         }
         // Keep the other recorders on the fast path while this one steps.
         self.deadline
             .store(at.saturating_add(self.backoff_nanos), Ordering::Release);
-        if !self.step(now) {
-            let idle = self.backoff_nanos.min(IDLE_RECHECK_NANOS);
-            self.deadline
-                .store(at.saturating_add(idle), Ordering::Release);
+        match self.step(now) {
+            Ok(true) => {}
+            Ok(false) => {
+                let idle = self.backoff_nanos.min(IDLE_RECHECK_NANOS);
+                self.deadline
+                    .store(at.saturating_add(idle), Ordering::Release);
+            }
+            Err(error) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "rebalancer: the balancer refused a step; weights unchanged");
+                return Err(error);
+            }
         }
-        true
+        Ok(true)
+    }
+
+    /// The old name of [`Self::step_if_due`], returning whether a step ran.
+    #[deprecated(
+        since = "0.2.0",
+        note = "renamed to `step_if_due`, which returns refused steps"
+    )]
+    pub fn poll_at(&self, now: Instant) -> bool {
+        self.step_if_due(now).is_ok_and(|ran| ran)
+    }
+
+    /// How many steps the balancer refused (their weights were not applied).
+    pub fn refused_steps(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Nanoseconds from the origin to `t`, negative before it, saturating.
@@ -498,31 +611,37 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
     }
 
     /// One step of the state machine; returns whether weights changed. Called with
-    /// the `fsm` lock held.
-    fn step(&self, now: Instant) -> bool {
-        let pool = self.pool.load();
+    /// the `fsm` lock held. The new weights reach the balancer first, as one change;
+    /// the records take them only once the balancer accepted them.
+    fn step(&self, now: Instant) -> Result<bool, Error> {
+        let records = self.records.load();
         let active = || {
-            pool.records
+            records
+                .records
                 .iter()
                 .filter(|r| r.original.load(Ordering::Relaxed) > 0)
         };
         if active().count() < 2 || !active().all(|r| self.is_ready(r, now)) {
-            return false;
+            return Ok(false);
         }
-        let ratings: Vec<f64> = pool.records.iter().map(|r| r.meter.rating(now)).collect();
+        let ratings: Vec<f64> = records
+            .records
+            .iter()
+            .map(|r| r.meter.rating(now))
+            .collect();
         if ratings.iter().any(|r| r.is_nan()) {
             tracing::warn!(
                 ?ratings,
                 "a meter rated a server NaN; weights left as they are"
             );
-            return false;
+            return Ok(false);
         }
-        let original: Vec<u32> = pool
+        let original: Vec<u32> = records
             .records
             .iter()
             .map(|r| r.original.load(Ordering::Relaxed))
             .collect();
-        let before: Vec<u32> = pool
+        let before: Vec<u32> = records
             .records
             .iter()
             .map(|r| r.current.load(Ordering::Relaxed))
@@ -530,7 +649,25 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
         let mut current = before.clone();
         let outcome = fsm::step(&original, &mut current, &ratings, self.threshold);
         if !outcome.changed() {
-            return false;
+            return Ok(false);
+        }
+        let changed: Vec<(&Record<S>, u32)> = records
+            .records
+            .iter()
+            .zip(&before)
+            .zip(&current)
+            .filter(|((_, old), new)| old != new)
+            .map(|((record, _), &new)| (&**record, new))
+            .collect();
+        // All new weights reach the balancer as one change (one schedule rebuild), so
+        // no request ever sees half of a step.
+        self.balancer.upsert_servers(
+            changed
+                .iter()
+                .map(|(record, new)| (record.server.clone(), Some(*new))),
+        )?;
+        for (record, new) in changed {
+            record.current.store(new, Ordering::Relaxed);
         }
         match outcome {
             Outcome::Split(_) => {
@@ -543,23 +680,7 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
                 "rebalancer: weights converging"
             ),
         }
-        let changes: Vec<(S, Option<u32>)> = pool
-            .records
-            .iter()
-            .zip(before)
-            .zip(current)
-            .filter(|((_, old), new)| old != new)
-            .map(|((record, _), new)| {
-                record.current.store(new, Ordering::Relaxed);
-                (record.server.clone(), Some(new))
-            })
-            .collect();
-        // All new weights reach the balancer as one change (one schedule rebuild), so
-        // no request ever sees half of a step.
-        if let Err(e) = self.balancer.upsert_servers(changes) {
-            tracing::warn!(error = %e, "rebalancer: cannot set weights");
-        }
-        true
+        Ok(true)
     }
 
     /// Every server's original and current weight, rating and readiness at the
@@ -571,7 +692,7 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
     /// Every server's original and current weight, rating and readiness at `now`, in
     /// pool order.
     pub fn snapshot_at(&self, now: Instant) -> Vec<ServerState<S>> {
-        self.pool
+        self.records
             .load()
             .records
             .iter()

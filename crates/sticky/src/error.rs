@@ -4,7 +4,7 @@
 ///
 /// Configuration errors (a bad key, a bad cookie attribute, no OS randomness) are returned
 /// by constructors. The other variants say why a cookie value did not name a server; they
-/// never reach the client: [`StickySession::get_backend`](crate::StickySession::get_backend)
+/// never reach the client: [`StickySession::server`](crate::StickySession::server)
 /// turns them into `None` and a `tracing` event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -1,8 +1,8 @@
-//! Cookie session affinity for `roundrobin-core` balancers (layer L1).
+//! Cookie session affinity for `roundrobin-core` balancers.
 //!
 //! A [`StickySession`] pins a client to the server that served it: the response carries a
-//! `Set-Cookie` naming the server ([`StickySession::stick_backend`]), and the next request's
-//! `Cookie` is read back ([`StickySession::get_backend`]). How a server is written into the
+//! `Set-Cookie` naming the server ([`StickySession::stick`]), and the next request's
+//! `Cookie` is read back ([`StickySession::server`]). How a server is written into the
 //! cookie value is a [`ValueCodec`](codec::ValueCodec); see [`codec`] for the choices.
 //!
 //! # Contract
@@ -47,12 +47,14 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod cache;
 pub mod codec;
 mod error;
 mod options;
 mod session;
 mod unix;
 
+pub use cache::CachedIndex;
 pub use error::Error;
 pub use options::{CookieOptions, SameSite};
 pub use roundrobin_core::ServerUrl;

@@ -88,7 +88,7 @@ impl CookieOptions {
     /// Checks that `Path` and `Domain` hold only visible ASCII and no `;`, so that they
     /// cannot break the `Set-Cookie` header or inject attributes.
     ///
-    /// [`StickySession::stick_backend`](crate::StickySession::stick_backend) writes no
+    /// [`StickySession::stick`](crate::StickySession::stick) writes no
     /// cookie while the options are invalid.
     pub fn validate(&self) -> Result<(), Error> {
         let valid = |text: &Option<String>| {

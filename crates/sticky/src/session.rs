@@ -27,7 +27,7 @@ use crate::Error;
 ///
 /// // First response: the balancer picked pool[1]; pin the client to it.
 /// let mut response = HeaderMap::new();
-/// sticky.stick_backend(&pool[1], &mut response);
+/// sticky.stick(&pool[1], &mut response);
 /// let set_cookie = response[SET_COOKIE].to_str()?;
 /// assert!(set_cookie.starts_with("backend=") && set_cookie.ends_with("; Path=/"));
 ///
@@ -35,10 +35,10 @@ use crate::Error;
 /// let pair = set_cookie.split(';').next().unwrap();
 /// let mut request = HeaderMap::new();
 /// request.insert(COOKIE, format!("theme=dark; {pair}").parse()?);
-/// assert_eq!(sticky.get_backend(&request, &pool), Some(pool[1].clone()));
+/// assert_eq!(sticky.server(&request, &pool), Some(pool[1].clone()));
 ///
 /// // A server removed from the pool is never chosen.
-/// assert_eq!(sticky.get_backend(&request, &pool[..1]), None);
+/// assert_eq!(sticky.server(&request, &pool[..1]), None);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
@@ -138,12 +138,12 @@ impl StickySession {
     /// [`StickySession::index`]. An absent, malformed, forged, expired or stale cookie
     /// yields `None` and a `tracing` event (`debug`, `trace` when absent). Pass every
     /// server of the pool, drained ones (weight 0) included, so that their sessions stick.
-    pub fn get_backend(&self, headers: &HeaderMap, servers: &[ServerUrl]) -> Option<ServerUrl> {
-        self.get_backend_at(headers, servers, SystemTime::now())
+    pub fn server(&self, headers: &HeaderMap, servers: &[ServerUrl]) -> Option<ServerUrl> {
+        self.server_at(headers, servers, SystemTime::now())
     }
 
-    /// [`StickySession::get_backend`] at the time `now`.
-    pub fn get_backend_at(
+    /// [`StickySession::server`] at the time `now`.
+    pub fn server_at(
         &self,
         headers: &HeaderMap,
         servers: &[ServerUrl],
@@ -163,12 +163,12 @@ impl StickySession {
     ///
     /// While the name or options are invalid (see [`StickySession::validate`]) nothing is
     /// written and an `error` event is logged: the response goes out without affinity.
-    pub fn stick_backend(&self, server: &ServerUrl, headers: &mut HeaderMap) {
-        self.stick_backend_at(server, headers, SystemTime::now());
+    pub fn stick(&self, server: &ServerUrl, headers: &mut HeaderMap) {
+        self.stick_at(server, headers, SystemTime::now());
     }
 
-    /// [`StickySession::stick_backend`] at the time `now` (used for `Expires` and TTLs).
-    pub fn stick_backend_at(&self, server: &ServerUrl, headers: &mut HeaderMap, now: SystemTime) {
+    /// [`StickySession::stick`] at the time `now` (used for `Expires` and TTLs).
+    pub fn stick_at(&self, server: &ServerUrl, headers: &mut HeaderMap, now: SystemTime) {
         match self.set_cookie_at(server, now) {
             Ok(value) => {
                 headers.append(SET_COOKIE, value);
@@ -177,6 +177,35 @@ impl StickySession {
                 tracing::error!(cookie = %self.inner.name, %error, "sticky cookie not written");
             }
         }
+    }
+
+    /// Old name of [`StickySession::server`].
+    #[deprecated(since = "0.2.0", note = "renamed to `server`")]
+    pub fn get_backend(&self, headers: &HeaderMap, servers: &[ServerUrl]) -> Option<ServerUrl> {
+        self.server(headers, servers)
+    }
+
+    /// Old name of [`StickySession::server_at`].
+    #[deprecated(since = "0.2.0", note = "renamed to `server_at`")]
+    pub fn get_backend_at(
+        &self,
+        headers: &HeaderMap,
+        servers: &[ServerUrl],
+        now: SystemTime,
+    ) -> Option<ServerUrl> {
+        self.server_at(headers, servers, now)
+    }
+
+    /// Old name of [`StickySession::stick`].
+    #[deprecated(since = "0.2.0", note = "renamed to `stick`")]
+    pub fn stick_backend(&self, server: &ServerUrl, headers: &mut HeaderMap) {
+        self.stick(server, headers);
+    }
+
+    /// Old name of [`StickySession::stick_at`].
+    #[deprecated(since = "0.2.0", note = "renamed to `stick_at`")]
+    pub fn stick_backend_at(&self, server: &ServerUrl, headers: &mut HeaderMap, now: SystemTime) {
+        self.stick_at(server, headers, now);
     }
 
     /// The `Set-Cookie` header value pinning a client to `server` at the time `now`.
@@ -193,7 +222,7 @@ impl StickySession {
         HeaderValue::from_str(&text).map_err(|_| Error::InvalidValue)
     }
 
-    /// Precomputes the lookup for the pool `servers`: [`StickyIndex::get_backend`] is then
+    /// Precomputes the lookup for the pool `servers`: [`StickyIndex::server`] is then
     /// O(1) in the pool size for the [`Hash`](crate::codec::Hash),
     /// [`Hmac`](crate::codec::Hmac), [`Raw`](crate::codec::Raw) and
     /// [`Aes`](crate::codec::Aes) codecs. Rebuild it when the pool changes.
@@ -261,7 +290,7 @@ impl fmt::Debug for StickySession {
 /// let value = sticky.codec().encode(&pool[0]);
 /// let mut request = HeaderMap::new();
 /// request.insert(COOKIE, format!("srv={value}").parse()?);
-/// assert_eq!(index.get_backend(&request), Some(&pool[0]));
+/// assert_eq!(index.server(&request), Some(&pool[0]));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -273,16 +302,28 @@ pub struct StickyIndex {
 
 impl StickyIndex {
     /// The server of the pool the request's cookie names, if any, at the current time.
-    /// See [`StickySession::get_backend`].
-    pub fn get_backend(&self, headers: &HeaderMap) -> Option<&ServerUrl> {
-        self.get_backend_at(headers, SystemTime::now())
+    /// See [`StickySession::server`].
+    pub fn server(&self, headers: &HeaderMap) -> Option<&ServerUrl> {
+        self.server_at(headers, SystemTime::now())
     }
 
-    /// [`StickyIndex::get_backend`] at the time `now`.
-    pub fn get_backend_at(&self, headers: &HeaderMap, now: SystemTime) -> Option<&ServerUrl> {
+    /// [`StickyIndex::server`] at the time `now`.
+    pub fn server_at(&self, headers: &HeaderMap, now: SystemTime) -> Option<&ServerUrl> {
         self.session
             .find(headers, &*self.index, now)
             .and_then(|i| self.servers.get(i))
+    }
+
+    /// Old name of [`StickyIndex::server`].
+    #[deprecated(since = "0.2.0", note = "renamed to `server`")]
+    pub fn get_backend(&self, headers: &HeaderMap) -> Option<&ServerUrl> {
+        self.server(headers)
+    }
+
+    /// Old name of [`StickyIndex::server_at`].
+    #[deprecated(since = "0.2.0", note = "renamed to `server_at`")]
+    pub fn get_backend_at(&self, headers: &HeaderMap, now: SystemTime) -> Option<&ServerUrl> {
+        self.server_at(headers, now)
     }
 
     /// The pool this index was built for.

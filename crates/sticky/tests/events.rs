@@ -112,7 +112,7 @@ fn each_ignored_cookie_is_logged_with_its_reason() {
     for (cookie, expected, logged) in cases {
         let headers = headers(&cookie);
         let mut found = None;
-        let seen = events(|| found = session.get_backend(&headers, &pool));
+        let seen = events(|| found = session.server(&headers, &pool));
         assert_eq!(found, expected.map(|i| pool[i].clone()), "{cookie:?}");
         assert_eq!(seen.len(), logged.len(), "{cookie:?}: {seen:?}");
         for ((level, text), (want_level, want)) in seen.iter().zip(&logged) {
@@ -132,7 +132,7 @@ fn a_cookie_that_cannot_be_written_is_an_error_event() {
         ..CookieOptions::default()
     });
     let mut response = HeaderMap::new();
-    let seen = events(|| session.stick_backend(&"http://a:80".parse().unwrap(), &mut response));
+    let seen = events(|| session.stick(&"http://a:80".parse().unwrap(), &mut response));
     assert!(response.is_empty());
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].0, Level::ERROR);

@@ -120,12 +120,12 @@ proptest! {
         let s = pick.get(&servers).clone();
         let session = StickySession::with_codec("sticky", codec.build());
         let mut response = HeaderMap::new();
-        session.stick_backend_at(&s, &mut response, t0());
+        session.stick_at(&s, &mut response, t0());
         let headers = request(&response[SET_COOKIE]);
 
-        prop_assert_eq!(session.get_backend_at(&headers, &servers, t0()), Some(s.clone()));
+        prop_assert_eq!(session.server_at(&headers, &servers, t0()), Some(s.clone()));
         let index = session.index(&servers);
-        prop_assert_eq!(index.get_backend_at(&headers, t0()), Some(&s));
+        prop_assert_eq!(index.server_at(&headers, t0()), Some(&s));
 
         // The `cookie` crate (as a client or another proxy would) reads the same value back.
         let parsed = cookie::Cookie::parse(response[SET_COOKIE].to_str().unwrap()).unwrap();
@@ -135,9 +135,9 @@ proptest! {
         prop_assert_eq!(codec_index.find(parsed.value(), t0()), Ok(servers.iter().position(|x| *x == s).unwrap()));
 
         let rest: Vec<ServerUrl> = servers.iter().filter(|x| **x != s).cloned().collect();
-        prop_assert_eq!(session.get_backend_at(&headers, &rest, t0()), None);
+        prop_assert_eq!(session.server_at(&headers, &rest, t0()), None);
         let index = session.index(&rest);
-        prop_assert_eq!(index.get_backend_at(&headers, t0()), None);
+        prop_assert_eq!(index.server_at(&headers, t0()), None);
     }
 
     #[test]
@@ -170,7 +170,7 @@ proptest! {
         if let Ok(header) = HeaderValue::from_bytes(&header) {
             let mut headers = HeaderMap::new();
             headers.insert(COOKIE, header);
-            if let Some(found) = session.get_backend_at(&headers, &servers, t0()) {
+            if let Some(found) = session.server_at(&headers, &servers, t0()) {
                 prop_assert!(servers.contains(&found));
             }
         }
@@ -189,7 +189,7 @@ proptest! {
                 map.append(COOKIE, value);
             }
         }
-        if let Some(found) = index.get_backend_at(&map, t0()) {
+        if let Some(found) = index.server_at(&map, t0()) {
             prop_assert!(servers.contains(found));
         }
     }

@@ -46,8 +46,8 @@ fn round_trip(
     servers: &[ServerUrl],
 ) -> Option<ServerUrl> {
     let mut response = HeaderMap::new();
-    session.stick_backend_at(server, &mut response, t0());
-    session.get_backend_at(&request(&pair(&response)), servers, t0())
+    session.stick_at(server, &mut response, t0());
+    session.server_at(&request(&pair(&response)), servers, t0())
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn raw_cookie_of_a_member_sticks() {
     for server in &servers {
         assert_eq!(
             session
-                .get_backend(&request(&format!("test={server}")), &servers)
+                .server(&request(&format!("test={server}")), &servers)
                 .as_ref(),
             Some(server)
         );
@@ -70,7 +70,7 @@ fn raw_cookie_written_by_go_with_query_or_user_info_sticks() {
     let session = StickySession::with_codec("test", Raw);
     let go_value = "http://user@10.0.0.2:8080/api?x=1";
     assert_eq!(
-        session.get_backend(&request(&format!("test={go_value}")), &servers),
+        session.server(&request(&format!("test={go_value}")), &servers),
         Some(servers[1].clone())
     );
 }
@@ -91,7 +91,7 @@ fn cookie_for_an_absent_server_another_scheme_or_path_or_garbage_is_none() {
         "\"\"",
     ] {
         assert_eq!(
-            session.get_backend(&request(&format!("test={value}")), &servers),
+            session.server(&request(&format!("test={value}")), &servers),
             None,
             "{value:?}"
         );
@@ -102,7 +102,7 @@ fn cookie_for_an_absent_server_another_scheme_or_path_or_garbage_is_none() {
 fn raw_values_are_written_in_clear() {
     let session = StickySession::with_codec("test", Raw);
     let mut response = HeaderMap::new();
-    session.stick_backend(&url("http://10.0.0.2:8080/api"), &mut response);
+    session.stick(&url("http://10.0.0.2:8080/api"), &mut response);
     assert_eq!(
         response[SET_COOKIE],
         "test=http://10.0.0.2:8080/api; Path=/"
@@ -115,7 +115,7 @@ fn raw_values_escape_what_a_cookie_cannot_carry_and_round_trip() {
     let servers = vec![url("http://a:80/x"), odd.clone()];
     let session = StickySession::with_codec("test", Raw);
     let mut response = HeaderMap::new();
-    session.stick_backend(&odd, &mut response);
+    session.stick(&odd, &mut response);
     assert_eq!(pair(&response), "test=http://a:80/x%22y%2Cz%3Bw%5C%C3%A9");
     assert_eq!(round_trip(&session, &odd, &servers), Some(odd));
 }
@@ -154,9 +154,9 @@ fn hash_values_are_lowercase_hex_of_the_normalised_url() {
     let session = StickySession::with_codec("test", Hash::new("foo"));
     let mut response = HeaderMap::new();
     // Query, user info and fragment are not part of the identity, so not of the hash.
-    session.stick_backend(&url("http://u@10.0.0.1:8080?q=1#f"), &mut response);
+    session.stick(&url("http://u@10.0.0.1:8080?q=1#f"), &mut response);
     let mut plain = HeaderMap::new();
-    session.stick_backend(&url("http://10.0.0.1:8080"), &mut plain);
+    session.stick(&url("http://10.0.0.1:8080"), &mut plain);
     assert_eq!(response, plain);
     let value = pair(&response)["test=".len()..].to_owned();
     assert!(
@@ -198,7 +198,7 @@ fn aes_value_expires_after_its_ttl() {
     let session = StickySession::with_codec("test", codec);
     let headers = request(&format!("test={value}"));
     assert_eq!(
-        session.get_backend_at(&headers, &servers, t0() + Duration::from_secs(6)),
+        session.server_at(&headers, &servers, t0() + Duration::from_secs(6)),
         None
     );
 }
@@ -293,16 +293,16 @@ fn default_session_uses_a_random_hmac_key_per_session() {
     let a = StickySession::new("test");
     let b = StickySession::new("test");
     let mut response = HeaderMap::new();
-    a.stick_backend(&servers[0], &mut response);
+    a.stick(&servers[0], &mut response);
     let value = &pair(&response)["test=".len()..];
     assert_eq!(value.len(), 22);
     let headers = request(&pair(&response));
-    assert_eq!(a.get_backend(&headers, &servers), Some(servers[0].clone()));
+    assert_eq!(a.server(&headers, &servers), Some(servers[0].clone()));
     assert_eq!(
-        a.clone().get_backend(&headers, &servers),
+        a.clone().server(&headers, &servers),
         Some(servers[0].clone())
     );
-    assert_eq!(b.get_backend(&headers, &servers), None);
+    assert_eq!(b.server(&headers, &servers), None);
 }
 
 /// Each codec, by name, for the fallback matrix.
@@ -459,7 +459,7 @@ fn every_cookie_option_appears_in_set_cookie_exactly() {
     for (options, expected) in cases {
         let session = StickySession::with_codec("test", Raw).options(options.clone());
         let mut response = HeaderMap::new();
-        session.stick_backend_at(&server, &mut response, t0());
+        session.stick_at(&server, &mut response, t0());
         assert_eq!(response.get_all(SET_COOKIE).iter().count(), 1);
         assert_eq!(response[SET_COOKIE], expected, "{options:?}");
     }
@@ -474,9 +474,9 @@ fn expires_is_computed_at_each_write() {
     });
     let server = url("http://a:80");
     let mut first = HeaderMap::new();
-    session.stick_backend_at(&server, &mut first, t0());
+    session.stick_at(&server, &mut first, t0());
     let mut second = HeaderMap::new();
-    session.stick_backend_at(&server, &mut second, t0() + Duration::from_secs(3600));
+    session.stick_at(&server, &mut second, t0() + Duration::from_secs(3600));
     assert_eq!(
         first[SET_COOKIE],
         "test=http://a:80; Expires=Tue, 14 Nov 2023 22:14:20 GMT"
@@ -496,7 +496,7 @@ fn expires_beyond_year_9999_is_clamped() {
         ..CookieOptions::default()
     });
     let mut response = HeaderMap::new();
-    session.stick_backend_at(&url("http://a:80"), &mut response, t0());
+    session.stick_at(&url("http://a:80"), &mut response, t0());
     assert_eq!(
         response[SET_COOKIE],
         "test=http://a:80; Max-Age=9223372036854775807; Expires=Fri, 31 Dec 9999 23:59:59 GMT"
@@ -504,11 +504,11 @@ fn expires_beyond_year_9999_is_clamped() {
 }
 
 #[test]
-fn stick_backend_keeps_other_set_cookies() {
+fn stick_keeps_other_set_cookies() {
     let session = StickySession::with_codec("test", Raw);
     let mut response = HeaderMap::new();
     response.append(SET_COOKIE, HeaderValue::from_static("session=abc; Path=/"));
-    session.stick_backend(&url("http://a:80"), &mut response);
+    session.stick(&url("http://a:80"), &mut response);
     let all: Vec<_> = response.get_all(SET_COOKIE).iter().collect();
     assert_eq!(all, ["session=abc; Path=/", "test=http://a:80; Path=/"]);
 }
@@ -539,7 +539,7 @@ fn invalid_name_or_attributes_write_no_cookie() {
         assert_eq!(session.validate(), Err(error.clone()));
         assert_eq!(session.set_cookie_at(&server, t0()), Err(error));
         let mut response = HeaderMap::new();
-        session.stick_backend(&server, &mut response);
+        session.stick(&server, &mut response);
         assert!(response.is_empty());
     }
     let fixed = StickySession::with_codec("ok", Raw)
@@ -573,7 +573,7 @@ fn a_codec_writing_invalid_values_gets_no_cookie_written() {
         Err(Error::InvalidValue)
     );
     let mut response = HeaderMap::new();
-    session.stick_backend(&server, &mut response);
+    session.stick(&server, &mut response);
     assert!(response.is_empty());
 }
 
@@ -592,7 +592,7 @@ fn the_named_cookie_is_found_among_several_and_across_cookie_headers() {
     ];
     for case in cases {
         assert_eq!(
-            session.get_backend(&request(case), &servers),
+            session.server(&request(case), &servers),
             Some(servers[1].clone()),
             "{case:?}"
         );
@@ -602,27 +602,20 @@ fn the_named_cookie_is_found_among_several_and_across_cookie_headers() {
     headers.append(COOKIE, HeaderValue::from_bytes(b"b=\xff\xfe").unwrap());
     headers.append(COOKIE, HeaderValue::from_static("test=http://10.0.0.3"));
     headers.append(COOKIE, HeaderValue::from_static("test=https://10.0.0.3"));
-    assert_eq!(
-        session.get_backend(&headers, &servers),
-        Some(servers[2].clone())
-    );
+    assert_eq!(session.server(&headers, &servers), Some(servers[2].clone()));
 }
 
 #[test]
 fn other_cookie_names_and_missing_headers_give_none() {
     let servers = pool();
     let session = StickySession::with_codec("test", Raw);
-    assert_eq!(session.get_backend(&HeaderMap::new(), &servers), None);
+    assert_eq!(session.server(&HeaderMap::new(), &servers), None);
     for case in [
         "tes=http://10.0.0.1:8080",
         "Test=http://10.0.0.1:8080",
         "testx=http://10.0.0.1:8080",
     ] {
-        assert_eq!(
-            session.get_backend(&request(case), &servers),
-            None,
-            "{case:?}"
-        );
+        assert_eq!(session.server(&request(case), &servers), None, "{case:?}");
     }
 }
 
@@ -635,8 +628,8 @@ fn a_cookie_header_that_is_not_utf8_is_ignored() {
         COOKIE,
         HeaderValue::from_bytes(b"test=http://10.0.0.1:8080\xff").unwrap(),
     );
-    assert_eq!(session.get_backend(&headers, &servers), None);
-    assert_eq!(session.index(&servers).get_backend(&headers), None);
+    assert_eq!(session.server(&headers, &servers), None);
+    assert_eq!(session.index(&servers).server(&headers), None);
 }
 
 #[test]
@@ -648,15 +641,15 @@ fn index_answers_like_the_slice_lookup() {
     assert_eq!(index.session().cookie_name(), "test");
     for server in &servers {
         let mut response = HeaderMap::new();
-        session.stick_backend(server, &mut response);
+        session.stick(server, &mut response);
         let headers = request(&pair(&response));
-        assert_eq!(index.get_backend(&headers), Some(server));
-        assert_eq!(index.clone().get_backend_at(&headers, t0()), Some(server));
+        assert_eq!(index.server(&headers), Some(server));
+        assert_eq!(index.clone().server_at(&headers, t0()), Some(server));
     }
     let smaller = session.index(&servers[..1]);
     let mut response = HeaderMap::new();
-    session.stick_backend(&servers[2], &mut response);
-    assert_eq!(smaller.get_backend(&request(&pair(&response))), None);
+    session.stick(&servers[2], &mut response);
+    assert_eq!(smaller.server(&request(&pair(&response))), None);
 }
 
 #[test]

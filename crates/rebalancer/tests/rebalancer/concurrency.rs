@@ -44,7 +44,7 @@ fn concurrent_records_all_count_while_the_state_machine_runs() {
                 .get(0)
                 .set_rating(if step % 4 < 2 { 0.5 } else { 0.0 });
             clock.advance(BACKOFF + Duration::from_secs(1));
-            if rb.poll_at(clock.now()) {
+            if rb.step_if_due(clock.now()).unwrap() {
                 driver_steps += 1;
             }
             if step % 10 == 0 {
@@ -118,14 +118,14 @@ fn a_recorder_never_waits_for_a_running_state_machine() {
     rb.upsert_server("b", None).unwrap();
     let now = clock.now();
     thread::scope(|scope| {
-        let stepping = scope.spawn(|| rb.poll_at(now));
+        let stepping = scope.spawn(|| rb.step_if_due(now).unwrap());
         entered_rx.recv().unwrap();
         // the state machine is inside `rating`, holding its lock: records go through
         for _ in 0..100 {
             rb.record_at(&"a", 200, Duration::ZERO, now + BACKOFF * 2);
         }
         assert!(
-            !rb.poll_at(now + BACKOFF * 2),
+            !rb.step_if_due(now + BACKOFF * 2).unwrap(),
             "busy: skipped, not waited for"
         );
         release_tx.send(()).unwrap();

@@ -6,3 +6,4 @@ mod concurrency;
 mod properties;
 mod real_meters;
 mod scenarios;
+mod weights;

@@ -1,4 +1,4 @@
-//! The scenarios DESIGN.md §3 pins, driven by a manual clock and fixed-rating meters:
+//! The scenarios the reference rebalancer pins, driven by a manual clock and fixed-rating meters:
 //! two requests, then the clock advanced by backoff + 1 s, six times.
 
 use core::time::Duration;
@@ -145,12 +145,14 @@ fn the_state_machine_runs_at_most_once_per_backoff_period() {
     let (rb, meters, clock) = pool(&["a", "b"]);
     meters.get(0).set_rating(0.3);
     let t0 = clock.now();
-    assert!(rb.poll_at(t0));
+    assert!(rb.step_if_due(t0).unwrap());
     assert_eq!(weights(&rb), [1, 4]);
-    assert!(!rb.poll_at(t0));
-    assert!(!rb.poll_at(t0 + BACKOFF));
+    assert!(!rb.step_if_due(t0).unwrap());
+    assert!(!rb.step_if_due(t0 + BACKOFF).unwrap());
     assert_eq!(weights(&rb), [1, 4]);
-    assert!(rb.poll_at(t0 + BACKOFF + Duration::from_nanos(1)));
+    assert!(rb
+        .step_if_due(t0 + BACKOFF + Duration::from_nanos(1))
+        .unwrap());
     assert_eq!(weights(&rb), [1, 16]);
 }
 
@@ -158,17 +160,21 @@ fn the_state_machine_runs_at_most_once_per_backoff_period() {
 fn a_step_that_changes_nothing_is_retried_after_a_second() {
     let (rb, meters, clock) = pool(&["a", "b"]);
     let t0 = clock.now();
-    assert!(rb.poll_at(t0), "due at once after the upserts");
+    assert!(rb.step_if_due(t0).unwrap(), "due at once after the upserts");
     assert_eq!(weights(&rb), [1, 1]);
     meters.get(0).set_rating(0.3);
-    assert!(!rb.poll_at(t0 + IDLE_RECHECK));
-    assert!(rb.poll_at(t0 + IDLE_RECHECK + Duration::from_nanos(1)));
+    assert!(!rb.step_if_due(t0 + IDLE_RECHECK).unwrap());
+    assert!(rb
+        .step_if_due(t0 + IDLE_RECHECK + Duration::from_nanos(1))
+        .unwrap());
     assert_eq!(weights(&rb), [1, 4]);
     // a change: the next step waits for the backoff
     let t1 = t0 + IDLE_RECHECK + Duration::from_nanos(1);
-    assert!(!rb.poll_at(t1 + IDLE_RECHECK * 2));
-    assert!(!rb.poll_at(t1 + BACKOFF));
-    assert!(rb.poll_at(t1 + BACKOFF + Duration::from_nanos(1)));
+    assert!(!rb.step_if_due(t1 + IDLE_RECHECK * 2).unwrap());
+    assert!(!rb.step_if_due(t1 + BACKOFF).unwrap());
+    assert!(rb
+        .step_if_due(t1 + BACKOFF + Duration::from_nanos(1))
+        .unwrap());
     assert_eq!(weights(&rb), [1, 16]);
 }
 

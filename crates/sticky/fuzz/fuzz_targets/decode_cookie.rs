@@ -63,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
     }
     for index in &fixture.indexes {
         for h in [&headers, &as_value] {
-            if let Some(server) = index.get_backend_at(h, now) {
+            if let Some(server) = index.server_at(h, now) {
                 assert!(fixture.servers.contains(server));
             }
         }
