@@ -7,7 +7,7 @@
 #![allow(missing_docs)] // criterion_group!/criterion_main! generate undocumented items
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use roundrobin_benches::{client, get, start_backend, start_balancer};
+use roundrobin_benches::{client, get, start_backend, start_balancer, url_of};
 
 fn proxy(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -22,7 +22,10 @@ fn proxy(c: &mut Criterion) {
     });
     let client = client();
     let mut group = c.benchmark_group("proxy");
-    for (name, url) in [("direct", backend.url()), ("via_balancer", balancer.url())] {
+    for (name, url) in [
+        ("direct", url_of(&backend)),
+        ("via_balancer", url_of(&balancer)),
+    ] {
         group.bench_function(name, |b| {
             b.iter(|| {
                 runtime

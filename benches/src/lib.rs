@@ -17,7 +17,6 @@
 
 use core::convert::Infallible;
 use core::fmt::Write as _;
-use core::net::SocketAddr;
 use core::time::Duration;
 use std::io;
 use std::time::Instant;
@@ -30,10 +29,9 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use roundrobin_core::{RoundRobin, ServerUrl};
-use roundrobin_hyper::{serve, Balancer, Forwarder};
+use roundrobin_core::RoundRobin;
+use roundrobin_hyper::{spawn, Balancer, Forwarder, Serving};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 /// The body every in-process backend answers with.
 pub const BACKEND_BODY: &[u8] = b"hello from the backend\n";
@@ -308,31 +306,16 @@ fn micros(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".to_owned(), |d| format!("{} µs", d.as_micros()))
 }
 
-/// A server on 127.0.0.1 that stops (gracefully) when dropped.
-#[derive(Debug)]
-pub struct Running {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+/// A server on 127.0.0.1 that stops when dropped: `roundrobin-hyper`'s [`Serving`].
+pub type Running = Serving;
+
+/// `http://ADDR/` of a running server.
+pub fn url_of(server: &Serving) -> Uri {
+    Uri::from_maybe_shared(format!("http://{}/", server.local_addr()))
+        .expect("a socket address makes a valid authority")
 }
 
-impl Running {
-    /// `http://ADDR/`.
-    pub fn url(&self) -> Uri {
-        Uri::from_maybe_shared(format!("http://{}/", self.addr))
-            .expect("a socket address makes a valid authority")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-async fn start<S, B>(service: S) -> io::Result<Running>
+async fn start<S, B>(service: S) -> io::Result<Serving>
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
         + Clone
@@ -345,16 +328,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn core::error::Error + Send + Sync>>,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = oneshot::channel();
-    tokio::spawn(serve(listener, service, async {
-        let _ = stopped.await;
-    }));
-    Ok(Running {
-        addr,
-        stop: Some(stop),
-    })
+    Ok(spawn(TcpListener::bind("127.0.0.1:0").await?, service))
 }
 
 /// Starts a hyper backend on 127.0.0.1 (free port) answering every request with 200
@@ -371,8 +345,7 @@ pub async fn start_backend() -> io::Result<Running> {
 pub async fn start_balancer(backends: &[&Running]) -> io::Result<Running> {
     let balancer = Balancer::builder(RoundRobin::new()).service(Forwarder::new());
     for backend in backends {
-        let url = ServerUrl::parse(&format!("http://{}", backend.addr))
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let url = backend.url();
         balancer
             .pool()
             .upsert_server(url, None)
@@ -397,7 +370,7 @@ mod tests {
     async fn loads_the_backend_directly_and_through_the_balancer() {
         let backend = start_backend().await.unwrap();
         let balancer = start_balancer(&[&backend]).await.unwrap();
-        for url in [backend.url(), balancer.url()] {
+        for url in [url_of(&backend), url_of(&balancer)] {
             let report = load(&Target::new("t", url), &short()).await;
             assert!(report.ok > 0, "{report:?}");
             assert_eq!(report.errors, 0, "{report:?}");
@@ -409,11 +382,11 @@ mod tests {
     async fn counts_failures_as_errors() {
         // A balancer with no servers answers 503 to everything.
         let empty = start_balancer(&[]).await.unwrap();
-        let report = load(&Target::new("empty", empty.url()), &short()).await;
+        let report = load(&Target::new("empty", url_of(&empty)), &short()).await;
         assert_eq!(report.ok, 0);
         assert!(report.errors > 0);
         assert!(matches!(
-            get(&client(), empty.url()).await,
+            get(&client(), url_of(&empty)).await,
             Err(RequestError::Status(s)) if s == http::StatusCode::SERVICE_UNAVAILABLE
         ));
     }

@@ -21,7 +21,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use http::Uri;
-use roundrobin_benches::{load, markdown_table, start_backend, start_balancer, LoadConfig, Target};
+use roundrobin_benches::{
+    load, markdown_table, start_backend, start_balancer, url_of, LoadConfig, Target,
+};
 use stats_alloc::StatsAlloc;
 
 #[global_allocator]
@@ -87,8 +89,8 @@ async fn run(args: Args) -> std::io::Result<()> {
     let backend = start_backend().await?;
     let balancer = start_balancer(&[&backend]).await?;
     let in_process = [
-        Target::new("direct", backend.url()),
-        Target::new("roundrobin-hyper", balancer.url()),
+        Target::new("direct", url_of(&backend)),
+        Target::new("roundrobin-hyper", url_of(&balancer)),
     ];
     eprintln!(
         "loading each target for {} s with {} clients",

@@ -1,4 +1,5 @@
-//! A JSON admin API over a [`Pool`]: list, upsert and remove servers at run time.
+//! A JSON admin API over a pool ([`Manage`]): list, upsert and remove servers at run
+//! time.
 
 use core::convert::Infallible;
 use core::future::Future;
@@ -10,24 +11,32 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use roundrobin_core::ServerUrl;
+use roundrobin_rebalancer::ServerState;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Pool};
+use crate::{Error, Manage};
 
 /// The largest request body the admin API reads.
 const MAX_BODY: usize = 64 * 1024;
 
-/// One server in `GET /servers`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ServerJson {
-    /// The server URL, normalised.
-    pub url: String,
-    /// The weight in use.
-    pub weight: u32,
-    /// The configured weight.
-    pub original_weight: u32,
-    /// The rebalancer's rating (0 is best; always 0 without a rebalancer).
-    pub rating: f64,
+/// How `GET /servers` writes one server: a view of a [`ServerState`].
+#[derive(Serialize)]
+struct Row<'a> {
+    url: &'a str,
+    weight: u32,
+    original_weight: u32,
+    rating: f64,
+}
+
+impl<'a> From<&'a ServerState<ServerUrl>> for Row<'a> {
+    fn from(s: &'a ServerState<ServerUrl>) -> Self {
+        Self {
+            url: s.server.as_str(),
+            weight: s.current_weight,
+            original_weight: s.original_weight,
+            rating: s.rating,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -89,24 +98,21 @@ impl<P: ?Sized> core::fmt::Debug for Admin<P> {
     }
 }
 
-impl<P: Pool + ?Sized> Admin<P> {
+impl<P: Manage + ?Sized> Admin<P> {
     /// The admin API over `pool` (share the same `Arc` with the balancer).
     pub fn new(pool: Arc<P>) -> Self {
         Self { pool }
     }
 
     /// The servers as `GET /servers` lists them.
-    pub fn servers(&self) -> Vec<ServerJson> {
-        self.pool
-            .snapshot()
-            .into_iter()
-            .map(|s| ServerJson {
-                url: s.url.to_string(),
-                weight: s.weight,
-                original_weight: s.original_weight,
-                rating: s.rating,
-            })
-            .collect()
+    pub fn servers(&self) -> Vec<ServerState<ServerUrl>> {
+        self.pool.snapshot()
+    }
+
+    fn list(&self, status: StatusCode) -> Response<Full<Bytes>> {
+        let servers = self.servers();
+        let rows: Vec<Row<'_>> = servers.iter().map(Row::from).collect();
+        json(status, &rows)
     }
 
     fn handle(&self, method: &Method, path: &str, body: &[u8]) -> Response<Full<Bytes>> {
@@ -114,7 +120,7 @@ impl<P: Pool + ?Sized> Admin<P> {
             return message(StatusCode::NOT_FOUND, "not found: try /servers");
         }
         match *method {
-            Method::GET => json(StatusCode::OK, &self.servers()),
+            Method::GET => self.list(StatusCode::OK),
             Method::PUT => {
                 let req: Upsert = match serde_json::from_slice(body) {
                     Ok(r) => r,
@@ -124,7 +130,7 @@ impl<P: Pool + ?Sized> Admin<P> {
                     .map_err(Error::from)
                     .and_then(|url| self.pool.upsert_server(url, req.weight));
                 match result {
-                    Ok(()) => json(StatusCode::OK, &self.servers()),
+                    Ok(_weight) => self.list(StatusCode::OK),
                     Err(e) => message(StatusCode::BAD_REQUEST, &e.to_string()),
                 }
             }
@@ -138,7 +144,7 @@ impl<P: Pool + ?Sized> Admin<P> {
                     Err(e) => return message(StatusCode::BAD_REQUEST, &e.to_string()),
                 };
                 match self.pool.remove_server(&url) {
-                    Ok(()) => json(StatusCode::OK, &self.servers()),
+                    Ok(()) => self.list(StatusCode::OK),
                     Err(e) => message(StatusCode::NOT_FOUND, &e.to_string()),
                 }
             }
@@ -175,7 +181,7 @@ fn message(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
 
 impl<P, B> hyper::service::Service<Request<B>> for Admin<P>
 where
-    P: Pool + ?Sized,
+    P: Manage + ?Sized,
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: core::error::Error + Send + Sync + 'static,
@@ -224,7 +230,11 @@ mod tests {
             status(&a, Method::PUT, r#"{"url":"http://b:1","weight":3}"#),
             200
         );
-        let urls: Vec<(String, u32)> = a.servers().into_iter().map(|s| (s.url, s.weight)).collect();
+        let urls: Vec<(String, u32)> = a
+            .servers()
+            .into_iter()
+            .map(|s| (s.server.to_string(), s.current_weight))
+            .collect();
         assert_eq!(urls, [("http://a:1".into(), 1), ("http://b:1".into(), 3)]);
         assert_eq!(status(&a, Method::DELETE, r#"{"url":"http://a:1"}"#), 200);
         assert_eq!(status(&a, Method::DELETE, r#"{"url":"http://a:1"}"#), 404);

@@ -26,6 +26,10 @@ pub enum Error {
     /// The upstream did not answer within the forwarder's timeout.
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
+    /// A timeout of an inner layer elapsed (a tower `Timeout` around the forwarder, a
+    /// tokio `timeout`, or an I/O error of kind `TimedOut`).
+    #[error("timed out")]
+    TimedOut(#[source] BoxError),
     /// The upstream connection failed after it was established (reset, early EOF, a
     /// malformed response), or the inner service failed in another way.
     #[error("upstream request failed")]
@@ -50,18 +54,41 @@ impl From<roundrobin_rebalancer::Error> for Error {
 impl Error {
     /// Classifies an error returned by an inner (forwarding) service.
     ///
-    /// An [`Error`] passes through unchanged; a hyper-util client error that failed to
-    /// connect becomes [`Error::Connect`]; anything else is [`Error::Upstream`].
+    /// An [`Error`] passes through unchanged; a timeout of an inner layer (tower's
+    /// `Elapsed`, tokio's `Elapsed`, or any error whose source chain holds an I/O error
+    /// of kind `TimedOut`) becomes [`Error::TimedOut`] (504); a hyper-util client error
+    /// that failed to connect becomes [`Error::Connect`]; anything else is
+    /// [`Error::Upstream`].
     pub fn from_inner(err: BoxError) -> Self {
-        match err.downcast::<Self>() {
-            Ok(e) => *e,
-            Err(err) => match err.downcast::<hyper_util::client::legacy::Error>() {
-                Ok(e) if e.is_connect() => Self::Connect(e),
-                Ok(e) => Self::Upstream(e),
-                Err(err) => Self::Upstream(err),
-            },
+        let err = match err.downcast::<Self>() {
+            Ok(e) => return *e,
+            Err(err) => err,
+        };
+        if is_timeout(&*err) {
+            return Self::TimedOut(err);
+        }
+        match err.downcast::<hyper_util::client::legacy::Error>() {
+            Ok(e) if e.is_connect() => Self::Connect(e),
+            Ok(e) => Self::Upstream(e),
+            Err(err) => Self::Upstream(err),
         }
     }
+}
+
+/// Whether `err` or one of its sources is a timeout.
+fn is_timeout(err: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<tower::timeout::error::Elapsed>()
+            || e.is::<tokio::time::error::Elapsed>()
+            || e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// The status nginx logs for a client that closed the connection before the response.
@@ -98,7 +125,7 @@ pub trait ErrorHandler: Send + Sync + 'static {
 }
 
 /// The default mapping: empty pool or all weights 0 → 503, connect failure, reset or
-/// EOF → 502, timeout → 504, client gone → 499, anything else → 502; empty bodies.
+/// EOF → 502, timeout (the forwarder's or an inner layer's) → 504, client gone → 499, anything else → 502; empty bodies.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultErrorHandler;
 
@@ -107,7 +134,7 @@ impl DefaultErrorHandler {
     pub fn status(error: &Error) -> StatusCode {
         match error {
             Error::Balancer(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Timeout(_) | Error::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::ClientGone => {
                 StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
             }
@@ -163,5 +190,16 @@ mod tests {
         assert!(matches!(e, Error::Timeout(d) if d == Duration::from_secs(1)));
         let e = Error::from_inner("other".into());
         assert!(matches!(e, Error::Upstream(_)));
+    }
+
+    #[test]
+    fn inner_timeouts_are_504() {
+        let tower: BoxError = tower::timeout::error::Elapsed::new().into();
+        let io: BoxError = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow").into();
+        for e in [tower, io] {
+            let e = Error::from_inner(e);
+            assert!(matches!(e, Error::TimedOut(_)), "{e:?}");
+            assert_eq!(DefaultErrorHandler.handle(&e).status(), 504);
+        }
     }
 }

@@ -10,8 +10,8 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::service::Outcome;
-use crate::{BoxError, ErrorHandler, Pool, ResponseBody};
+use crate::outcome::Pending;
+use crate::{BoxError, ErrorHandler, ResponseBody, Select};
 
 pin_project! {
     /// The future of a [`Balancer`](crate::Balancer)'s response.
@@ -21,12 +21,12 @@ pin_project! {
     pub struct ResponseFuture<S, B, P, H>
     where
         S: Service<Request<B>>,
-        P: Pool,
+        P: Select,
         H: ErrorHandler,
     {
         #[pin]
         state: State<S, B, S::Future>,
-        outcome: Option<Outcome<P, H>>,
+        outcome: Option<Pending<P, H>>,
     }
 }
 
@@ -45,7 +45,7 @@ pin_project! {
 impl<S, B, P, H> ResponseFuture<S, B, P, H>
 where
     S: Service<Request<B>>,
-    P: Pool,
+    P: Select,
     H: ErrorHandler,
 {
     pub(crate) fn done(response: Response<Bytes>) -> Self {
@@ -57,7 +57,7 @@ where
         }
     }
 
-    pub(crate) fn ready(outcome: Outcome<P, H>, inner: S, request: Request<B>) -> Self {
+    pub(crate) fn ready(outcome: Pending<P, H>, inner: S, request: Request<B>) -> Self {
         Self {
             state: State::Ready {
                 inner,
@@ -67,7 +67,7 @@ where
         }
     }
 
-    pub(crate) fn call(outcome: Outcome<P, H>, future: S::Future) -> Self {
+    pub(crate) fn call(outcome: Pending<P, H>, future: S::Future) -> Self {
         Self {
             state: State::Call { future },
             outcome: Some(outcome),
@@ -79,7 +79,7 @@ impl<S, B, P, H, RB> Future for ResponseFuture<S, B, P, H>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
-    P: Pool,
+    P: Select,
     H: ErrorHandler,
 {
     type Output = Result<Response<ResponseBody<RB>>, Infallible>;

@@ -1,39 +1,50 @@
-//! hyper 1.x and tower reverse-proxy services over `roundrobin` balancers (layer L2).
+//! hyper 1.x and tower reverse-proxy services over `roundrobin` balancers.
 //!
-//! This is where the pool meets the network. A [`Balancer`] picks a server from a
-//! [`Pool`] for each request (or the server its sticky cookie names), rewrites the
-//! request URI to that server, hands the request to an inner service that forwards it
-//! (by default the [`Forwarder`], on hyper-util's pooled client), records the outcome
-//! in the pool, and turns failures into responses through an [`ErrorHandler`].
-//! [`serve`] runs any hyper service on a `TcpListener` with graceful shutdown, and
-//! [`Admin`] is a JSON API to change the pool at run time.
+//! This is where the pool meets the network. A [`Balancer`] picks a server for each
+//! request from a pool (anything that implements [`Select`]), or the server its sticky
+//! cookie names, rewrites the request URI to that server, hands the request to an inner
+//! service that forwards it (by default the [`Forwarder`], on hyper-util's pooled
+//! client), records the outcome in the pool, and turns failures into responses through
+//! an [`ErrorHandler`]. [`serve`] runs any hyper service on a `TcpListener` with
+//! graceful shutdown ([`spawn`] does it in the background), and [`Admin`] is a JSON API
+//! that changes a pool ([`Manage`]) at run time.
 //!
-//! The pool is a [`RoundRobin`](roundrobin_core::RoundRobin) or a
+//! The pool is a [`RoundRobin`](roundrobin_core::RoundRobin), a
 //! [`Rebalancer`](roundrobin_rebalancer::Rebalancer) (which moves weight away from
-//! servers that fail), or your own [`Pool`]; sticky sessions come from
+//! servers that fail), or your own; sticky sessions come from
 //! [`roundrobin_sticky::StickySession`], set with [`Builder::sticky`].
+//!
+//! | file | what |
+//! |---|---|
+//! | `select.rs`, `manage.rs` | the two views of a pool: request path ([`Select`]) and administration ([`Manage`]) |
+//! | `layer.rs` | [`Builder`], [`BalancerLayer`] |
+//! | `service.rs`, `future.rs`, `body.rs` | [`Balancer`], its [`ResponseFuture`] and [`ResponseBody`] |
+//! | `config.rs`, `outcome.rs` | what a balancer's services share; the record-exactly-once guard |
+//! | `rewrite.rs`, `forward.rs` | the URI rewrite and [`RewriteHook`]; the [`Forwarder`] |
+//! | `error.rs`, `admin.rs`, `server.rs` | [`Error`] and its mapping; [`Admin`]; [`serve`] and [`spawn`] |
 //!
 //! # Contract
 //!
 //! - Every request either reaches the inner service with its URI pointing at a server
 //!   of the pool, or is answered by the error handler: 503 when the pool is empty or
 //!   all weights are 0, 502 when the server cannot be reached or the connection fails,
-//!   504 on timeout. A client that goes away before the response is recorded as 499.
+//!   504 on timeout (the forwarder's, or any inner layer's). A client that goes away
+//!   before the response is recorded as 499.
 //! - A sticky cookie only selects a server that is in the pool now; any other cookie
 //!   (stale, forged, garbage) is ignored and the request is balanced, and its response
 //!   sets a fresh cookie.
 //! - Every request that was sent to a server is recorded exactly once in the pool
-//!   ([`Pool::record`]) with the status answered (or mapped) and its latency.
+//!   ([`Select::record`]) with the status answered (or mapped), its latency and the
+//!   time, both read from the pool's clock ([`Select::now`]).
 //! - Bodies are streamed frame by frame in both directions, never buffered whole.
-//! - This crate owns the real clock, the sockets and the tasks: the layers below are
-//!   sans-IO.
+//! - This crate owns the sockets and the tasks: the layers below are sans-IO.
 //!
 //! # Quick start
 //!
 //! ```no_run
 //! use std::sync::Arc;
 //! use roundrobin_core::{RoundRobin, ServerUrl};
-//! use roundrobin_hyper::{serve, Balancer, Forwarder, Pool};
+//! use roundrobin_hyper::{serve, Balancer, Forwarder};
 //! use roundrobin_rebalancer::Rebalancer;
 //! use roundrobin_sticky::StickySession;
 //!
@@ -60,19 +71,28 @@
 #[cfg(feature = "admin")]
 mod admin;
 mod body;
+mod config;
 mod error;
 mod forward;
 mod future;
-mod pool;
+mod layer;
+mod manage;
+mod outcome;
+mod rewrite;
+mod select;
 mod server;
 mod service;
 
 #[cfg(feature = "admin")]
-pub use admin::{Admin, ServerJson};
+pub use admin::Admin;
 pub use body::ResponseBody;
 pub use error::{BoxError, DefaultErrorHandler, Error, ErrorHandler, CLIENT_CLOSED_REQUEST};
 pub use forward::{default_client, remove_hop_by_hop, ClientAddr, Forwarder};
 pub use future::ResponseFuture;
-pub use pool::{Pool, ServerStatus};
-pub use server::{serve, ACCEPT_ERROR_PAUSE};
-pub use service::{rewrite_uri, Balancer, BalancerLayer, Builder, RewriteHook};
+pub use layer::{BalancerLayer, Builder};
+pub use manage::Manage;
+pub use rewrite::{rewrite_uri, RewriteHook};
+pub use roundrobin_rebalancer::ServerState;
+pub use select::Select;
+pub use server::{serve, spawn, Serving, ACCEPT_ERROR_PAUSE};
+pub use service::Balancer;

@@ -5,6 +5,7 @@ use core::future::Future;
 use core::net::SocketAddr;
 use core::time::Duration;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -13,9 +14,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use roundrobin_core::{RoundRobin, ServerUrl};
-use roundrobin_hyper::{default_client, serve, Balancer, Forwarder, Pool, ServerStatus};
+use roundrobin_hyper::{default_client, spawn, Balancer, Forwarder, Select, Serving};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 /// Every test body runs under this bound.
 pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,28 +35,8 @@ pub(crate) fn run<F: Future<Output = ()>>(f: F) {
         });
 }
 
-/// A server that stops when dropped.
-pub(crate) struct Running {
-    pub(crate) addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Running {
-    pub(crate) fn url(&self) -> ServerUrl {
-        ServerUrl::parse(&format!("http://{}", self.addr)).unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-/// Serves `service` on 127.0.0.1:0 with the crate's own `serve`.
-pub(crate) async fn start<S, B>(service: S) -> Running
+/// Serves `service` on 127.0.0.1:0 with the crate's own `spawn`.
+pub(crate) async fn start<S, B>(service: S) -> Serving
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
         + Clone
@@ -69,20 +50,12 @@ where
     B::Error: Into<Box<dyn core::error::Error + Send + Sync>>,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(serve(listener, service, async {
-        let _ = rx.await;
-    }));
-    Running {
-        addr,
-        stop: Some(tx),
-    }
+    spawn(listener, service)
 }
 
 /// A backend answering its `name` and echoing selected request headers back as
 /// `echo-<name>` response headers.
-pub(crate) async fn named_backend(name: &'static str) -> Running {
+pub(crate) async fn named_backend(name: &'static str) -> Serving {
     start(service_fn(move |req: Request<Incoming>| async move {
         let mut res = Response::new(Full::new(Bytes::from(name)));
         for (k, v) in req.headers() {
@@ -98,7 +71,7 @@ pub(crate) async fn named_backend(name: &'static str) -> Running {
 }
 
 /// A backend answering every request with `status`.
-pub(crate) async fn status_backend(status: u16) -> Running {
+pub(crate) async fn status_backend(status: u16) -> Serving {
     start(service_fn(move |_req: Request<Incoming>| async move {
         let mut res = Response::new(Empty::<Bytes>::new());
         *res.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -108,7 +81,7 @@ pub(crate) async fn status_backend(status: u16) -> Running {
 }
 
 /// A backend that never answers; `arrived` is notified for each request.
-pub(crate) async fn hanging_backend(arrived: Arc<Notify>) -> Running {
+pub(crate) async fn hanging_backend(arrived: Arc<Notify>) -> Serving {
     start(service_fn(move |_req: Request<Incoming>| {
         let arrived = Arc::clone(&arrived);
         async move {
@@ -128,43 +101,27 @@ pub(crate) struct Recording {
     pub(crate) recorded: Notify,
 }
 
-impl Pool for Recording {
-    fn next_server(&self) -> Result<ServerUrl, roundrobin_hyper::Error> {
-        Pool::next_server(&self.inner)
-    }
-    fn record(&self, server: &ServerUrl, status: u16, _latency: Duration) {
-        self.outcomes.lock().unwrap().push((server.clone(), status));
-        self.recorded.notify_one();
-    }
-    fn upsert_server(
-        &self,
-        server: ServerUrl,
-        weight: Option<u32>,
-    ) -> Result<(), roundrobin_hyper::Error> {
-        Pool::upsert_server(&self.inner, server, weight)
-    }
-    fn remove_server(&self, server: &ServerUrl) -> Result<(), roundrobin_hyper::Error> {
-        Pool::remove_server(&self.inner, server)
+impl Select for Recording {
+    fn select(&self) -> Result<ServerUrl, roundrobin_hyper::Error> {
+        self.inner.select()
     }
     fn servers(&self) -> Vec<ServerUrl> {
-        Pool::servers(&self.inner)
-    }
-    fn server_weight(&self, server: &ServerUrl) -> Option<u32> {
-        Pool::server_weight(&self.inner, server)
-    }
-    fn snapshot(&self) -> Vec<ServerStatus> {
-        Pool::snapshot(&self.inner)
+        self.inner.servers()
     }
     fn generation(&self) -> u64 {
-        Pool::generation(&self.inner)
+        self.inner.generation()
+    }
+    fn record(&self, server: &ServerUrl, status: u16, _latency: Duration, _now: Instant) {
+        self.outcomes.lock().unwrap().push((server.clone(), status));
+        self.recorded.notify_one();
     }
 }
 
 /// A proxy over `pool` with the default forwarder, timeout `timeout`.
-pub(crate) async fn proxy<P: Pool>(
+pub(crate) async fn proxy<P: Select>(
     pool: P,
     timeout: Duration,
-) -> (Running, Balancer<Forwarder, P>) {
+) -> (Serving, Balancer<Forwarder, P>) {
     let balancer = Balancer::builder(pool).service(Forwarder::new().timeout(timeout));
     (start(balancer.clone()).await, balancer)
 }

@@ -4,6 +4,5 @@
 mod balancing;
 mod common;
 mod errors;
-mod rebalance;
 mod sticky;
 mod streaming;

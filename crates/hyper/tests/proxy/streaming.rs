@@ -84,7 +84,7 @@ fn large_body_streams_both_ways() {
             waiting: None,
         };
         let client = default_client::<Lazy>();
-        let req = Request::post(format!("http://{}/echo", p.addr))
+        let req = Request::post(format!("http://{}/echo", p.local_addr()))
             .body(body)
             .unwrap();
         let mut res = client.request(req).await.unwrap();

@@ -1,83 +1,69 @@
-//! A load-balancing reverse proxy on `roundrobin-hyper`.
-//!
-//! ```text
-//! cargo run --release -p roundrobin-hyper --example proxy -- \
-//!     --listen 127.0.0.1:8080 --backend http://127.0.0.1:9001 --backend http://127.0.0.1:9002=3 \
-//!     --admin 127.0.0.1:8081
-//! ```
-//!
-//! Prints `listening on ADDR` (and `admin on ADDR`) once the sockets are bound; bad
-//! flags exit with status 2; Ctrl-C or SIGTERM stop accepting and let in-flight
-//! requests finish.
+//! The command line: flags, their parsing and validation.
 
 use core::net::SocketAddr;
 use core::time::Duration;
-use std::io::Write as _;
-use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{CommandFactory, Parser, ValueEnum};
-use roundrobin_core::{Policy, RoundRobin, ServerUrl};
-use roundrobin_hyper::{serve, Admin, Balancer, Forwarder, Pool};
-use roundrobin_rebalancer::Rebalancer;
+use roundrobin_core::ServerUrl;
 use roundrobin_sticky::codec::{Aes, Hash, Hmac, Raw};
 use roundrobin_sticky::StickySession;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// A weighted round-robin reverse proxy.
 #[derive(Debug, Parser)]
-#[command(name = "proxy", version)]
-struct Args {
+#[command(name = "roundrobin-proxy", version)]
+pub(crate) struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// A backend, `URL` or `URL=WEIGHT`; repeat for more.
     #[arg(long = "backend", value_name = "URL[=WEIGHT]", value_parser = parse_backend)]
-    backends: Vec<(ServerUrl, Option<u32>)>,
+    pub(crate) backends: Vec<(ServerUrl, Option<u32>)>,
     /// The selection sequence.
     #[arg(long, value_enum, default_value_t = PolicyArg::Interleaved)]
-    policy: PolicyArg,
+    pub(crate) policy: PolicyArg,
     /// Weight of backends given without one.
     #[arg(long, default_value_t = 1)]
-    default_weight: u32,
+    pub(crate) default_weight: u32,
     /// How long a backend may take to answer (e.g. `500ms`, `30s`).
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
-    timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Move traffic away from failing backends.
     #[arg(long)]
-    rebalance: bool,
+    pub(crate) rebalance: bool,
     /// Time between two rebalancer steps.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
-    backoff: Duration,
+    pub(crate) backoff: Duration,
     /// Pin clients to a backend with a cookie of this name.
     #[arg(long, value_name = "NAME")]
-    sticky: Option<String>,
+    pub(crate) sticky: Option<String>,
     /// How the sticky cookie names the backend.
     #[arg(long, value_enum, default_value_t = CodecArg::Hmac)]
-    sticky_codec: CodecArg,
+    pub(crate) sticky_codec: CodecArg,
     /// Key of the hmac and aes codecs, hex.
     #[arg(long, value_name = "HEX")]
-    sticky_key: Option<String>,
+    pub(crate) sticky_key: Option<String>,
     /// Salt of the hash codec.
     #[arg(long, value_name = "STR")]
-    sticky_salt: Option<String>,
+    pub(crate) sticky_salt: Option<String>,
     /// Lifetime of aes cookies.
     #[arg(long, value_parser = parse_duration)]
-    sticky_ttl: Option<Duration>,
+    pub(crate) sticky_ttl: Option<Duration>,
     /// Address of the JSON admin API (never the proxy's).
     #[arg(long, value_name = "ADDR")]
-    admin: Option<SocketAddr>,
+    pub(crate) admin: Option<SocketAddr>,
+    /// Threads that serve connections (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) workers: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum PolicyArg {
+pub(crate) enum PolicyArg {
     Interleaved,
     Smooth,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum CodecArg {
+pub(crate) enum CodecArg {
     Raw,
     Hash,
     Hmac,
@@ -113,28 +99,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Exits with status 2 and clap's usage.
-fn usage_error(message: &str) -> ! {
+pub(crate) fn usage_error(message: &str) -> ! {
     Args::command()
         .error(clap::error::ErrorKind::ArgumentConflict, message)
         .exit()
-}
-
-fn pool(args: &Args) -> Arc<dyn Pool> {
-    let policy = match args.policy {
-        PolicyArg::Interleaved => Policy::Interleaved,
-        PolicyArg::Smooth => Policy::Smooth,
-    };
-    let balancer = RoundRobin::<ServerUrl>::builder()
-        .default_weight(args.default_weight)
-        .policy(policy)
-        .build();
-    if !args.rebalance {
-        return Arc::new(balancer);
-    }
-    match Rebalancer::builder(balancer).backoff(args.backoff).build() {
-        Ok(rebalancer) => Arc::new(rebalancer),
-        Err(e) => usage_error(&format!("--rebalance: {e}")),
-    }
 }
 
 fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
@@ -149,7 +117,7 @@ fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
 
 /// The sticky session the flags describe; every sticky flag that does not apply is an
 /// error rather than silently ignored.
-fn sticky(args: &Args) -> Result<Option<StickySession>, String> {
+pub(crate) fn sticky(args: &Args) -> Result<Option<StickySession>, String> {
     let Some(name) = &args.sticky else {
         if args.sticky_key.is_some() || args.sticky_salt.is_some() || args.sticky_ttl.is_some() {
             return Err("--sticky-key, --sticky-salt and --sticky-ttl need --sticky NAME".into());
@@ -191,97 +159,4 @@ fn sticky(args: &Args) -> Result<Option<StickySession>, String> {
         .validate()
         .map_err(|e| format!("--sticky {name}: {e}"))?;
     Ok(Some(session))
-}
-
-async fn shutdown_signal(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
-async fn signals(stop: watch::Sender<bool>) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(e) => {
-                    eprintln!("cannot listen for SIGTERM: {e}");
-                    let _ = ctrl_c.await;
-                    let _ = stop.send(true);
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    let _ = stop.send(true);
-}
-
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args = Args::parse();
-    if args
-        .admin
-        .is_some_and(|a| a == args.listen && a.port() != 0)
-    {
-        usage_error("--admin must not be the --listen address");
-    }
-    let sticky = sticky(&args).unwrap_or_else(|e| usage_error(&e));
-    let pool = pool(&args);
-    for (url, weight) in &args.backends {
-        if let Err(e) = pool.upsert_server(url.clone(), *weight) {
-            usage_error(&format!("--backend {url}: {e}"));
-        }
-    }
-    let listener = match TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("cannot listen on {}: {e}", args.listen);
-            return ExitCode::FAILURE;
-        }
-    };
-    let (stop, stopped) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "listening on {}",
-        listener.local_addr().unwrap_or(args.listen)
-    );
-    if let Some(addr) = args.admin {
-        let admin = match TcpListener::bind(addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("cannot listen on {addr}: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let _ = writeln!(out, "admin on {}", admin.local_addr().unwrap_or(addr));
-        tasks.spawn(serve(
-            admin,
-            Admin::new(Arc::clone(&pool)),
-            shutdown_signal(stopped.clone()),
-        ));
-    }
-    let _ = out.flush();
-    drop(out);
-    let mut builder = Balancer::builder(pool);
-    if let Some(session) = sticky {
-        builder = builder.sticky(session);
-    }
-    let balancer = builder.service(Forwarder::new().timeout(args.timeout));
-    tasks.spawn(serve(listener, balancer, shutdown_signal(stopped)));
-    tokio::spawn(signals(stop));
-    let mut code = ExitCode::SUCCESS;
-    while let Some(done) = tasks.join_next().await {
-        if let Err(e) = done {
-            eprintln!("server task failed: {e}");
-            code = ExitCode::FAILURE;
-        }
-    }
-    code
 }

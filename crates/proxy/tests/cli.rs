@@ -1,5 +1,5 @@
-//! The example proxy as a process: flags, the lines it prints, the admin API, and a
-//! graceful SIGTERM with a request in flight. Cargo builds the example for the tests.
+//! The proxy binary as a process: flags, the lines it prints, the admin API, and a
+//! graceful SIGTERM with a request in flight.
 
 use core::convert::Infallible;
 use core::net::SocketAddr;
@@ -21,25 +21,9 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, Notify};
 
-/// The example binary, built by cargo next to this test's directory.
-///
-/// Cargo builds examples for `cargo test` and `cargo nextest run`, but not when a
-/// single test target is selected (`--test example_proxy`): a stale binary would then
-/// be tested, so that is refused.
+/// The proxy binary, built by cargo for this test.
 fn example() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir
-        .join("examples")
-        .join(format!("proxy{}", std::env::consts::EXE_SUFFIX));
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/proxy.rs");
-    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    assert!(
-        modified(&bin) >= modified(&source),
-        "{} is missing or older than examples/proxy.rs: run the tests without `--test`",
-        bin.display()
-    );
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_roundrobin-proxy"))
 }
 
 fn run<F: core::future::Future<Output = ()>>(f: F) {

@@ -40,11 +40,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use roundrobin_core::{RoundRobin, ServerUrl};
-use roundrobin_hyper::{serve, Balancer, Forwarder, Pool};
+use roundrobin_hyper::{spawn, Balancer, Forwarder, Serving};
 use roundrobin_rebalancer::{ErrorRatioMeter, Rebalancer};
 use roundrobin_sticky::StickySession;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 /// The backends, in pool order.
@@ -113,13 +112,8 @@ impl BackendState {
     }
 }
 
-/// A server that stops when dropped.
-struct Running {
-    url: String,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn start<S, B>(service: S) -> std::io::Result<Running>
+/// Serves `service` on a free port of 127.0.0.1 until the handle is dropped.
+async fn start<S, B>(service: S) -> std::io::Result<Serving>
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -131,16 +125,10 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn core::error::Error + Send + Sync>>,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(serve(listener, service, async {
-        let _ = stopped.await;
-    }));
-    Ok(Running { url, _stop: stop })
+    Ok(spawn(TcpListener::bind("127.0.0.1:0").await?, service))
 }
 
-async fn start_backend(state: Arc<BackendState>) -> std::io::Result<Running> {
+async fn start_backend(state: Arc<BackendState>) -> std::io::Result<Serving> {
     start(service_fn(move |_req: Request<Incoming>| {
         let response = state.answer();
         async move { Ok::<_, Infallible>(response) }
@@ -311,8 +299,8 @@ async fn run(seconds: u64, out: &mut impl Write, redraw: bool) -> Result<Summary
     let pool = Arc::new(rebalancer);
     let mut urls = Vec::new();
     for backend in &backends {
-        let url = ServerUrl::parse(&backend.url).map_err(setup)?;
-        Pool::upsert_server(&pool, url.clone(), None).map_err(setup)?;
+        let url = backend.url();
+        pool.upsert_server(url.clone(), None).map_err(setup)?;
         urls.push(url);
     }
     let session = StickySession::try_new(COOKIE_NAME).map_err(setup)?;
@@ -320,7 +308,7 @@ async fn run(seconds: u64, out: &mut impl Write, redraw: bool) -> Result<Summary
         .sticky(session)
         .service(Forwarder::new().timeout(REQUEST_TIMEOUT));
     let proxy = start(balancer).await?;
-    let proxy_url: Uri = format!("{}/", proxy.url).parse().map_err(setup)?;
+    let proxy_url: Uri = format!("{}/", proxy.url()).parse().map_err(setup)?;
 
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);
@@ -354,11 +342,11 @@ async fn run(seconds: u64, out: &mut impl Write, redraw: bool) -> Result<Summary
             at_half.copy_from_slice(&hits);
             states[FAILING].failing.store(false, Ordering::Relaxed);
         }
-        let snapshot = Pool::snapshot(&pool);
+        let snapshot = pool.snapshot();
         for (i, url) in urls.iter().enumerate() {
             if i != FAILING {
-                if let Some(s) = snapshot.iter().find(|s| &s.url == url) {
-                    max_healthy_weight = max_healthy_weight.max(s.weight);
+                if let Some(s) = snapshot.iter().find(|s| &s.server == url) {
+                    max_healthy_weight = max_healthy_weight.max(s.current_weight);
                 }
             }
         }
@@ -372,13 +360,13 @@ async fn run(seconds: u64, out: &mut impl Write, redraw: bool) -> Result<Summary
         block.push_str("backend  address                 weight  rating  share (last 1 s)\n");
         let total: u64 = hits.iter().zip(&last).map(|(h, l)| h - l).sum();
         for (i, url) in urls.iter().enumerate() {
-            let status = snapshot.iter().find(|s| &s.url == url);
+            let status = snapshot.iter().find(|s| &s.server == url);
             let _ = writeln!(
                 block,
                 "{:<8} {:<23} {:>6}  {:>6.3}  {:>6.1} %",
                 NAMES[i],
-                backends[i].url.trim_start_matches("http://"),
-                status.map_or(0, |s| s.weight),
+                backends[i].local_addr().to_string(),
+                status.map_or(0, |s| s.current_weight),
                 status.map_or(0.0, |s| s.rating),
                 share(hits[i] - last[i], total) * 100.0,
             );

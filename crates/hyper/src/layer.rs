@@ -1,0 +1,126 @@
+//! Configuring a balancer: the [`Builder`] and the tower [`BalancerLayer`].
+
+use std::sync::Arc;
+
+use roundrobin_sticky::{CachedIndex, StickySession};
+use tower_layer::Layer;
+
+use crate::config::Config;
+use crate::{Balancer, DefaultErrorHandler, ErrorHandler, RewriteHook, Select};
+
+/// Configures a [`Balancer`] or a [`BalancerLayer`]; from [`Balancer::builder`].
+pub struct Builder<P, H = DefaultErrorHandler> {
+    pool: P,
+    handler: H,
+    rewrite: Option<Box<dyn RewriteHook>>,
+    sticky: Option<StickySession>,
+}
+
+impl<P, H> core::fmt::Debug for Builder<P, H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Builder")
+            .field("sticky", &self.sticky)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Select> Balancer<(), P> {
+    /// Starts configuring a balancer over `pool`.
+    pub fn builder(pool: P) -> Builder<P> {
+        Builder {
+            pool,
+            handler: DefaultErrorHandler,
+            rewrite: None,
+            sticky: None,
+        }
+    }
+}
+
+impl<P: Select, H: ErrorHandler> Builder<P, H> {
+    /// Maps errors to responses with `handler` instead of [`DefaultErrorHandler`].
+    pub fn error_handler<H2: ErrorHandler>(self, handler: H2) -> Builder<P, H2> {
+        Builder {
+            pool: self.pool,
+            handler,
+            rewrite: self.rewrite,
+            sticky: self.sticky,
+        }
+    }
+
+    /// Pins clients to servers with the cookie of `session`, as the reference does: a
+    /// request whose cookie names a server of the pool goes there; any other request
+    /// is balanced and its response sets the cookie. A cookie never routes to a server
+    /// outside the pool.
+    pub fn sticky(mut self, session: StickySession) -> Self {
+        self.sticky = Some(session);
+        self
+    }
+
+    /// Calls `hook` on every request after its URI was rewritten.
+    pub fn rewrite(mut self, hook: impl RewriteHook) -> Self {
+        self.rewrite = Some(Box::new(hook));
+        self
+    }
+
+    /// A layer that wraps forwarding services in this balancer; every service it makes
+    /// shares the pool.
+    pub fn layer(self) -> BalancerLayer<P, H> {
+        BalancerLayer {
+            config: Arc::new(Config {
+                pool: self.pool,
+                handler: self.handler,
+                rewrite: self.rewrite,
+                sticky: self.sticky.map(CachedIndex::new),
+            }),
+        }
+    }
+
+    /// The balancer over `inner`, the service that forwards to the chosen server.
+    pub fn service<S>(self, inner: S) -> Balancer<S, P, H> {
+        self.layer().layer(inner)
+    }
+}
+
+/// A tower [`Layer`] that puts a [`Balancer`] in front of a forwarding service (the
+/// reference's `New(next http.Handler)`).
+///
+/// ```
+/// use roundrobin_core::RoundRobin;
+/// use roundrobin_hyper::{BalancerLayer, Forwarder};
+/// use tower_layer::Layer;
+///
+/// let layer = BalancerLayer::new(RoundRobin::new());
+/// let balancer = layer.layer(Forwarder::new());
+/// assert!(balancer.pool().servers().is_empty());
+/// ```
+pub struct BalancerLayer<P, H = DefaultErrorHandler> {
+    config: Arc<Config<P, H>>,
+}
+
+impl<P, H> Clone for BalancerLayer<P, H> {
+    fn clone(&self) -> Self {
+        Self {
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<P, H> core::fmt::Debug for BalancerLayer<P, H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BalancerLayer").finish_non_exhaustive()
+    }
+}
+
+impl<P: Select> BalancerLayer<P> {
+    /// A layer over `pool` with the default error handler.
+    pub fn new(pool: P) -> Self {
+        Balancer::builder(pool).layer()
+    }
+}
+
+impl<S, P, H> Layer<S> for BalancerLayer<P, H> {
+    type Service = Balancer<S, P, H>;
+    fn layer(&self, inner: S) -> Balancer<S, P, H> {
+        Balancer::new(inner, Arc::clone(&self.config))
+    }
+}

@@ -1,0 +1,75 @@
+//! The administration's view of a pool: change it at run time and look at it.
+
+use std::sync::Arc;
+
+use roundrobin_core::{RoundRobin, ServerUrl};
+use roundrobin_rebalancer::{Rebalancer, ServerState};
+
+use crate::Error;
+
+/// Changes a pool at run time and reports its state: what the [`Admin`](crate::Admin)
+/// API and dashboards need. Implemented for [`RoundRobin`], [`Rebalancer`] and, through
+/// `Arc`, for shared pools.
+pub trait Manage: Send + Sync + 'static {
+    /// Adds a server, or changes its weight, and returns the weight it now has. `None`
+    /// is the pool's default weight for a new server and the unchanged weight for an
+    /// existing one.
+    fn upsert_server(&self, server: ServerUrl, weight: Option<u32>) -> Result<u32, Error>;
+
+    /// Removes a server; [`roundrobin_core::Error::ServerNotFound`] when absent.
+    fn remove_server(&self, server: &ServerUrl) -> Result<(), Error>;
+
+    /// Every server with its configured and current weight, rating and readiness, in
+    /// pool order; O(n) in total.
+    fn snapshot(&self) -> Vec<ServerState<ServerUrl>>;
+}
+
+impl Manage for RoundRobin<ServerUrl> {
+    fn upsert_server(&self, server: ServerUrl, weight: Option<u32>) -> Result<u32, Error> {
+        let weight = weight
+            .or_else(|| self.server_weight(&server))
+            .unwrap_or_else(|| self.default_weight());
+        Self::upsert_server(self, server, Some(weight))?;
+        Ok(weight)
+    }
+    fn remove_server(&self, server: &ServerUrl) -> Result<(), Error> {
+        Ok(Self::remove_server(self, server)?)
+    }
+    fn snapshot(&self) -> Vec<ServerState<ServerUrl>> {
+        Self::servers(self)
+            .into_iter()
+            .filter_map(|server| Some((self.server_weight(&server)?, server)))
+            .map(|(weight, server)| ServerState {
+                server,
+                original_weight: weight,
+                current_weight: weight,
+                rating: 0.0,
+                ready: true,
+            })
+            .collect()
+    }
+}
+
+impl Manage for Rebalancer<ServerUrl> {
+    fn upsert_server(&self, server: ServerUrl, weight: Option<u32>) -> Result<u32, Error> {
+        Ok(self.upsert_server_weight(server, weight)?)
+    }
+    fn remove_server(&self, server: &ServerUrl) -> Result<(), Error> {
+        Ok(Self::remove_server(self, server)?)
+    }
+    fn snapshot(&self) -> Vec<ServerState<ServerUrl>> {
+        Self::snapshot(self)
+    }
+}
+
+impl<P: Manage + ?Sized> Manage for Arc<P> {
+    fn upsert_server(&self, server: ServerUrl, weight: Option<u32>) -> Result<u32, Error> {
+        (**self).upsert_server(server, weight)
+    }
+    fn remove_server(&self, server: &ServerUrl) -> Result<(), Error> {
+        (**self).remove_server(server)
+    }
+    fn snapshot(&self) -> Vec<ServerState<ServerUrl>> {
+        (**self).snapshot()
+    }
+}

@@ -1,0 +1,104 @@
+//! Pointing a request at the chosen server: the URI rewrite and the user's hook.
+
+use http::request;
+use http::uri::{PathAndQuery, Uri};
+use roundrobin_core::ServerUrl;
+
+/// Sees each request after the balancer rewrote it for the chosen server.
+///
+/// `original` is the URI the client sent; `request` is what will be forwarded (its URI
+/// already points at `server`). Any closure `Fn(&Uri, &ServerUrl, &mut request::Parts)`
+/// is a hook.
+pub trait RewriteHook: Send + Sync + 'static {
+    /// Adjusts the rewritten request.
+    fn rewrite(&self, original: &Uri, server: &ServerUrl, request: &mut request::Parts);
+}
+
+impl<F> RewriteHook for F
+where
+    F: Fn(&Uri, &ServerUrl, &mut request::Parts) + Send + Sync + 'static,
+{
+    fn rewrite(&self, original: &Uri, server: &ServerUrl, request: &mut request::Parts) {
+        self(original, server, request);
+    }
+}
+
+/// The URI of `original` rewritten to `server`: the server's scheme and authority,
+/// the server's path (if any) as a prefix of the request's path, the query kept.
+///
+/// ```
+/// use roundrobin_core::ServerUrl;
+/// use roundrobin_hyper::rewrite_uri;
+///
+/// let server = ServerUrl::parse("http://10.0.0.1:8080/api")?;
+/// let uri = rewrite_uri(&"/items?page=2".parse()?, &server)?;
+/// assert_eq!(uri, "http://10.0.0.1:8080/api/items?page=2");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn rewrite_uri(original: &Uri, server: &ServerUrl) -> Result<Uri, http::Error> {
+    let pq = original.path_and_query();
+    let path_and_query = match (server.path().trim_end_matches('/'), pq) {
+        ("", Some(pq)) => pq.clone(),
+        ("", None) => PathAndQuery::from_static("/"),
+        (prefix, Some(pq)) => {
+            let rest = pq.as_str();
+            if rest.starts_with('/') {
+                PathAndQuery::try_from(format!("{prefix}{rest}"))?
+            } else {
+                PathAndQuery::try_from(format!("{prefix}/{rest}"))?
+            }
+        }
+        (prefix, None) => PathAndQuery::try_from(format!("{prefix}/"))?,
+    };
+    Uri::builder()
+        .scheme(server.scheme())
+        .authority(server.authority())
+        .path_and_query(path_and_query)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rw(uri: &str, server: &str) -> String {
+        let uri: Uri = uri.parse().unwrap();
+        rewrite_uri(&uri, &ServerUrl::parse(server).unwrap())
+            .unwrap()
+            .to_string()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rewrite_targets_the_server_and_keeps_path_and_query(
+            path in "(/[a-zA-Z0-9._~%-]{0,8}){1,4}",
+            query in proptest::option::of("[a-zA-Z0-9=&%]{0,12}"),
+            prefix in "(/[a-z0-9]{1,6}){0,2}/?",
+            port in 1u16..,
+        ) {
+            let original = match &query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            };
+            let server = ServerUrl::parse(&format!("http://10.1.2.3:{port}{prefix}")).unwrap();
+            let uri = rewrite_uri(&original.parse().unwrap(), &server).unwrap();
+            proptest::prop_assert_eq!(uri.scheme_str(), Some("http"));
+            proptest::prop_assert_eq!(uri.authority().unwrap().as_str(), server.authority());
+            let trimmed = prefix.trim_end_matches('/');
+            proptest::prop_assert_eq!(uri.path(), format!("{trimmed}{path}"));
+            proptest::prop_assert_eq!(uri.query(), query.as_deref());
+        }
+    }
+
+    #[test]
+    fn uri_rewrite_keeps_path_and_query_and_honours_prefix() {
+        assert_eq!(
+            rw("/a/b?x=1", "http://10.0.0.1:81"),
+            "http://10.0.0.1:81/a/b?x=1"
+        );
+        assert_eq!(rw("http://front/a?x", "https://b:1"), "https://b:1/a?x");
+        assert_eq!(rw("/a?x=1", "http://b:1/api"), "http://b:1/api/a?x=1");
+        assert_eq!(rw("/a", "http://b:1/api/"), "http://b:1/api/a");
+        assert_eq!(rw("/", "http://b:1/api"), "http://b:1/api/");
+    }
+}

@@ -1,0 +1,163 @@
+//! `roundrobin-proxy`: a load-balancing reverse proxy on the `roundrobin` crates.
+//!
+//! ```text
+//! cargo install --path crates/proxy
+//! roundrobin-proxy --listen 127.0.0.1:8080 \
+//!     --backend http://127.0.0.1:9001 --backend http://127.0.0.1:9002=3 \
+//!     --admin 127.0.0.1:8081
+//! ```
+//!
+//! Prints `listening on ADDR` (and `admin on ADDR`) once the sockets are bound; bad
+//! flags exit with status 2; Ctrl-C or SIGTERM stop accepting and let in-flight
+//! requests finish. Logs go to stderr (`RUST_LOG` filters them; default `info`).
+
+mod args;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use roundrobin_core::{Policy, RoundRobin, ServerUrl};
+use roundrobin_hyper::{serve, Admin, Balancer, Forwarder, Manage, Select};
+use roundrobin_rebalancer::Rebalancer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::args::{sticky, usage_error, Args, PolicyArg};
+
+/// A pool the proxy can both balance over and administer.
+trait ProxyPool: Select + Manage {}
+
+impl<P: Select + Manage> ProxyPool for P {}
+
+fn pool(args: &Args) -> Arc<dyn ProxyPool> {
+    let policy = match args.policy {
+        PolicyArg::Interleaved => Policy::Interleaved,
+        PolicyArg::Smooth => Policy::Smooth,
+    };
+    let balancer = RoundRobin::<ServerUrl>::builder()
+        .default_weight(args.default_weight)
+        .policy(policy)
+        .build();
+    if !args.rebalance {
+        return Arc::new(balancer);
+    }
+    match Rebalancer::builder(balancer).backoff(args.backoff).build() {
+        Ok(rebalancer) => Arc::new(rebalancer),
+        Err(e) => usage_error(&format!("--rebalance: {e}")),
+    }
+}
+
+async fn shutdown_signal(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn signals(stop: watch::Sender<bool>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    eprintln!("cannot listen for SIGTERM: {e}");
+                    let _ = ctrl_c.await;
+                    let _ = stop.send(true);
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    let _ = stop.send(true);
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = args.workers {
+        runtime.worker_threads(usize::from(workers));
+    }
+    match runtime.enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(args)),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> ExitCode {
+    if args
+        .admin
+        .is_some_and(|a| a == args.listen && a.port() != 0)
+    {
+        usage_error("--admin must not be the --listen address");
+    }
+    let sticky = sticky(&args).unwrap_or_else(|e| usage_error(&e));
+    let pool = pool(&args);
+    for (url, weight) in &args.backends {
+        if let Err(e) = pool.upsert_server(url.clone(), *weight) {
+            usage_error(&format!("--backend {url}: {e}"));
+        }
+    }
+    let listener = match TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "listening on {}",
+        listener.local_addr().unwrap_or(args.listen)
+    );
+    if let Some(addr) = args.admin {
+        let admin = match TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let _ = writeln!(out, "admin on {}", admin.local_addr().unwrap_or(addr));
+        tasks.spawn(serve(
+            admin,
+            Admin::new(Arc::clone(&pool)),
+            shutdown_signal(stopped.clone()),
+        ));
+    }
+    let _ = out.flush();
+    drop(out);
+    let mut builder = Balancer::builder(pool);
+    if let Some(session) = sticky {
+        builder = builder.sticky(session);
+    }
+    let balancer = builder.service(Forwarder::new().timeout(args.timeout));
+    tasks.spawn(serve(listener, balancer, shutdown_signal(stopped)));
+    tokio::spawn(signals(stop));
+    let mut code = ExitCode::SUCCESS;
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            eprintln!("server task failed: {e}");
+            code = ExitCode::FAILURE;
+        }
+    }
+    code
+}
