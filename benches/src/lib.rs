@@ -30,8 +30,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use roundrobin_core::RoundRobin;
-use roundrobin_hyper::{spawn, Balancer, Forwarder, Serving};
-use tokio::net::TcpListener;
+use roundrobin_hyper::{spawn_on, Balancer, Forwarder, Serving};
 
 /// The body every in-process backend answers with.
 pub const BACKEND_BODY: &[u8] = b"hello from the backend\n";
@@ -315,28 +314,15 @@ pub fn url_of(server: &Serving) -> Uri {
         .expect("a socket address makes a valid authority")
 }
 
-async fn start<S, B>(service: S) -> io::Result<Serving>
-where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn core::error::Error + Send + Sync>>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn core::error::Error + Send + Sync>>,
-{
-    Ok(spawn(TcpListener::bind("127.0.0.1:0").await?, service))
-}
-
 /// Starts a hyper backend on 127.0.0.1 (free port) answering every request with 200
 /// and [`BACKEND_BODY`].
 pub async fn start_backend() -> io::Result<Running> {
-    start(service_fn(|_req: Request<Incoming>| async {
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(BACKEND_BODY))))
-    }))
+    spawn_on(
+        "127.0.0.1:0",
+        service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(BACKEND_BODY))))
+        }),
+    )
     .await
 }
 
@@ -351,7 +337,7 @@ pub async fn start_balancer(backends: &[&Running]) -> io::Result<Running> {
             .upsert_server(url, None)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     }
-    start(balancer).await
+    spawn_on("127.0.0.1:0", balancer).await
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Project tasks, run as `cargo xtask <task>` (alias in `.cargo/config.toml`).
 //!
 //! - `ci`: every check CI runs, in order, stopping at the first failure.
-//! - `demo [--seconds N]`: the project demo (`roundrobin-hyper`'s `demo` example).
+//! - `demo [--seconds N]`: the project demo (`roundrobin-proxy`'s `demo` example).
 //! - `bench [ARGS..]`: the criterion benches (`benches/`), peers included.
 //! - `bench-proxy [--seconds N] [--concurrency C] [--target NAME=URL]..`: requests/s
 //!   and latency through the balancer vs straight to the backend, as a markdown table.
@@ -156,6 +156,20 @@ fn ci() -> Result {
         "benches compile",
         cargo().args(["check", "--workspace", "--benches"]),
     )?;
+    // Each library crate and the binary must stay publishable on its own: package them
+    // (sibling crates resolved from the local packages) and build each package alone.
+    run(
+        "package",
+        cargo().args([
+            "package",
+            "--workspace",
+            "--exclude",
+            "xtask",
+            "--exclude",
+            "roundrobin-benches",
+            "--allow-dirty",
+        ]),
+    )?;
     eprintln!("\nxtask ci: all checks passed");
     Ok(())
 }
@@ -168,7 +182,7 @@ fn demo(args: &[String]) -> Result {
                 "run",
                 "--release",
                 "-p",
-                "roundrobin-hyper",
+                "roundrobin-proxy",
                 "--example",
                 "demo",
                 "--",

@@ -94,5 +94,5 @@ pub use manage::Manage;
 pub use rewrite::{rewrite_uri, RewriteHook};
 pub use roundrobin_rebalancer::ServerState;
 pub use select::Select;
-pub use server::{serve, spawn, Serving, ACCEPT_ERROR_PAUSE};
+pub use server::{serve, spawn, spawn_on, Serving, ACCEPT_ERROR_PAUSE};
 pub use service::Balancer;

@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use roundrobin_core::ServerUrl;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -127,6 +127,20 @@ impl Drop for Serving {
             let _ = stop.send(());
         }
     }
+}
+
+/// Binds `addr` and [`spawn`]s `service` on it: a server in the background in one call
+/// (`127.0.0.1:0` picks a free port; see [`Serving::local_addr`]).
+pub async fn spawn_on<S, B>(addr: impl ToSocketAddrs, service: S) -> io::Result<Serving>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    Ok(spawn(TcpListener::bind(addr).await?, service))
 }
 
 /// Runs [`serve`] on `listener` in a task of the current tokio runtime, until the

@@ -40,10 +40,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use roundrobin_core::{RoundRobin, ServerUrl};
-use roundrobin_hyper::{spawn, Balancer, Forwarder, Serving};
+use roundrobin_hyper::{spawn_on, Balancer, Forwarder, Serving};
 use roundrobin_rebalancer::{ErrorRatioMeter, Rebalancer};
 use roundrobin_sticky::StickySession;
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 /// The backends, in pool order.
@@ -112,27 +111,14 @@ impl BackendState {
     }
 }
 
-/// Serves `service` on a free port of 127.0.0.1 until the handle is dropped.
-async fn start<S, B>(service: S) -> std::io::Result<Serving>
-where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn core::error::Error + Send + Sync>>,
-{
-    Ok(spawn(TcpListener::bind("127.0.0.1:0").await?, service))
-}
-
 async fn start_backend(state: Arc<BackendState>) -> std::io::Result<Serving> {
-    start(service_fn(move |_req: Request<Incoming>| {
-        let response = state.answer();
-        async move { Ok::<_, Infallible>(response) }
-    }))
+    spawn_on(
+        "127.0.0.1:0",
+        service_fn(move |_req: Request<Incoming>| {
+            let response = state.answer();
+            async move { Ok::<_, Infallible>(response) }
+        }),
+    )
     .await
 }
 
@@ -307,7 +293,7 @@ async fn run(seconds: u64, out: &mut impl Write, redraw: bool) -> Result<Summary
     let balancer = Balancer::builder(Arc::clone(&pool))
         .sticky(session)
         .service(Forwarder::new().timeout(REQUEST_TIMEOUT));
-    let proxy = start(balancer).await?;
+    let proxy = spawn_on("127.0.0.1:0", balancer).await?;
     let proxy_url: Uri = format!("{}/", proxy.url()).parse().map_err(setup)?;
 
     let start = Instant::now();

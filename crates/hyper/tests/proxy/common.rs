@@ -14,8 +14,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use roundrobin_core::{RoundRobin, ServerUrl};
-use roundrobin_hyper::{default_client, spawn, Balancer, Forwarder, Select, Serving};
-use tokio::net::TcpListener;
+use roundrobin_hyper::{default_client, spawn_on, Balancer, Forwarder, Select, Serving};
+
+/// Where test servers listen: a free port of the loopback interface.
+pub(crate) const LOCAL: &str = "127.0.0.1:0";
 use tokio::sync::Notify;
 
 /// Every test body runs under this bound.
@@ -35,62 +37,56 @@ pub(crate) fn run<F: Future<Output = ()>>(f: F) {
         });
 }
 
-/// Serves `service` on 127.0.0.1:0 with the crate's own `spawn`.
-pub(crate) async fn start<S, B>(service: S) -> Serving
-where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn core::error::Error + Send + Sync>>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn core::error::Error + Send + Sync>>,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    spawn(listener, service)
-}
-
 /// A backend answering its `name` and echoing selected request headers back as
 /// `echo-<name>` response headers.
 pub(crate) async fn named_backend(name: &'static str) -> Serving {
-    start(service_fn(move |req: Request<Incoming>| async move {
-        let mut res = Response::new(Full::new(Bytes::from(name)));
-        for (k, v) in req.headers() {
-            if let Ok(h) = http::HeaderName::from_bytes(format!("echo-{k}").as_bytes()) {
-                res.headers_mut().append(h, v.clone());
+    spawn_on(
+        LOCAL,
+        service_fn(move |req: Request<Incoming>| async move {
+            let mut res = Response::new(Full::new(Bytes::from(name)));
+            for (k, v) in req.headers() {
+                if let Ok(h) = http::HeaderName::from_bytes(format!("echo-{k}").as_bytes()) {
+                    res.headers_mut().append(h, v.clone());
+                }
             }
-        }
-        let path = req.uri().to_string();
-        res.headers_mut().insert("echo-uri", path.parse().unwrap());
-        Ok::<_, Infallible>(res)
-    }))
+            let path = req.uri().to_string();
+            res.headers_mut().insert("echo-uri", path.parse().unwrap());
+            Ok::<_, Infallible>(res)
+        }),
+    )
     .await
+    .unwrap()
 }
 
 /// A backend answering every request with `status`.
 pub(crate) async fn status_backend(status: u16) -> Serving {
-    start(service_fn(move |_req: Request<Incoming>| async move {
-        let mut res = Response::new(Empty::<Bytes>::new());
-        *res.status_mut() = StatusCode::from_u16(status).unwrap();
-        Ok::<_, Infallible>(res)
-    }))
+    spawn_on(
+        LOCAL,
+        service_fn(move |_req: Request<Incoming>| async move {
+            let mut res = Response::new(Empty::<Bytes>::new());
+            *res.status_mut() = StatusCode::from_u16(status).unwrap();
+            Ok::<_, Infallible>(res)
+        }),
+    )
     .await
+    .unwrap()
 }
 
 /// A backend that never answers; `arrived` is notified for each request.
 pub(crate) async fn hanging_backend(arrived: Arc<Notify>) -> Serving {
-    start(service_fn(move |_req: Request<Incoming>| {
-        let arrived = Arc::clone(&arrived);
-        async move {
-            arrived.notify_one();
-            core::future::pending::<()>().await;
-            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
-        }
-    }))
+    spawn_on(
+        LOCAL,
+        service_fn(move |_req: Request<Incoming>| {
+            let arrived = Arc::clone(&arrived);
+            async move {
+                arrived.notify_one();
+                core::future::pending::<()>().await;
+                Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+            }
+        }),
+    )
     .await
+    .unwrap()
 }
 
 /// A pool that remembers every recorded outcome.
@@ -123,7 +119,7 @@ pub(crate) async fn proxy<P: Select>(
     timeout: Duration,
 ) -> (Serving, Balancer<Forwarder, P>) {
     let balancer = Balancer::builder(pool).service(Forwarder::new().timeout(timeout));
-    (start(balancer.clone()).await, balancer)
+    (spawn_on(LOCAL, balancer.clone()).await.unwrap(), balancer)
 }
 
 /// A response, read whole.

@@ -13,7 +13,9 @@ use tokio::net::TcpListener;
 
 use roundrobin_hyper::Serving;
 
-use crate::common::{get, named_backend, run, start};
+use roundrobin_hyper::spawn_on;
+
+use crate::common::{get, named_backend, run, LOCAL};
 
 /// A proxy with `session` in front of `backends` (weight 1 each, in order).
 async fn sticky_proxy(
@@ -26,7 +28,7 @@ async fn sticky_proxy(
     for backend in backends {
         balancer.pool().upsert_server(backend.url(), None).unwrap();
     }
-    (start(balancer.clone()).await, balancer)
+    (spawn_on(LOCAL, balancer.clone()).await.unwrap(), balancer)
 }
 
 fn raw_cookie(url: &ServerUrl) -> String {

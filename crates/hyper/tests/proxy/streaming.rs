@@ -19,7 +19,9 @@ use roundrobin_hyper::default_client;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
-use crate::common::{proxy, run, start};
+use roundrobin_hyper::spawn_on;
+
+use crate::common::{proxy, run, LOCAL};
 
 const TOTAL: u64 = 64 * 1024 * 1024;
 const CHUNK: usize = 256 * 1024;
@@ -68,10 +70,14 @@ impl Body for Lazy {
 fn large_body_streams_both_ways() {
     run(async {
         // The backend echoes the request body as it arrives.
-        let echo = start(service_fn(|req: Request<Incoming>| async move {
-            Ok::<_, Infallible>(Response::new(req.into_body()))
-        }))
-        .await;
+        let echo = spawn_on(
+            LOCAL,
+            service_fn(|req: Request<Incoming>| async move {
+                Ok::<_, Infallible>(Response::new(req.into_body()))
+            }),
+        )
+        .await
+        .unwrap();
         let (p, b) = proxy(RoundRobin::new(), Duration::from_secs(10)).await;
         b.pool().upsert_server(echo.url(), None).unwrap();
 
