@@ -6,6 +6,8 @@
 //! - `bench-proxy [--seconds N] [--concurrency C] [--target NAME=URL]..`: requests/s
 //!   and latency through the balancer vs straight to the backend, as a markdown table.
 //! - `fuzz [--seconds N]`: the cookie-decoding fuzz target (nightly + cargo-fuzz).
+//! - `readme [--check]`: rebuilds the top `README.md` from its head and each crate's
+//!   `README.md` (`--check`: fails when it is out of date instead).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -25,8 +27,9 @@ fn main() -> ExitCode {
         "bench" => bench(rest),
         "bench-proxy" => bench_proxy(rest),
         "fuzz" => fuzz(rest),
+        "readme" => readme(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci|demo|bench|bench-proxy|fuzz> [args..]");
+            println!("usage: cargo xtask <ci|demo|bench|bench-proxy|fuzz|readme> [args..]");
             Ok(())
         }
         other => Err(format!("unknown task `{other}`; try `cargo xtask help`")),
@@ -102,6 +105,8 @@ fn setup() -> Result {
 fn ci() -> Result {
     setup()?;
     run("fmt", cargo().args(["fmt", "--all", "--check"]))?;
+    eprintln!("\n==> README.md is built from the crates' READMEs");
+    readme(&["--check".to_owned()])?;
     run(
         "clippy",
         cargo().args([
@@ -246,4 +251,38 @@ fn fuzz(args: &[String]) -> Result {
             .args(["+nightly", "fuzz", "run", "decode_cookie", "--"])
             .arg(format!("-max_total_time={seconds}")),
     )
+}
+
+/// The crates whose `README.md` make up the top README, in order, after its head.
+const README_PARTS: [&str; 5] = ["core", "rebalancer", "sticky", "hyper", "proxy"];
+
+/// Where the head of the top README ends and the crates' sections begin.
+const README_SPLIT: &str = "## `roundrobin-core`";
+
+fn readme(args: &[String]) -> Result {
+    let check = match args {
+        [] => false,
+        [flag] if flag == "--check" => true,
+        _ => return Err("readme: usage: cargo xtask readme [--check]".into()),
+    };
+    let path = root().join("README.md");
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let top = read(&path)?;
+    let head = top
+        .find(README_SPLIT)
+        .map(|i| &top[..i])
+        .ok_or_else(|| format!("README.md has no `{README_SPLIT}` section"))?;
+    let mut parts = Vec::new();
+    for name in README_PARTS {
+        let part = read(&root().join("crates").join(name).join("README.md"))?;
+        parts.push(part.trim_end().to_owned());
+    }
+    let built = format!("{head}{}\n", parts.join("\n\n"));
+    if built == top {
+        return Ok(());
+    }
+    if check {
+        return Err("README.md is out of date: run `cargo xtask readme`".into());
+    }
+    std::fs::write(&path, built).map_err(|e| format!("README.md: {e}"))
 }
