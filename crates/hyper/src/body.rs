@@ -1,5 +1,6 @@
-//! The response body of a [`Balancer`](crate::Balancer): the upstream's, streamed, or
-//! the error handler's.
+//! The bodies a [`Balancer`](crate::Balancer) passes on: the request body it hands to
+//! its inner service, and the response body it answers with (the upstream's, streamed,
+//! or the error handler's).
 
 use core::pin::Pin;
 use core::task::{Context, Poll};
@@ -78,5 +79,69 @@ where
             Kind::Upstream { body } => body.size_hint(),
             Kind::Local { body } => body.size_hint(),
         }
+    }
+}
+
+pin_project! {
+    /// The request body a [`Balancer`](crate::Balancer) hands to its inner service: the
+    /// client's body, frame by frame, or no body at all (a retry of a request that had
+    /// none).
+    ///
+    /// Its errors are [`ClientBodyError`]s, so that a failure of the client's upload
+    /// (an invalid chunked body, a client that hangs up mid-upload) is told apart from
+    /// a failure of the server: the balancer answers it with 400 and never records it
+    /// against the server.
+    #[derive(Debug)]
+    pub struct RequestBody<B> {
+        #[pin]
+        inner: Option<B>,
+    }
+}
+
+impl<B> RequestBody<B> {
+    /// The client's body.
+    pub fn new(body: B) -> Self {
+        Self { inner: Some(body) }
+    }
+
+    /// No body.
+    pub fn empty() -> Self {
+        Self { inner: None }
+    }
+}
+
+/// A request body failed while it was read from the client: the client's fault, not the
+/// server's. [`Error::from_inner`](crate::Error::from_inner) finds it in an inner
+/// service's error chain and makes it [`Error::ClientBody`](crate::Error::ClientBody).
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed")]
+pub struct ClientBodyError(#[source] pub BoxError);
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, ClientBodyError>>> {
+        match self.project().inner.as_pin_mut() {
+            Some(body) => body.poll_frame(cx).map_err(|e| ClientBodyError(e.into())),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }

@@ -1,17 +1,20 @@
 //! What every service of one balancer shares: the pool, the error handler, the
-//! rewrite hook and the sticky cookie.
+//! rewrite hook, the sticky cookie and the retry policy, and the steps of a request
+//! that depend only on them.
 
-use http::HeaderMap;
+use http::header::{self, HeaderValue};
+use http::{request, HeaderMap, Uri};
 use roundrobin_core::ServerUrl;
 use roundrobin_sticky::CachedIndex;
 
-use crate::{Error, RewriteHook, Select};
+use crate::{rewrite_uri, Error, Retry, RewriteHook, Select};
 
 pub(crate) struct Config<P, H> {
     pub(crate) pool: P,
     pub(crate) handler: H,
     pub(crate) rewrite: Option<Box<dyn RewriteHook>>,
     pub(crate) sticky: Option<CachedIndex>,
+    pub(crate) retry: Retry,
 }
 
 /// The server chosen for a request.
@@ -42,6 +45,42 @@ impl<P: Select, H> Config<P, H> {
                 stick: true,
             },
         })
+    }
+
+    /// A server for a retry: the next pick that is not in `tried`, if the pool has one
+    /// (a few rounds of picks at most). The response sets a new sticky cookie.
+    pub(crate) fn choose_other(&self, tried: &[ServerUrl]) -> Option<Chosen> {
+        let attempts = self.pool.servers().len().saturating_mul(2).max(2);
+        (0..attempts)
+            .map_while(|_| self.pool.select().ok())
+            .find(|server| !tried.contains(server))
+            .map(|server| Chosen {
+                server,
+                stick: self.sticky.is_some(),
+            })
+    }
+
+    /// Points `parts` (whose URI is still the client's, `original`) at `server`: the
+    /// URI rewrite, `Host` when the client sent none, then the rewrite hook.
+    pub(crate) fn point_at(
+        &self,
+        parts: &mut request::Parts,
+        server: &ServerUrl,
+    ) -> Result<(), http::Error> {
+        let uri = rewrite_uri(&parts.uri, server)?;
+        let original: Uri = core::mem::replace(&mut parts.uri, uri);
+        if !parts.headers.contains_key(header::HOST) {
+            if let Some(host) = original
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
+        if let Some(hook) = &self.rewrite {
+            hook.rewrite(&original, server, parts);
+        }
+        Ok(())
     }
 
     /// Sets the sticky cookie on `headers` when the choice asks for it.

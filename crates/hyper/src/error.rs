@@ -6,6 +6,8 @@ use core::time::Duration;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 
+use crate::ClientBodyError;
+
 /// A boxed error, as tower and hyper pass them around.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -37,9 +39,14 @@ pub enum Error {
     /// The rewritten request URI is not valid.
     #[error("cannot build the upstream uri")]
     Uri(#[from] http::Error),
-    /// The client went away before the response was ready.
+    /// The client went away before the response was ready. Never recorded against the
+    /// server.
     #[error("client closed the request")]
     ClientGone,
+    /// The client's request body failed while it was forwarded (an invalid chunked
+    /// body, an upload cut short): answered 400 and never recorded against the server.
+    #[error("the client's request body failed")]
+    ClientBody(#[source] BoxError),
 }
 
 impl From<roundrobin_rebalancer::Error> for Error {
@@ -54,7 +61,8 @@ impl From<roundrobin_rebalancer::Error> for Error {
 impl Error {
     /// Classifies an error returned by an inner (forwarding) service.
     ///
-    /// An [`Error`] passes through unchanged; a timeout of an inner layer (tower's
+    /// An [`Error`] passes through unchanged; an error caused by the client's request
+    /// body (a [`ClientBodyError`] in the source chain) becomes [`Error::ClientBody`]; a timeout of an inner layer (tower's
     /// `Elapsed`, tokio's `Elapsed`, or any error whose source chain holds an I/O error
     /// of kind `TimedOut`) becomes [`Error::TimedOut`] (504); a hyper-util client error
     /// that failed to connect becomes [`Error::Connect`]; anything else is
@@ -64,6 +72,9 @@ impl Error {
             Ok(e) => return *e,
             Err(err) => err,
         };
+        if chain(&*err).any(|e| e.is::<ClientBodyError>()) {
+            return Self::ClientBody(err);
+        }
         if is_timeout(&*err) {
             return Self::TimedOut(err);
         }
@@ -75,31 +86,63 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether the server's connection was reset or closed before a response arrived
+    /// (an [`Error::Upstream`] whose cause is a reset, a broken pipe, an unexpected EOF
+    /// or an incomplete message).
+    pub fn is_reset(&self) -> bool {
+        let Self::Upstream(source) = self else {
+            return false;
+        };
+        chain(&**source).any(|e| {
+            e.downcast_ref::<hyper::Error>()
+                .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
+                || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                    matches!(
+                        io.kind(),
+                        std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::BrokenPipe
+                            | std::io::ErrorKind::UnexpectedEof
+                    )
+                })
+        })
+    }
+
+    /// Whether the client caused it: such errors are never recorded against a server.
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, Self::ClientGone | Self::ClientBody(_))
+    }
+}
+
+/// `err` and its sources, in order.
+fn chain<'a>(
+    err: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    core::iter::successors(Some(err), |&e| e.source())
+}
+
 /// Whether `err` or one of its sources is a timeout.
 fn is_timeout(err: &(dyn StdError + 'static)) -> bool {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if e.is::<tower::timeout::error::Elapsed>()
+    chain(err).any(|e| {
+        e.is::<tower::timeout::error::Elapsed>()
             || e.is::<tokio::time::error::Elapsed>()
             || e.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        next = e.source();
-    }
-    false
+    })
 }
 
 /// The status nginx logs for a client that closed the connection before the response.
 ///
-/// Never sent (the client is gone); recorded in the rebalancer's meters.
+/// Never sent (the client is gone) and never recorded against the server.
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Turns a proxying [`Error`] into the response sent to the client.
 ///
 /// The status of the response is also what the rebalancer records for the server
-/// that was tried; for [`Error::ClientGone`] the response is only recorded, never sent.
+/// that was tried, unless the client caused the error ([`Error::is_client_error`]):
+/// those are never recorded against a server, and for [`Error::ClientGone`] nothing is
+/// sent either.
 ///
 /// ```
 /// use bytes::Bytes;
@@ -125,7 +168,8 @@ pub trait ErrorHandler: Send + Sync + 'static {
 }
 
 /// The default mapping: empty pool or all weights 0 → 503, connect failure, reset or
-/// EOF → 502, timeout (the forwarder's or an inner layer's) → 504, client gone → 499, anything else → 502; empty bodies.
+/// EOF → 502, timeout (the forwarder's or an inner layer's) → 504, a failed client
+/// request body → 400, client gone → 499, anything else → 502; empty bodies.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultErrorHandler;
 
@@ -139,6 +183,7 @@ impl DefaultErrorHandler {
                 StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
             }
             Error::Rebalancer(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::ClientBody(_) => StatusCode::BAD_REQUEST,
             Error::Connect(_) | Error::Upstream(_) | Error::Uri(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -167,13 +212,14 @@ mod tests {
 
     #[test]
     fn default_mapping() {
-        let cases: [(Error, u16); 6] = [
+        let cases: [(Error, u16); 7] = [
             (roundrobin_core::Error::NoServers.into(), 503),
             (roundrobin_core::Error::AllWeightsZero.into(), 503),
             (Error::Connect("refused".into()), 502),
             (Error::Upstream("reset".into()), 502),
             (Error::Timeout(Duration::from_millis(5)), 504),
             (Error::ClientGone, 499),
+            (Error::ClientBody("bad chunk".into()), 400),
         ];
         for (err, status) in cases {
             assert_eq!(

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::{BoxError, Error};
+use crate::{BoxError, Error, RequestBody};
 
 /// The address of the client that sent a request, as a request extension.
 ///
@@ -80,7 +80,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Plain HTTP upstreams use [`HttpConnector`]; for HTTPS upstreams build the client
 /// with a TLS connector (e.g. `hyper-rustls`) and pass it to [`Forwarder::with_client`].
 #[derive(Debug)]
-pub struct Forwarder<B = Incoming, C = HttpConnector> {
+pub struct Forwarder<B = RequestBody<Incoming>, C = HttpConnector> {
     client: Client<C, B>,
     timeout: Duration,
     proto: HeaderValue,
@@ -110,9 +110,26 @@ impl Forwarder {
     }
 }
 
-/// The client a [`Forwarder`] uses by default: keep-alive pool with a 90 s idle
-/// timeout, `TCP_NODELAY`, HTTP/1.1.
+/// How long connecting to a server may take by default (HAProxy's `timeout connect` is
+/// commonly 5 s, nginx's `proxy_connect_timeout` 60 s: a server that does not accept
+/// within 3 s on a local network is better retried elsewhere).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The client a [`Forwarder`] uses by default: [`pooled_client`] with
+/// [`DEFAULT_CONNECT_TIMEOUT`].
 pub fn default_client<B>() -> Client<HttpConnector, B>
+where
+    B: Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    pooled_client(DEFAULT_CONNECT_TIMEOUT)
+}
+
+/// A keep-alive pool with a 90 s idle timeout, `TCP_NODELAY`, HTTP/1.1, and
+/// `connect_timeout` for new connections (a connect that takes longer is an
+/// [`Error::Connect`], retried on another server by default).
+pub fn pooled_client<B>(connect_timeout: Duration) -> Client<HttpConnector, B>
 where
     B: Body + Send + 'static + Unpin,
     B::Data: Send,
@@ -120,6 +137,7 @@ where
 {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))

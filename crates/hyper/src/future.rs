@@ -1,4 +1,5 @@
-//! The response future of a [`Balancer`](crate::Balancer): named, not boxed.
+//! The response future of a [`Balancer`](crate::Balancer): named, not boxed; it drives
+//! the tries of one request.
 
 use core::convert::Infallible;
 use core::future::Future;
@@ -6,37 +7,62 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{request, Request, Response};
 use pin_project_lite::pin_project;
+use roundrobin_core::ServerUrl;
 use tower_service::Service;
 
 use crate::outcome::Pending;
-use crate::{BoxError, ErrorHandler, ResponseBody, Select};
+use crate::retry::idempotent;
+use crate::{BoxError, Error, ErrorHandler, RequestBody, ResponseBody, Select};
+
+/// What a retry needs: the request as the client sent it (it had no body), the servers
+/// tried before the current try (filled at the first retry: no allocation until then)
+/// and how many tries are left.
+pub(crate) struct Replay {
+    parts: request::Parts,
+    tried: Vec<ServerUrl>,
+    left: u32,
+}
+
+impl Replay {
+    pub(crate) fn new(parts: request::Parts, left: u32) -> Self {
+        Self {
+            parts,
+            tried: Vec::new(),
+            left,
+        }
+    }
+}
 
 pin_project! {
     /// The future of a [`Balancer`](crate::Balancer)'s response.
     ///
-    /// Dropping it before it completes (the client went away) records
-    /// [`Error::ClientGone`](crate::Error::ClientGone)'s status for the server.
+    /// It sends the request to the chosen server and, when that try fails in a way the
+    /// [`Retry`](crate::Retry) policy allows, to another server, before anything of a
+    /// response went to the client. Dropping it (the client went away) records nothing.
     pub struct ResponseFuture<S, B, P, H>
     where
-        S: Service<Request<B>>,
+        S: Service<Request<RequestBody<B>>>,
         P: Select,
         H: ErrorHandler,
     {
         #[pin]
-        state: State<S, B, S::Future>,
-        outcome: Option<Pending<P, H>>,
+        state: State<S::Future>,
+        inner: Option<S>,
+        request: Option<Request<RequestBody<B>>>,
+        pending: Option<Pending<P, H>>,
+        replay: Option<Replay>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, B, F> {
+    enum State<F> {
         // Answered without the inner service (no server, bad URI).
         Done { response: Option<Response<Bytes>> },
-        // Waiting for the inner service to be ready (hyper path).
-        Ready { inner: S, request: Option<Request<B>> },
+        // Waiting for the inner service to be ready.
+        Ready,
         // Waiting for the inner service's response.
         Call { #[pin] future: F },
     }
@@ -44,7 +70,7 @@ pin_project! {
 
 impl<S, B, P, H> ResponseFuture<S, B, P, H>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<RequestBody<B>>>,
     P: Select,
     H: ErrorHandler,
 {
@@ -53,31 +79,52 @@ where
             state: State::Done {
                 response: Some(response),
             },
-            outcome: None,
+            inner: None,
+            request: None,
+            pending: None,
+            replay: None,
         }
     }
 
-    pub(crate) fn ready(outcome: Pending<P, H>, inner: S, request: Request<B>) -> Self {
+    /// A request to send once `inner` is ready (`ready`: it already is).
+    pub(crate) fn send(
+        pending: Pending<P, H>,
+        mut inner: S,
+        request: Request<RequestBody<B>>,
+        ready: bool,
+        replay: Option<Replay>,
+    ) -> Self {
+        let (state, request) = if ready {
+            (
+                State::Call {
+                    future: inner.call(request),
+                },
+                None,
+            )
+        } else {
+            (State::Ready, Some(request))
+        };
         Self {
-            state: State::Ready {
-                inner,
-                request: Some(request),
-            },
-            outcome: Some(outcome),
-        }
-    }
-
-    pub(crate) fn call(outcome: Pending<P, H>, future: S::Future) -> Self {
-        Self {
-            state: State::Call { future },
-            outcome: Some(outcome),
+            state,
+            inner: Some(inner),
+            request,
+            pending: Some(pending),
+            replay,
         }
     }
 }
 
+/// What a finished try leads to.
+enum Next<RB> {
+    /// The answer for the client.
+    Answer(Response<ResponseBody<RB>>),
+    /// Another try, or this answer when there is no other server.
+    Retry(Response<ResponseBody<RB>>),
+}
+
 impl<S, B, P, H, RB> Future for ResponseFuture<S, B, P, H>
 where
-    S: Service<Request<B>, Response = Response<RB>>,
+    S: Service<Request<RequestBody<B>>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
     P: Select,
     H: ErrorHandler,
@@ -92,20 +139,23 @@ where
                     let response = response.take().unwrap_or_default();
                     return Poll::Ready(Ok(response.map(ResponseBody::local)));
                 }
-                StateProj::Ready { inner, request } => {
-                    let ready = match inner.poll_ready(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(ready) => ready,
+                StateProj::Ready => {
+                    let (Some(inner), Some(pending)) = (this.inner.as_mut(), this.pending.as_ref())
+                    else {
+                        return Poll::Ready(Ok(Response::default().map(ResponseBody::local)));
                     };
-                    match (ready, request.take(), this.outcome.as_mut()) {
-                        (Ok(()), Some(request), Some(_)) => State::Call {
-                            future: inner.call(request),
-                        },
-                        (Err(e), _, Some(outcome)) => {
-                            return Poll::Ready(Ok(outcome.fail(e.into())));
+                    match inner.poll_ready(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => {
+                            let error = Error::from_inner(e.into());
+                            return Poll::Ready(Ok(pending.fail(&error)));
                         }
-                        // Polled again after completion.
-                        (_, _, None) | (Ok(()), None, _) => State::Done { response: None },
+                        Poll::Ready(Ok(())) => match this.request.take() {
+                            Some(request) => State::Call {
+                                future: inner.call(request),
+                            },
+                            None => State::Done { response: None },
+                        },
                     }
                 }
                 StateProj::Call { future } => {
@@ -113,21 +163,89 @@ where
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(result) => result,
                     };
-                    let Some(outcome) = this.outcome.as_mut() else {
+                    let Some(pending) = this.pending.as_ref() else {
                         return Poll::Ready(Ok(Response::default().map(ResponseBody::local)));
                     };
-                    let response = match result {
-                        Ok(response) => {
-                            let mut response = response.map(ResponseBody::upstream);
-                            outcome.finish(&mut response);
-                            response
-                        }
-                        Err(e) => outcome.fail(e.into()),
-                    };
-                    return Poll::Ready(Ok(response));
+                    match judge(pending, this.replay.as_ref(), result) {
+                        Next::Answer(response) => return Poll::Ready(Ok(response)),
+                        Next::Retry(fallback) => match retry(pending, this.replay.as_mut()) {
+                            Some((again, request)) => {
+                                *this.pending = Some(again);
+                                *this.request = Some(request);
+                                State::Ready
+                            }
+                            // No other server to try: the failed try's answer stands.
+                            None => return Poll::Ready(Ok(fallback)),
+                        },
+                    }
                 }
             };
             this.state.set(next);
         }
     }
+}
+
+/// Decides on the result of a try: answer the client, or record it and retry.
+fn judge<P, H, RB, E>(
+    pending: &Pending<P, H>,
+    replay: Option<&Replay>,
+    result: Result<Response<RB>, E>,
+) -> Next<RB>
+where
+    P: Select,
+    H: ErrorHandler,
+    E: Into<BoxError>,
+{
+    let policy = pending.config().retry;
+    let can_retry = replay.is_some_and(|r| r.left > 0);
+    let replayable = can_retry && replay.is_some_and(|r| idempotent(&r.parts.method));
+    match result {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let mut response = response.map(ResponseBody::upstream);
+            pending.finish(&mut response);
+            if replayable && policy.on.status(status) {
+                return Next::Retry(response);
+            }
+            Next::Answer(response)
+        }
+        Err(e) => {
+            let error = Error::from_inner(e.into());
+            let retried = match &error {
+                Error::Connect(_) => can_retry && policy.on.connect,
+                Error::Timeout(_) | Error::TimedOut(_) => replayable && policy.on.timeout,
+                e if e.is_reset() => replayable && policy.on.reset,
+                _ => false,
+            };
+            let response = pending.fail(&error);
+            if retried {
+                tracing::debug!(%error, server = %pending.server(), "retrying on another server");
+                return Next::Retry(response);
+            }
+            Next::Answer(response)
+        }
+    }
+}
+
+/// The next try: its outcome guard, and the request pointed at its server.
+type NextTry<P, H, B> = (Pending<P, H>, Request<RequestBody<B>>);
+
+/// The next try: another server, and the request pointed at it.
+fn retry<P, H, B>(
+    pending: &Pending<P, H>,
+    replay: Option<&mut Replay>,
+) -> Option<NextTry<P, H, B>>
+where
+    P: Select,
+    H: ErrorHandler,
+{
+    let replay = replay?;
+    replay.left = replay.left.checked_sub(1)?;
+    replay.tried.push(pending.server().clone());
+    let config = pending.config();
+    let chosen = config.choose_other(&replay.tried)?;
+    let mut parts = replay.parts.clone();
+    config.point_at(&mut parts, &chosen.server).ok()?;
+    let again = Pending::new(std::sync::Arc::clone(config), chosen);
+    Some((again, Request::from_parts(parts, RequestBody::empty())))
 }

@@ -6,7 +6,7 @@ use roundrobin_sticky::{CachedIndex, StickySession};
 use tower_layer::Layer;
 
 use crate::config::Config;
-use crate::{Balancer, DefaultErrorHandler, ErrorHandler, RewriteHook, Select};
+use crate::{Balancer, DefaultErrorHandler, ErrorHandler, Retry, RewriteHook, Select};
 
 /// Configures a [`Balancer`] or a [`BalancerLayer`]; from [`Balancer::builder`].
 pub struct Builder<P, H = DefaultErrorHandler> {
@@ -14,6 +14,7 @@ pub struct Builder<P, H = DefaultErrorHandler> {
     handler: H,
     rewrite: Option<Box<dyn RewriteHook>>,
     sticky: Option<StickySession>,
+    retry: Retry,
 }
 
 impl<P, H> core::fmt::Debug for Builder<P, H> {
@@ -32,6 +33,7 @@ impl<P: Select> Balancer<(), P> {
             handler: DefaultErrorHandler,
             rewrite: None,
             sticky: None,
+            retry: Retry::default(),
         }
     }
 }
@@ -44,7 +46,15 @@ impl<P: Select, H: ErrorHandler> Builder<P, H> {
             handler,
             rewrite: self.rewrite,
             sticky: self.sticky,
+            retry: self.retry,
         }
+    }
+
+    /// How failed requests are retried on other servers (default [`Retry::default`]:
+    /// 2 retries on connect failures and resets; [`Retry::OFF`] turns it off).
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// Pins clients to servers with the cookie of `session`, as the reference does: a
@@ -71,6 +81,7 @@ impl<P: Select, H: ErrorHandler> Builder<P, H> {
                 handler: self.handler,
                 rewrite: self.rewrite,
                 sticky: self.sticky.map(CachedIndex::new),
+                retry: self.retry,
             }),
         }
     }

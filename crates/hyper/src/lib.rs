@@ -78,6 +78,7 @@ mod future;
 mod layer;
 mod manage;
 mod outcome;
+mod retry;
 mod rewrite;
 mod select;
 mod server;
@@ -85,12 +86,16 @@ mod service;
 
 #[cfg(feature = "admin")]
 pub use admin::Admin;
-pub use body::ResponseBody;
+pub use body::{ClientBodyError, RequestBody, ResponseBody};
 pub use error::{BoxError, DefaultErrorHandler, Error, ErrorHandler, CLIENT_CLOSED_REQUEST};
-pub use forward::{default_client, remove_hop_by_hop, ClientAddr, Forwarder};
+pub use forward::{
+    default_client, pooled_client, remove_hop_by_hop, ClientAddr, Forwarder,
+    DEFAULT_CONNECT_TIMEOUT,
+};
 pub use future::ResponseFuture;
 pub use layer::{BalancerLayer, Builder};
 pub use manage::Manage;
+pub use retry::{Retry, RetryOn};
 pub use rewrite::{rewrite_uri, RewriteHook};
 pub use roundrobin_rebalancer::ServerState;
 pub use select::Select;

@@ -1,22 +1,23 @@
-//! The outcome of one forwarded request: recorded exactly once, even when the client
-//! goes away.
+//! The outcome of one try of a request: recorded once in the pool, unless the client
+//! caused it.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::Response;
+use roundrobin_core::ServerUrl;
 
 use crate::config::{Chosen, Config};
-use crate::{BoxError, Error, ErrorHandler, ResponseBody, Select};
+use crate::{Error, ErrorHandler, ResponseBody, Select};
 
-/// A request on its way to a server. Records the response's status in the pool when
-/// it is known, or the handler's status for [`Error::ClientGone`] when it is dropped
-/// first. Latency and record time come from the pool's clock ([`Select::now`]).
+/// One try of a request on its way to a server. Latency and record time come from the
+/// pool's clock ([`Select::now`]). A try that is dropped before its outcome is known
+/// (the client went away) is not recorded: that is the client's doing, not the
+/// server's.
 pub(crate) struct Pending<P: Select, H: ErrorHandler> {
     config: Arc<Config<P, H>>,
     chosen: Chosen,
     start: Instant,
-    done: bool,
 }
 
 impl<P: Select, H: ErrorHandler> Pending<P, H> {
@@ -26,12 +27,19 @@ impl<P: Select, H: ErrorHandler> Pending<P, H> {
             config,
             chosen,
             start,
-            done: false,
         }
     }
 
-    fn record(&mut self, status: u16) {
-        self.done = true;
+    pub(crate) fn config(&self) -> &Arc<Config<P, H>> {
+        &self.config
+    }
+
+    pub(crate) fn server(&self) -> &ServerUrl {
+        &self.chosen.server
+    }
+
+    /// Records `status` for this try's server.
+    pub(crate) fn record(&self, status: u16) {
         let now = self.config.pool.now();
         let latency = now.saturating_duration_since(self.start);
         self.config
@@ -40,26 +48,20 @@ impl<P: Select, H: ErrorHandler> Pending<P, H> {
     }
 
     /// Records the response's status and sets the sticky cookie if needed.
-    pub(crate) fn finish<B>(&mut self, res: &mut Response<B>) {
+    pub(crate) fn finish<B>(&self, res: &mut Response<B>) {
         self.record(res.status().as_u16());
         self.config.stick(&self.chosen, res.headers_mut());
     }
 
-    /// The response for an error of the inner service.
-    pub(crate) fn fail<B>(&mut self, error: BoxError) -> Response<ResponseBody<B>> {
-        let error = Error::from_inner(error);
-        tracing::debug!(%error, "proxy error");
-        let mut res = self.config.handler.handle(&error).map(ResponseBody::local);
+    /// The response for `error`: recorded against the server unless the client caused
+    /// it.
+    pub(crate) fn fail<B>(&self, error: &Error) -> Response<ResponseBody<B>> {
+        tracing::debug!(%error, server = %self.chosen.server, "proxy error");
+        let mut res = self.config.handler.handle(error).map(ResponseBody::local);
+        if error.is_client_error() {
+            return res;
+        }
         self.finish(&mut res);
         res
-    }
-}
-
-impl<P: Select, H: ErrorHandler> Drop for Pending<P, H> {
-    fn drop(&mut self) {
-        if !self.done {
-            let status = self.config.handler.handle(&Error::ClientGone).status();
-            self.record(status.as_u16());
-        }
     }
 }

@@ -4,20 +4,24 @@ use core::convert::Infallible;
 use core::task::{Context, Poll};
 use std::sync::Arc;
 
-use http::header::{self, HeaderValue};
 use http::{Request, Response};
+use http_body::Body;
 use tower_service::Service;
 
 use crate::config::Config;
-use crate::future::ResponseFuture;
+use crate::future::{Replay, ResponseFuture};
 use crate::outcome::Pending;
 use crate::{
-    rewrite_uri, BoxError, DefaultErrorHandler, Error, ErrorHandler, ResponseBody, Select,
+    BoxError, DefaultErrorHandler, Error, ErrorHandler, RequestBody, ResponseBody, Select,
 };
 
 /// The load balancer as a service: picks a server from the pool, rewrites the request
-/// URI to it, calls the inner service, records the outcome, and maps errors to
+/// URI to it, calls the inner service, records the outcome, retries a failed request on
+/// another server when the [`Retry`](crate::Retry) policy allows, and maps errors to
 /// responses.
+///
+/// The inner service gets the request with its body wrapped in a [`RequestBody`], whose
+/// errors mark a failed upload as the client's fault.
 ///
 /// The request URI becomes the server's scheme and authority, with the server's path
 /// (if any) as a prefix of the request's path; the query is kept ([`rewrite_uri`]).
@@ -96,15 +100,16 @@ impl<S, P, H> Balancer<S, P, H> {
 }
 
 /// Picks the server and rewrites the request: the synchronous part of a request,
-/// run in `call`. Returns the future that forwards it.
+/// run in `call`. Returns the future that forwards it (and retries it).
 fn start<S, P, H, B>(
     config: Arc<Config<P, H>>,
     inner: S,
     req: Request<B>,
-    needs_ready: bool,
+    ready: bool,
 ) -> ResponseFuture<S, B, P, H>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<RequestBody<B>>>,
+    B: Body,
     P: Select,
     H: ErrorHandler,
 {
@@ -113,40 +118,24 @@ where
         Err(e) => return ResponseFuture::done(config.handler.handle(&e)),
     };
     let (mut parts, body) = req.into_parts();
-    let uri = match rewrite_uri(&parts.uri, &chosen.server) {
-        Ok(uri) => uri,
-        Err(e) => {
-            let mut res = config.handler.handle(&Error::Uri(e));
-            config.stick(&chosen, res.headers_mut());
-            return ResponseFuture::done(res);
-        }
-    };
-    let original = core::mem::replace(&mut parts.uri, uri);
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(host) = original
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(header::HOST, host);
-        }
-    }
-    if let Some(hook) = &config.rewrite {
-        hook.rewrite(&original, &chosen.server, &mut parts);
+    // A request without a body can be sent again: keep it as the client sent it.
+    let replay = (config.retry.retries > 0 && body.is_end_stream())
+        .then(|| Replay::new(parts.clone(), config.retry.retries));
+    if let Err(e) = config.point_at(&mut parts, &chosen.server) {
+        let mut res = config.handler.handle(&Error::Uri(e));
+        config.stick(&chosen, res.headers_mut());
+        return ResponseFuture::done(res);
     }
     let pending = Pending::new(config, chosen);
-    let req = Request::from_parts(parts, body);
-    if needs_ready {
-        ResponseFuture::ready(pending, inner, req)
-    } else {
-        let mut inner = inner;
-        ResponseFuture::call(pending, inner.call(req))
-    }
+    let req = Request::from_parts(parts, RequestBody::new(body));
+    ResponseFuture::send(pending, inner, req, ready, replay)
 }
 
 impl<S, P, H, B, RB> Service<Request<B>> for Balancer<S, P, H>
 where
-    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S: Service<Request<RequestBody<B>>, Response = Response<RB>> + Clone,
     S::Error: Into<BoxError>,
+    B: Body,
     P: Select,
     H: ErrorHandler,
 {
@@ -169,15 +158,16 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let inner = core::mem::replace(&mut self.inner, clone);
-        let needs_ready = !core::mem::take(&mut self.ready);
-        start(Arc::clone(&self.config), inner, req, needs_ready)
+        let ready = core::mem::take(&mut self.ready);
+        start(Arc::clone(&self.config), inner, req, ready)
     }
 }
 
 impl<S, P, H, B, RB> hyper::service::Service<Request<B>> for Balancer<S, P, H>
 where
-    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S: Service<Request<RequestBody<B>>, Response = Response<RB>> + Clone,
     S::Error: Into<BoxError>,
+    B: Body,
     P: Select,
     H: ErrorHandler,
 {
@@ -186,6 +176,6 @@ where
     type Future = ResponseFuture<S, B, P, H>;
 
     fn call(&self, req: Request<B>) -> Self::Future {
-        start(Arc::clone(&self.config), self.inner.clone(), req, true)
+        start(Arc::clone(&self.config), self.inner.clone(), req, false)
     }
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Empty, Full};
 use roundrobin_core::RoundRobin;
-use roundrobin_hyper::{Balancer, BoxError, Error};
+use roundrobin_hyper::{Balancer, BoxError, Error, RequestBody, Retry};
 use roundrobin_rebalancer::{Clock, ManualClock};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 use tower_service::Service;
@@ -20,10 +20,10 @@ use tower_service::Service;
 use crate::get;
 use crate::support::{echo, url, Recording};
 
-type Req = Request<Empty<Bytes>>;
+type Req = Request<RequestBody<Empty<Bytes>>>;
 
 #[tokio::test]
-async fn connect_and_upstream_failures_are_502_and_recorded() {
+async fn without_retries_connect_and_upstream_failures_are_502_and_recorded() {
     let pool = Arc::new(Recording::new(Instant::now));
     let inner = service_fn(|req: Req| async move {
         match req.uri().host() {
@@ -32,7 +32,9 @@ async fn connect_and_upstream_failures_are_502_and_recorded() {
             _ => Ok(echo(&req)),
         }
     });
-    let b = Balancer::builder(Arc::clone(&pool)).service(inner);
+    let b = Balancer::builder(Arc::clone(&pool))
+        .retry(Retry::OFF)
+        .service(inner);
     for name in ["dead", "reset", "live"] {
         pool.inner.upsert_server(url(name), None).unwrap();
     }
@@ -73,14 +75,14 @@ async fn a_tower_timeout_around_the_inner_service_is_504() {
 #[derive(Clone)]
 struct Broken;
 
-impl Service<Request<()>> for Broken {
+impl<B> Service<Request<B>> for Broken {
     type Response = Response<Empty<Bytes>>;
     type Error = BoxError;
     type Future = core::future::Ready<Result<Self::Response, BoxError>>;
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Err("broken".into()))
     }
-    fn call(&mut self, _req: Request<()>) -> Self::Future {
+    fn call(&mut self, _req: Request<B>) -> Self::Future {
         core::future::ready(Ok(Response::new(Empty::new())))
     }
 }
@@ -91,25 +93,25 @@ async fn inner_readiness_errors_are_answered_by_the_handler() {
     pool.upsert_server(url("a"), None).unwrap();
     let mut balancer = Balancer::builder(pool).service(Broken);
     // With and without the tower `poll_ready` first, and through hyper's trait.
-    poll_fn(|cx| Service::poll_ready(&mut balancer, cx))
+    poll_fn(|cx| Service::<Request<Empty<Bytes>>>::poll_ready(&mut balancer, cx))
         .await
         .unwrap();
-    let res = Service::call(&mut balancer, Request::new(()))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 502);
-    let res = Service::call(&mut balancer, Request::new(()))
+    let res = Service::call(&mut balancer, Request::new(Empty::<Bytes>::new()))
         .await
         .unwrap();
     assert_eq!(res.status(), 502);
-    let res = hyper::service::Service::call(&balancer, Request::new(()))
+    let res = Service::call(&mut balancer, Request::new(Empty::<Bytes>::new()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 502);
+    let res = hyper::service::Service::call(&balancer, Request::new(Empty::<Bytes>::new()))
         .await
         .unwrap();
     assert_eq!(res.status(), 502);
 }
 
 #[tokio::test]
-async fn a_client_that_goes_away_is_recorded_once_as_499_at_the_pools_time() {
+async fn a_client_that_goes_away_is_not_recorded_against_the_server() {
     let clock = ManualClock::new();
     let now = {
         let clock = clock.clone();
@@ -121,22 +123,39 @@ async fn a_client_that_goes_away_is_recorded_once_as_499_at_the_pools_time() {
     });
     let mut b = Balancer::builder(Arc::clone(&pool)).service(hang);
     pool.inner.upsert_server(url("hang"), None).unwrap();
-    let start = clock.now();
     let mut future = Box::pin(b.ready().await.unwrap().call(Request::new(Empty::new())));
     assert!(poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_pending())).await);
     clock.advance(Duration::from_millis(250));
     drop(future);
+    assert!(
+        pool.outcomes.lock().unwrap().is_empty(),
+        "the client's doing"
+    );
+}
+
+#[tokio::test]
+async fn latency_and_record_time_come_from_the_pools_clock() {
+    let clock = ManualClock::new();
+    let now = {
+        let clock = clock.clone();
+        move || clock.now()
+    };
+    let pool = Arc::new(Recording::new(now));
+    let inner = {
+        let clock = clock.clone();
+        service_fn(move |req: Req| {
+            clock.advance(Duration::from_millis(250));
+            let res = echo(&req);
+            async move { Ok::<_, Infallible>(res) }
+        })
+    };
+    let b = Balancer::builder(Arc::clone(&pool)).service(inner);
+    pool.inner.upsert_server(url("a"), None).unwrap();
+    let start = clock.now();
+    assert_eq!(get(&b, "/", &[]).await.status, 200);
     let outcomes = pool.outcomes.lock().unwrap().clone();
     assert_eq!(outcomes.len(), 1);
-    assert_eq!(
-        (outcomes[0].server.clone(), outcomes[0].status),
-        (url("hang"), 499)
-    );
-    assert_eq!(
-        outcomes[0].latency,
-        Duration::from_millis(250),
-        "latency from the pool's clock"
-    );
+    assert_eq!(outcomes[0].latency, Duration::from_millis(250));
     assert_eq!(outcomes[0].at, start + Duration::from_millis(250));
 }
 

@@ -8,6 +8,7 @@ mod support;
 mod balancing;
 mod errors;
 mod rebalancer;
+mod retries;
 mod sticky;
 
 use bytes::Bytes;

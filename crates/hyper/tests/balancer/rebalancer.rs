@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Empty;
 use roundrobin_core::{RoundRobin, ServerUrl};
-use roundrobin_hyper::{Balancer, Manage};
+use roundrobin_hyper::{Balancer, Manage, RequestBody};
 use roundrobin_rebalancer::{ManualClock, Rebalancer};
 use tower::service_fn;
 
@@ -27,7 +27,7 @@ async fn a_failing_server_loses_weight_and_recovers() {
     let clock = ManualClock::new();
     let inner = {
         let (failing, clock) = (Arc::clone(&failing), clock.clone());
-        service_fn(move |req: Request<Empty<Bytes>>| {
+        service_fn(move |req: Request<RequestBody<Empty<Bytes>>>| {
             let mut res = echo(&req);
             if req.uri().host() == Some("bad") && failing.load(Ordering::SeqCst) {
                 *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;

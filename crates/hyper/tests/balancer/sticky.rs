@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Empty;
 use roundrobin_core::{RoundRobin, ServerUrl};
-use roundrobin_hyper::Balancer;
+use roundrobin_hyper::{Balancer, RequestBody};
 use roundrobin_sticky::codec::Raw;
 use roundrobin_sticky::{CookieOptions, SameSite, StickySession};
 use tower::service_fn;
@@ -129,7 +129,7 @@ async fn a_cookie_naming_an_address_outside_the_pool_never_reaches_the_inner_ser
     let seen = Arc::new(Mutex::new(Vec::new()));
     let inner = {
         let seen = Arc::clone(&seen);
-        service_fn(move |req: Request<Empty<Bytes>>| {
+        service_fn(move |req: Request<RequestBody<Empty<Bytes>>>| {
             seen.lock()
                 .unwrap()
                 .push(req.uri().authority().unwrap().to_string());

@@ -72,13 +72,23 @@ pub(crate) async fn status_backend(status: u16) -> Serving {
     .unwrap()
 }
 
-/// A backend that never answers; `arrived` is notified for each request.
-pub(crate) async fn hanging_backend(arrived: Arc<Notify>) -> Serving {
+/// A backend that never answers; `arrived` is notified for each request, `gone` when
+/// the proxy gives a request up (its upstream connection closes).
+pub(crate) async fn hanging_backend(arrived: Arc<Notify>, gone: Arc<Notify>) -> Serving {
+    /// Notifies when dropped.
+    struct OnDrop(Arc<Notify>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.notify_one();
+        }
+    }
     spawn_on(
         LOCAL,
         service_fn(move |_req: Request<Incoming>| {
             let arrived = Arc::clone(&arrived);
+            let gone = OnDrop(Arc::clone(&gone));
             async move {
+                let _gone = gone;
                 arrived.notify_one();
                 core::future::pending::<()>().await;
                 Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))

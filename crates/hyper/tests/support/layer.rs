@@ -22,14 +22,14 @@ use tower_service::Service;
 #[derive(Clone)]
 pub(crate) struct Answer;
 
-impl Service<Request<Empty<Bytes>>> for Answer {
+impl<B> Service<Request<B>> for Answer {
     type Response = Response<Empty<Bytes>>;
     type Error = Infallible;
     type Future = Ready<Result<Self::Response, Infallible>>;
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
-    fn call(&mut self, _req: Request<Empty<Bytes>>) -> Self::Future {
+    fn call(&mut self, _req: Request<B>) -> Self::Future {
         ready(Ok(Response::new(Empty::new())))
     }
 }
