@@ -331,7 +331,13 @@ fn idle_memory(b: &mut Balancer, n: usize) -> Result<Memory, String> {
     std::thread::sleep(settle);
     let tree = b.proc.tree();
     let idle_kib = rss_kib(&tree);
+    let started = std::time::Instant::now();
     let conns = clients::open_idle(b.port, n)?;
+    eprintln!(
+        "  opened {} connections in {:.1?}",
+        conns.streams.len(),
+        started.elapsed()
+    );
     std::thread::sleep(settle);
     let loaded_kib = rss_kib(&tree);
     let memory = Memory {

@@ -225,7 +225,7 @@ impl Results {
         panel(
             &mut svg,
             PANEL_W,
-            "CPU µs per request: user + system",
+            "CPU µs per request: user (dark) + system (light)",
             &self.targets,
             &self.concurrencies,
             &bars(&|s| vec![s.user_us, s.system_us]),
