@@ -28,7 +28,9 @@
 //! `wrk -t1 -cC --latency` with keep-alive connections for `--seconds`, for
 //! `C` in `--concurrency` (32 and 256). `--rounds` rounds, interleaved: each round
 //! loads every target at every concurrency, so slow drifts of the machine hit all
-//! targets alike. A short warm-up per target comes first and is not counted.
+//! targets alike, and each round starts one target later than the one before, so no
+//! target is always first after a concurrency change. A short warm-up per target
+//! comes first and is not counted.
 //! Figures are the median over rounds, each on its own.
 //!
 //! # CPU per request
@@ -48,8 +50,15 @@
 //! this process with plain sockets, one answered request each, so they are
 //! established idle HTTP connections; RSS again; then they are closed.
 //! KiB per connection = (RSS with − RSS idle) / connections opened. The open-file
-//! limit is raised for this (the balancers inherit it); if fewer connections open,
-//! the count reached is reported.
+//! limit is raised for this (the balancers inherit it); where it cannot be raised
+//! far enough for HAProxy (two descriptors per connection), every target gets the
+//! same smaller count, and the report says so; if fewer connections open, the count
+//! reached is reported.
+//!
+//! What a connection costs up front is not in this figure: nginx allocates and
+//! initialises its connection structures for all `worker_connections` at start, so
+//! those are in its idle RSS; what it, HAProxy and our proxy allocate per accepted
+//! connection is in the difference.
 //!
 //! # Caveats
 //!
@@ -201,7 +210,10 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
     let ticks = ticks_per_second() as f64;
     for round in 1..=opts.rounds {
         for (c, &conns) in opts.concurrency.iter().enumerate() {
-            for (i, b) in balancers.iter_mut().enumerate() {
+            let n = balancers.len();
+            let first = (round as usize - 1) % n;
+            for i in (0..n).map(|k| (first + k) % n) {
+                let b = &mut balancers[i];
                 let sample = load(b, conns, opts.seconds, &script, ticks)?;
                 eprintln!(
                     "round {round}/{}  {conns:>4} conns  {:<24} {:>8.0} req/s  p99 {:>8.0} µs  \
