@@ -253,7 +253,7 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
         }
     }
 
-    let markdown = markdown(opts, &results, &checks, workers_flag, nofile) + &limit_note;
+    let markdown = markdown(opts, &results, &checks, workers_flag, nofile) + "\n" + &limit_note;
     println!("{markdown}");
     fs::create_dir_all(&opts.out_dir).map_err(|e| format!("{}: {e}", opts.out_dir.display()))?;
     let md = opts.out_dir.join("peers.md");
@@ -377,9 +377,9 @@ fn version(program: &str, arg: &str) -> String {
                 String::from_utf8_lossy(&o.stdout),
                 String::from_utf8_lossy(&o.stderr)
             );
-            text.lines()
-                .find(|l| !l.trim().is_empty())
-                .map(str::to_owned)
+            let line = text.lines().find(|l| !l.trim().is_empty())?;
+            // wrk's line goes on with its copyright.
+            Some(line.split(" Copyright").next().unwrap_or(line).to_owned())
         })
         .unwrap_or_else(|| "unknown".into())
 }
@@ -402,7 +402,9 @@ fn markdown(
          interleaved rounds, medians; ratios are to `haproxy` at the same connection count \
          (req/s: higher is better; the rest: lower is better). CPU is the balancer's \
          process tree only, per completed request. Backends: one nginx, 3 servers \
-         weighted 3:2:1. Every balancer has one worker unless the row says otherwise.\n\n\
+         weighted 3:2:1. Every balancer has one worker unless the row says otherwise. \
+         wrk, the backends and the balancer share the machine's {cores} cores, so req/s and \
+         latency include their contention; CPU per request is the balancer's own cost.\n\n\
          {table}\n\
          Machine: {cores} cores, Linux {kernel}; {nginx}; {haproxy}; {wrk}; proxy `{bin}` \
          ({workers}); open-file limit {nofile}.\n\n\
