@@ -197,6 +197,9 @@ fn demo(args: &[String]) -> Result {
 }
 
 fn bench_proxy(args: &[String]) -> Result {
+    if args.iter().any(|a| a == "--peers") {
+        return bench_peers(args);
+    }
     run(
         "proxy benchmark",
         cargo()
@@ -210,6 +213,46 @@ fn bench_proxy(args: &[String]) -> Result {
                 "bench_proxy",
                 "--",
             ])
+            .args(args),
+    )
+}
+
+/// `bench-proxy --peers [ARGS..]`: our proxy binary vs nginx and HAProxy, with wrk
+/// (`benches/src/bin/bench_peers.rs`). Builds the proxy first (`roundrobin-proxy`
+/// once `crates/proxy` exists, else the `proxy` example) and passes it as
+/// `--proxy-bin`, unless ARGS name one.
+fn bench_peers(args: &[String]) -> Result {
+    let args: Vec<&String> = args.iter().filter(|a| *a != "--peers").collect();
+    let mut proxy_bin = Vec::new();
+    if !args.iter().any(|a| a.starts_with("--proxy-bin")) {
+        let target = env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| root().join("target"), |dir| root().join(dir));
+        let mut build = cargo();
+        build.args(["build", "--release", "--quiet"]);
+        let bin = if root().join("crates/proxy").is_dir() {
+            build.args(["-p", "roundrobin-proxy"]);
+            "release/roundrobin-proxy"
+        } else {
+            build.args(["-p", "roundrobin-hyper", "--example", "proxy"]);
+            "release/examples/proxy"
+        };
+        run("build the proxy", &mut build)?;
+        proxy_bin = vec!["--proxy-bin".into(), target.join(bin).into_os_string()];
+    }
+    run(
+        "proxy vs nginx and HAProxy",
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "roundrobin-benches",
+                "--bin",
+                "bench_peers",
+                "--",
+            ])
+            .args(proxy_bin)
             .args(args),
     )
 }

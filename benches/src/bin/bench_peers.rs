@@ -1,0 +1,95 @@
+//! Our proxy against nginx and HAProxy: requests/s, latency, CPU per request and
+//! memory per idle connection, each balancer a separate process with one worker in
+//! front of the same out-of-process backends.
+//!
+//! ```text
+//! cargo xtask bench-proxy --peers [--seconds 6] [--rounds 3] [--install]
+//!     [--concurrency 32 --concurrency 256] [--warmup 1] [--idle-conns 10000]
+//!     [--proxy-bin PATH] [--out-dir DIR]
+//! ```
+//!
+//! Needs `nginx`, `haproxy` and `wrk` in `PATH` (`--install` runs
+//! `apt-get install -y nginx haproxy wrk`). Prints a markdown table and writes it to
+//! `target/bench-proxy/peers.md`, with a chart in `peers.svg`. What is measured and how:
+//! see the `peers` module.
+
+#[path = "../peers/mod.rs"]
+mod peers;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Our proxy vs nginx and HAProxy, measured with wrk.
+#[derive(Debug, Parser)]
+#[command(name = "bench_peers")]
+struct Args {
+    /// Seconds of load per target, concurrency and round.
+    #[arg(long, default_value_t = 6)]
+    seconds: u64,
+    /// Interleaved rounds over all targets; figures are medians over them.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// wrk connections; repeat for more.
+    #[arg(long, default_values_t = [32, 256])]
+    concurrency: Vec<u32>,
+    /// Seconds of uncounted warm-up per target (0: none).
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
+    /// Idle keep-alive connections for the memory column (0: skip it).
+    #[arg(long, default_value_t = 10_000)]
+    idle_conns: usize,
+    /// Our proxy binary [default: target/release/roundrobin-proxy if it exists, else
+    /// target/release/examples/proxy].
+    #[arg(long, value_name = "PATH")]
+    proxy_bin: Option<PathBuf>,
+    /// Where peers.md and peers.svg go [default: target/bench-proxy].
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    /// Run `apt-get install -y nginx haproxy wrk` first.
+    #[arg(long)]
+    install: bool,
+}
+
+/// The cargo target dir: `CARGO_TARGET_DIR`, else the workspace's `target`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    )
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.seconds == 0 || args.rounds == 0 || args.concurrency.contains(&0) {
+        eprintln!("bench_peers: --seconds, --rounds and --concurrency must be at least 1");
+        return ExitCode::from(2);
+    }
+    let target = target_dir();
+    let proxy_bin = args.proxy_bin.unwrap_or_else(|| {
+        let bin = target.join("release/roundrobin-proxy");
+        if bin.is_file() {
+            bin
+        } else {
+            target.join("release/examples/proxy")
+        }
+    });
+    let opts = peers::Options {
+        seconds: args.seconds,
+        rounds: args.rounds,
+        concurrency: args.concurrency,
+        warmup: args.warmup,
+        idle_conns: args.idle_conns,
+        proxy_bin,
+        out_dir: args.out_dir.unwrap_or_else(|| target.join("bench-proxy")),
+        install: args.install,
+    };
+    match peers::run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench_peers: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
