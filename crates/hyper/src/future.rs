@@ -231,10 +231,7 @@ where
 type NextTry<P, H, B> = (Pending<P, H>, Request<RequestBody<B>>);
 
 /// The next try: another server, and the request pointed at it.
-fn retry<P, H, B>(
-    pending: &Pending<P, H>,
-    replay: Option<&mut Replay>,
-) -> Option<NextTry<P, H, B>>
+fn retry<P, H, B>(pending: &Pending<P, H>, replay: Option<&mut Replay>) -> Option<NextTry<P, H, B>>
 where
     P: Select,
     H: ErrorHandler,

@@ -75,6 +75,7 @@ mod config;
 mod error;
 mod forward;
 mod future;
+mod health;
 mod layer;
 mod manage;
 mod outcome;
@@ -93,11 +94,12 @@ pub use forward::{
     DEFAULT_CONNECT_TIMEOUT,
 };
 pub use future::ResponseFuture;
+pub use health::HealthCheck;
 pub use layer::{BalancerLayer, Builder};
 pub use manage::Manage;
 pub use retry::{Retry, RetryOn};
 pub use rewrite::{rewrite_uri, RewriteHook};
-pub use roundrobin_rebalancer::ServerState;
+pub use roundrobin_rebalancer::{Health, ServerState};
 pub use select::Select;
 pub use server::{serve, spawn, spawn_on, Serving, ACCEPT_ERROR_PAUSE};
 pub use service::Balancer;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use roundrobin_core::{RoundRobin, ServerUrl};
-use roundrobin_rebalancer::{Rebalancer, ServerState};
+use roundrobin_rebalancer::{Health, Rebalancer, ServerState};
 
 use crate::Error;
 
@@ -22,6 +22,15 @@ pub trait Manage: Send + Sync + 'static {
     /// Every server with its configured and current weight, rating and readiness, in
     /// pool order; O(n) in total.
     fn snapshot(&self) -> Vec<ServerState<ServerUrl>>;
+
+    /// A server's health (up, slow start, ejected, down); `Up` for pools without
+    /// health tracking, `None` when the server is not in the pool.
+    fn health(&self, server: &ServerUrl) -> Option<Health> {
+        self.snapshot()
+            .iter()
+            .any(|s| s.server == *server)
+            .then_some(Health::Up)
+    }
 }
 
 impl Manage for RoundRobin<ServerUrl> {
@@ -60,6 +69,9 @@ impl Manage for Rebalancer<ServerUrl> {
     fn snapshot(&self) -> Vec<ServerState<ServerUrl>> {
         Self::snapshot(self)
     }
+    fn health(&self, server: &ServerUrl) -> Option<Health> {
+        Self::health(self, server)
+    }
 }
 
 impl<P: Manage + ?Sized> Manage for Arc<P> {
@@ -71,5 +83,8 @@ impl<P: Manage + ?Sized> Manage for Arc<P> {
     }
     fn snapshot(&self) -> Vec<ServerState<ServerUrl>> {
         (**self).snapshot()
+    }
+    fn health(&self, server: &ServerUrl) -> Option<Health> {
+        (**self).health(server)
     }
 }

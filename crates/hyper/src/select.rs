@@ -80,8 +80,9 @@ impl Select for Rebalancer<ServerUrl> {
     fn select(&self) -> Result<ServerUrl, Error> {
         Ok(self.next_server()?)
     }
+    /// The available servers: a sticky cookie never routes to an ejected or down one.
     fn servers(&self) -> Vec<ServerUrl> {
-        Self::servers(self)
+        self.available_servers()
     }
     fn generation(&self) -> u64 {
         self.balancer().generation()

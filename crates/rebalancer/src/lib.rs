@@ -59,6 +59,8 @@ mod clock;
 mod counter;
 mod error;
 mod fsm;
+mod health;
+mod health_state;
 mod meter;
 mod rebalancer;
 mod split;
@@ -67,6 +69,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use counter::{RatioCounter, RollingCounter, MAX_BUCKETS};
 pub use error::Error;
 pub use fsm::{FSM_GROW_FACTOR, FSM_MAX_WEIGHT};
+pub use health::{Checks, Ejection, Health, SlowStart};
 pub use meter::{ErrorRatioMeter, LatencyMeter, Meter};
 pub use rebalancer::{Rebalancer, RebalancerBuilder, ServerState, DEFAULT_BACKOFF, IDLE_RECHECK};
 pub use split::{

@@ -13,7 +13,11 @@ use arc_swap::ArcSwap;
 use roundrobin_core::RoundRobin;
 
 use crate::fsm::{self, Outcome};
-use crate::{Clock, Error, ErrorRatioMeter, Meter, RollingCounter, SystemClock};
+use crate::health_state::{applied, HealthState, Saved};
+use crate::{
+    Checks, Clock, Ejection, Error, ErrorRatioMeter, Health, Meter, RollingCounter, SlowStart,
+    SystemClock,
+};
 
 /// The default time between two steps of the state machine (`RebalancerBackoff`).
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(10);
@@ -26,22 +30,31 @@ const IDLE_RECHECK_NANOS: i64 = 1_000_000_000;
 type MeterFactory = dyn Fn() -> Box<dyn Meter> + Send + Sync;
 
 /// One server as the rebalancer sees it.
-struct Record<S> {
-    server: S,
-    original: AtomicU32,
-    current: AtomicU32,
-    meter: Box<dyn Meter>,
+pub(crate) struct Record<S> {
+    pub(crate) server: S,
+    /// The configured weight.
+    pub(crate) original: AtomicU32,
+    /// The weight the state machine gives it (the original when it is not moving).
+    pub(crate) current: AtomicU32,
+    /// The weight the balancer applies: `current` after health (0 while ejected or
+    /// down, ramped in slow start); [`NOT_APPLIED`] before the balancer has it.
+    pub(crate) applied: AtomicU64,
+    pub(crate) meter: Box<dyn Meter>,
     /// Requests over the last 10 s, kept only when `min_requests > 0`.
     requests: Option<RollingCounter>,
+    pub(crate) health: HealthState,
 }
+
+/// `Record::applied` of a server the balancer does not have yet.
+pub(crate) const NOT_APPLIED: u64 = u64::MAX;
 
 /// Pools up to this size are searched by comparison, larger ones through a hash map.
 const SCAN_MAX: usize = 8;
 
 /// An immutable view of the pool, swapped whole on upsert and remove so that
 /// recorders find their server without a lock.
-struct Records<S> {
-    records: Vec<Arc<Record<S>>>,
+pub(crate) struct Records<S> {
+    pub(crate) records: Vec<Arc<Record<S>>>,
     /// Present when the pool has more than [`SCAN_MAX`] servers.
     index: Option<HashMap<S, usize, foldhash::fast::RandomState>>,
 }
@@ -58,7 +71,7 @@ impl<S: Eq + Hash + Clone> Records<S> {
         Self { records, index }
     }
 
-    fn get(&self, server: &S) -> Option<&Record<S>> {
+    pub(crate) fn get(&self, server: &S) -> Option<&Record<S>> {
         match &self.index {
             Some(index) => index.get(server).map(|&i| &*self.records[i]),
             None => self
@@ -77,7 +90,8 @@ pub struct ServerState<S> {
     pub server: S,
     /// The weight it was configured with.
     pub original_weight: u32,
-    /// The weight the rebalancer gives it now.
+    /// The weight the balancer applies now: the rebalancer's weight, 0 while the
+    /// server is ejected or down, ramped during slow start.
     pub current_weight: u32,
     /// Its meter's rating (higher is worse).
     pub rating: f64,
@@ -133,19 +147,27 @@ pub struct ServerState<S> {
 /// # Ok::<(), roundrobin_rebalancer::Error>(())
 /// ```
 pub struct Rebalancer<S> {
-    balancer: RoundRobin<S>,
+    pub(crate) balancer: RoundRobin<S>,
     clock: Arc<dyn Clock>,
     new_meter: Arc<MeterFactory>,
     backoff_nanos: i64,
     min_requests: u64,
     threshold: f64,
+    /// Whether the state machine moves weights.
+    rebalance: bool,
+    pub(crate) ejection: Ejection,
+    pub(crate) checks: Checks,
+    pub(crate) slow_start: SlowStart,
     /// The time base of `deadline`.
     origin: Instant,
     /// The state machine may run when `now` is after this, in nanoseconds since `origin`.
     deadline: AtomicI64,
-    records: ArcSwap<Records<S>>,
+    /// A health change (an ejection, its end, a slow-start tick) is due at this time,
+    /// in nanoseconds since `origin`; `i64::MAX` when none is.
+    pub(crate) health_due: AtomicI64,
+    pub(crate) records: ArcSwap<Records<S>>,
     /// Held by the state machine (try-lock) and by upsert/remove (lock).
-    fsm: Mutex<()>,
+    pub(crate) fsm: Mutex<()>,
     /// Whether `record_at` runs a due step.
     step_on_record: bool,
     /// Steps whose weights the balancer refused.
@@ -175,6 +197,10 @@ pub struct RebalancerBuilder<S> {
     min_requests: u64,
     threshold: f64,
     step_on_record: bool,
+    rebalance: bool,
+    ejection: Ejection,
+    checks: Checks,
+    slow_start: SlowStart,
 }
 
 impl<S> fmt::Debug for RebalancerBuilder<S> {
@@ -271,6 +297,36 @@ impl<S> RebalancerBuilder<S> {
         self
     }
 
+    /// Whether the state machine moves weights toward the servers that do better
+    /// (default `true`). With `false` the weights only change by upserts, passive
+    /// ejection, health checks and slow start: a plain weighted round robin with the
+    /// resilience of this type.
+    pub fn rebalance(mut self, on: bool) -> Self {
+        self.rebalance = on;
+        self
+    }
+
+    /// Passive ejection of servers that fail requests in a row (default
+    /// [`Ejection::OFF`], as the reference; see [`Ejection`] for the proxy's defaults
+    /// and HAProxy's, nginx's and Envoy's).
+    pub fn ejection(mut self, ejection: Ejection) -> Self {
+        self.ejection = ejection;
+        self
+    }
+
+    /// How many health-check verdicts in a row mark a server down or bring it back
+    /// (default `rise 2, fall 3`); see [`Rebalancer::report_check`].
+    pub fn checks(mut self, checks: Checks) -> Self {
+        self.checks = checks;
+        self
+    }
+
+    /// Slow start of servers that are added or come back (default [`SlowStart::OFF`]).
+    pub fn slow_start(mut self, slow_start: SlowStart) -> Self {
+        self.slow_start = slow_start;
+        self
+    }
+
     /// The threshold of the split of ratings (default
     /// [`RATING_SPLIT_THRESHOLD`](crate::RATING_SPLIT_THRESHOLD), 1.5). Use
     /// [`LATENCY_SPLIT_THRESHOLD`](crate::LATENCY_SPLIT_THRESHOLD) with a
@@ -306,6 +362,11 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> RebalancerBuilde
             fsm: Mutex::new(()),
             step_on_record: self.step_on_record,
             refused: AtomicU64::new(0),
+            rebalance: self.rebalance,
+            ejection: self.ejection,
+            checks: self.checks,
+            slow_start: self.slow_start,
+            health_due: AtomicI64::new(i64::MAX),
             clock: self.clock,
             new_meter: self.new_meter,
             balancer: self.balancer,
@@ -316,7 +377,9 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> RebalancerBuilde
             .into_iter()
             .map(|server| {
                 let weight = rebalancer.balancer.server_weight(&server).unwrap_or(0);
-                Arc::new(rebalancer.new_record(server, weight))
+                let record = rebalancer.new_record(server, weight);
+                record.applied.store(u64::from(weight), Ordering::Relaxed);
+                Arc::new(record)
             })
             .collect();
         rebalancer.records.store(Arc::new(Records::new(records)));
@@ -342,6 +405,10 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
             min_requests: 0,
             threshold: crate::RATING_SPLIT_THRESHOLD,
             step_on_record: true,
+            rebalance: true,
+            ejection: Ejection::OFF,
+            checks: Checks::default(),
+            slow_start: SlowStart::OFF,
         }
     }
 
@@ -357,6 +424,8 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
             server,
             original: AtomicU32::new(weight),
             current: AtomicU32::new(weight),
+            applied: AtomicU64::new(NOT_APPLIED),
+            health: HealthState::default(),
             meter: (self.new_meter)(),
             requests: (self.min_requests > 0).then(|| {
                 RollingCounter::new(10, Duration::from_secs(1))
@@ -396,6 +465,7 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
     /// [`Self::upsert_server`], returning the weight the server now has.
     pub fn upsert_server_weight(&self, server: S, weight: Option<u32>) -> Result<u32, Error> {
         let _fsm = self.lock_fsm();
+        let at = self.nanos(self.clock.now());
         let records = self.records.load_full();
         let existing = records.get(&server);
         let original = match (weight, existing) {
@@ -403,22 +473,32 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
             (None, Some(record)) => record.original.load(Ordering::Relaxed),
             (None, None) => self.balancer.default_weight(),
         };
-        // One change of the balancer: this server and every other back to original.
-        let mut changes = vec![(server.clone(), Some(original))];
-        changes.extend(records.records.iter().filter_map(|r| {
-            let o = r.original.load(Ordering::Relaxed);
-            (r.server != server && r.current.load(Ordering::Relaxed) != o)
-                .then(|| (r.server.clone(), Some(o)))
-        }));
-        self.balancer.upsert_servers(changes)?;
-        if let Some(record) = existing {
-            record.original.store(original, Ordering::Relaxed);
-        } else {
-            let mut list = records.records.clone();
-            list.push(Arc::new(self.new_record(server, original)));
-            self.records.store(Arc::new(Records::new(list)));
+        let saved = Saved::of(&records);
+        let list = match existing {
+            Some(record) => {
+                record.original.store(original, Ordering::Relaxed);
+                // pushed again even when unchanged: an upsert restarts the sequence
+                record.applied.store(NOT_APPLIED, Ordering::Relaxed);
+                None
+            }
+            None => {
+                let record = self.new_record(server, original);
+                if self.slow_start.is_on() && !records.records.is_empty() {
+                    record.health.back_at.store(at, Ordering::Relaxed);
+                }
+                let mut list = records.records.clone();
+                list.push(Arc::new(record));
+                let list = Arc::new(Records::new(list));
+                self.records.store(Arc::clone(&list));
+                Some(list)
+            }
+        };
+        self.back_to_original(list.as_deref().unwrap_or(&records));
+        if let Err(e) = self.apply(at) {
+            saved.restore(&records);
+            self.records.store(records);
+            return Err(e);
         }
-        self.back_to_original();
         Ok(original)
     }
 
@@ -427,39 +507,35 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
     /// response recorded later for the removed server is ignored.
     pub fn remove_server(&self, server: &S) -> Result<(), Error> {
         let _fsm = self.lock_fsm();
+        let at = self.nanos(self.clock.now());
         let records = self.records.load_full();
         if records.get(server).is_none() {
             return Err(roundrobin_core::Error::ServerNotFound.into());
         }
-        let restore: Vec<(S, Option<u32>)> = records
-            .records
-            .iter()
-            .filter(|r| r.server != *server)
-            .filter_map(|r| {
-                let o = r.original.load(Ordering::Relaxed);
-                (r.current.load(Ordering::Relaxed) != o).then(|| (r.server.clone(), Some(o)))
-            })
-            .collect();
-        // Restore first: if the balancer refuses, nothing was removed.
-        if !restore.is_empty() {
-            self.balancer.upsert_servers(restore)?;
-        }
-        self.balancer.remove_server(server)?;
-        let list = records
+        let saved = Saved::of(&records);
+        let list: Vec<_> = records
             .records
             .iter()
             .filter(|r| r.server != *server)
             .cloned()
             .collect();
-        self.records.store(Arc::new(Records::new(list)));
-        self.back_to_original();
+        let list = Records::new(list);
+        self.back_to_original(&list);
+        // The others' weights first: if the balancer refuses, nothing was removed.
+        self.records.store(Arc::new(list));
+        if let Err(e) = self.apply(at) {
+            saved.restore(&records);
+            self.records.store(records);
+            return Err(e);
+        }
+        self.balancer.remove_server(server)?;
         Ok(())
     }
 
-    /// Current weights back to the original ones (the balancer already has them); the
-    /// state machine is due at once. Called with the `fsm` lock held.
-    fn back_to_original(&self) {
-        for record in &self.records.load().records {
+    /// Current weights back to the original ones; the state machine is due at once.
+    /// Called with the `fsm` lock held.
+    fn back_to_original(&self, records: &Records<S>) {
+        for record in &records.records {
             let original = record.original.load(Ordering::Relaxed);
             record.current.store(original, Ordering::Relaxed);
         }
@@ -476,14 +552,40 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
             .collect()
     }
 
+    /// The servers that may take requests now, in insertion order: all but the ejected
+    /// and the down ones (drained servers included, so that their sticky sessions
+    /// stay).
+    pub fn available_servers(&self) -> Vec<S> {
+        let at = self.nanos(self.clock.now());
+        self.records
+            .load()
+            .records
+            .iter()
+            .filter(|r| {
+                !matches!(
+                    r.health.health(at, &self.slow_start),
+                    Health::Ejected | Health::Down
+                )
+            })
+            .map(|r| r.server.clone())
+            .collect()
+    }
+
+    /// A server's health now (up, slow start, ejected, down), `None` when it is not in
+    /// the pool.
+    pub fn health(&self, server: &S) -> Option<Health> {
+        let at = self.nanos(self.clock.now());
+        self.records
+            .load()
+            .get(server)
+            .map(|r| r.health.health(at, &self.slow_start))
+    }
+
     /// The weight the balancer applies to a server now, `None` when it is not in the
     /// pool. O(1) expected: the rebalancer's records are the one home of the weights,
     /// and the balancer always has exactly these (a change it refuses changes neither).
     pub fn server_weight(&self, server: &S) -> Option<u32> {
-        self.records
-            .load()
-            .get(server)
-            .map(|r| r.current.load(Ordering::Relaxed))
+        self.records.load().get(server).map(|r| applied(r))
     }
 
     /// The next server to send a request to.
@@ -511,6 +613,7 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
                 if let Some(requests) = &record.requests {
                     requests.inc(1, now);
                 }
+                self.count_failure(record, status, self.nanos(now));
             }
         }
         if self.step_on_record {
@@ -519,32 +622,40 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
         }
     }
 
-    /// When the next step of the state machine is due (as quinn's `poll_timeout`): the
+    /// When the next step is due (as quinn's `poll_timeout`): a step of the state
+    /// machine, or a health change (the end of an ejection, a slow-start tick). The
     /// caller that drives the rebalancer from a timer sleeps until then and calls
-    /// [`Self::step_if_due`]. `None` when no step was ever scheduled past the start
-    /// (a step is due at once).
+    /// [`Self::step_if_due`]. `None` when a step is due at once (after a change).
     pub fn next_step_due(&self) -> Option<Instant> {
-        let at = self.deadline.load(Ordering::Acquire);
-        if at == i64::MIN {
+        let fsm = if self.rebalance {
+            self.deadline.load(Ordering::Acquire)
+        } else {
+            i64::MAX
+        };
+        if fsm == i64::MIN {
             return None;
         }
+        let at = fsm.min(self.health_due.load(Ordering::Acquire));
         let nanos = u64::try_from(at.max(0)).unwrap_or(0);
         self.origin.checked_add(Duration::from_nanos(nanos))
     }
 
-    /// Runs one step of the state machine if it is due at `now` and no other thread is
-    /// running it. `Ok(true)` when a step ran, `Ok(false)` when none was due (or another
-    /// thread was stepping); `Err` when the step's new weights were refused by the
-    /// balancer: then nothing changed and the step is counted in
-    /// [`Self::refused_steps`].
+    /// Runs what is due at `now`, unless another thread is running it: the health
+    /// changes (ejections, their end, slow-start ticks), then a step of the state
+    /// machine. `Ok(true)` when something ran, `Ok(false)` when nothing was due (or
+    /// another thread was stepping); `Err` when the balancer refused the new weights:
+    /// then nothing changed and the step is counted in [`Self::refused_steps`].
     ///
-    /// It is due once the backoff period after its last change has passed (at once
-    /// after an upsert or remove). A step that changes nothing (meters not ready, or
-    /// no reason to move) makes the next one due [`IDLE_RECHECK`] later (or after the
-    /// backoff, if that is shorter), where the reference re-evaluates on every request.
+    /// The state machine is due once the backoff period after its last change has
+    /// passed (at once after an upsert or remove). A step that changes nothing (meters
+    /// not ready, or no reason to move) makes the next one due [`IDLE_RECHECK`] later
+    /// (or after the backoff, if that is shorter), where the reference re-evaluates on
+    /// every request.
     pub fn step_if_due(&self, now: Instant) -> Result<bool, Error> {
         let at = self.nanos(now);
-        if at <= self.deadline.load(Ordering::Acquire) {
+        let fsm_due = || self.rebalance && at > self.deadline.load(Ordering::Acquire);
+        let health_due = || at >= self.health_due.load(Ordering::Acquire);
+        if !fsm_due() && !health_due() {
             return Ok(false);
         }
         let _fsm = match self.fsm.try_lock() {
@@ -552,26 +663,30 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
             Err(TryLockError::WouldBlock) => return Ok(false),
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
         };
-        if at <= self.deadline.load(Ordering::Acquire) {
-            return Ok(false);
+        let mut ran = false;
+        if health_due() {
+            self.refresh(at).map_err(|e| self.refused(e))?;
+            ran = true;
+        }
+        if !fsm_due() {
+            return Ok(ran);
         }
         // Keep the other recorders on the fast path while this one steps.
         self.deadline
             .store(at.saturating_add(self.backoff_nanos), Ordering::Release);
-        match self.step(now) {
-            Ok(true) => {}
-            Ok(false) => {
-                let idle = self.backoff_nanos.min(IDLE_RECHECK_NANOS);
-                self.deadline
-                    .store(at.saturating_add(idle), Ordering::Release);
-            }
-            Err(error) => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "rebalancer: the balancer refused a step; weights unchanged");
-                return Err(error);
-            }
+        if !self.step(now, at).map_err(|e| self.refused(e))? {
+            let idle = self.backoff_nanos.min(IDLE_RECHECK_NANOS);
+            self.deadline
+                .store(at.saturating_add(idle), Ordering::Release);
         }
         Ok(true)
+    }
+
+    /// Counts and logs a change the balancer refused.
+    fn refused(&self, error: Error) -> Error {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%error, "rebalancer: the balancer refused new weights; unchanged");
+        error
     }
 
     /// The old name of [`Self::step_if_due`], returning whether a step ran.
@@ -589,7 +704,7 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
     }
 
     /// Nanoseconds from the origin to `t`, negative before it, saturating.
-    fn nanos(&self, t: Instant) -> i64 {
+    pub(crate) fn nanos(&self, t: Instant) -> i64 {
         // 64-bit arithmetic only: this runs on every record.
         fn saturating_nanos(d: Duration) -> i64 {
             let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
@@ -613,7 +728,7 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
     /// One step of the state machine; returns whether weights changed. Called with
     /// the `fsm` lock held. The new weights reach the balancer first, as one change;
     /// the records take them only once the balancer accepted them.
-    fn step(&self, now: Instant) -> Result<bool, Error> {
+    fn step(&self, now: Instant, at: i64) -> Result<bool, Error> {
         let records = self.records.load();
         let active = || {
             records
@@ -651,23 +766,16 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
         if !outcome.changed() {
             return Ok(false);
         }
-        let changed: Vec<(&Record<S>, u32)> = records
-            .records
-            .iter()
-            .zip(&before)
-            .zip(&current)
-            .filter(|((_, old), new)| old != new)
-            .map(|((record, _), &new)| (&**record, new))
-            .collect();
         // All new weights reach the balancer as one change (one schedule rebuild), so
-        // no request ever sees half of a step.
-        self.balancer.upsert_servers(
-            changed
-                .iter()
-                .map(|(record, new)| (record.server.clone(), Some(*new))),
-        )?;
-        for (record, new) in changed {
+        // no request ever sees half of a step; if it refuses, nothing changes.
+        for (record, &new) in records.records.iter().zip(&current) {
             record.current.store(new, Ordering::Relaxed);
+        }
+        if let Err(e) = self.apply(at) {
+            for (record, &old) in records.records.iter().zip(&before) {
+                record.current.store(old, Ordering::Relaxed);
+            }
+            return Err(e);
         }
         match outcome {
             Outcome::Split(_) => {
@@ -699,7 +807,7 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
             .map(|r| ServerState {
                 server: r.server.clone(),
                 original_weight: r.original.load(Ordering::Relaxed),
-                current_weight: r.current.load(Ordering::Relaxed),
+                current_weight: applied(r),
                 rating: r.meter.rating(now),
                 ready: self.is_ready(r, now),
             })

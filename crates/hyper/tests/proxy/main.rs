@@ -4,5 +4,6 @@
 mod balancing;
 mod common;
 mod errors;
+mod health;
 mod sticky;
 mod streaming;

@@ -3,6 +3,7 @@
 
 mod common;
 mod concurrency;
+mod health;
 mod properties;
 mod real_meters;
 mod scenarios;

@@ -1,0 +1,177 @@
+//! Active health checks: a task that asks every server of a pool for a path on a timer
+//! and reports the verdicts to the pool, never on the request path.
+
+use core::ops::RangeInclusive;
+use core::time::Duration;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Empty;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use roundrobin_core::ServerUrl;
+use roundrobin_rebalancer::Rebalancer;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::pooled_client;
+
+/// HTTP health checks (HAProxy's `option httpchk` + `check`, nginx Plus'
+/// `health_check`, Envoy's `health_checks`): every `interval` (± 10 % jitter, so a
+/// fleet does not check in step), `GET path` on every server of the pool, concurrently;
+/// a check passes when a status in `statuses` arrives within `timeout`. Verdicts go to
+/// [`Rebalancer::report_check`], whose rise/fall counts mark servers down and back up.
+///
+/// | | default | HAProxy | nginx Plus |
+/// |---|---|---|---|
+/// | interval | 5 s | `inter 2s` | `interval=5` |
+/// | timeout | 2 s | `timeout check` (= inter) | `proxy_timeout` |
+/// | passing statuses | 200–399 | 200–399 | 200–399 |
+/// | rise / fall | 2 / 3 (on the rebalancer) | `rise 2 fall 3` | `passes=1 fails=1` |
+///
+/// ```no_run
+/// # async fn run(pool: std::sync::Arc<roundrobin_rebalancer::Rebalancer<roundrobin_core::ServerUrl>>) {
+/// use std::time::Duration;
+/// use roundrobin_hyper::HealthCheck;
+///
+/// let checks = HealthCheck::new("/healthz")
+///     .interval(Duration::from_secs(5))
+///     .timeout(Duration::from_secs(2))
+///     .spawn(pool); // stops when the handle is aborted or the runtime ends
+/// # checks.abort();
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    path: String,
+    interval: Duration,
+    timeout: Duration,
+    statuses: RangeInclusive<u16>,
+}
+
+impl HealthCheck {
+    /// Checks of `GET path` (a path with a leading `/`; the server's own path prefix
+    /// is put before it) with the defaults above.
+    pub fn new(path: impl Into<String>) -> Self {
+        let mut path = path.into();
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+        Self {
+            path,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            statuses: 200..=399,
+        }
+    }
+
+    /// Time between two rounds of checks (at least 10 ms).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long one check may take.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The statuses that pass (default 200–399).
+    pub fn statuses(mut self, statuses: RangeInclusive<u16>) -> Self {
+        self.statuses = statuses;
+        self
+    }
+
+    /// Runs the checks on the current tokio runtime until the handle is aborted.
+    pub fn spawn(self, pool: Arc<Rebalancer<ServerUrl>>) -> JoinHandle<()> {
+        tokio::spawn(self.run(pool))
+    }
+
+    async fn run(self, pool: Arc<Rebalancer<ServerUrl>>) {
+        let client: Client<HttpConnector, Empty<Bytes>> = pooled_client(self.timeout);
+        let mut jitter = Jitter::seeded(&self.path);
+        loop {
+            let mut round = JoinSet::new();
+            for server in pool.servers() {
+                let (client, check) = (client.clone(), self.clone());
+                round.spawn(async move {
+                    let ok = check.once(&client, &server).await;
+                    (server, ok)
+                });
+            }
+            while let Some(done) = round.join_next().await {
+                if let Ok((server, ok)) = done {
+                    if !ok {
+                        tracing::debug!(%server, path = %self.path, "health check failed");
+                    }
+                    pool.report_check(&server, ok, pool.now());
+                }
+            }
+            tokio::time::sleep(jitter.around(self.interval)).await;
+        }
+    }
+
+    /// One check of `server`: whether it answered a passing status in time.
+    async fn once(&self, client: &Client<HttpConnector, Empty<Bytes>>, server: &ServerUrl) -> bool {
+        let uri = format!(
+            "{}://{}{}{}",
+            server.scheme(),
+            server.authority(),
+            server.path().trim_end_matches('/'),
+            self.path
+        );
+        let Ok(request) = Request::get(uri)
+            .header(http::header::USER_AGENT, "roundrobin-health-check")
+            .body(Empty::new())
+        else {
+            return false;
+        };
+        match tokio::time::timeout(self.timeout, client.request(request)).await {
+            Ok(Ok(response)) => self.statuses.contains(&response.status().as_u16()),
+            _ => false,
+        }
+    }
+}
+
+/// ± 10 % around an interval, from a small xorshift generator (no randomness crate:
+/// the jitter only has to differ between processes and rounds).
+struct Jitter(u64);
+
+impl Jitter {
+    fn seeded(salt: &str) -> Self {
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let salt = salt.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        Self((time ^ salt ^ u64::from(std::process::id())) | 1)
+    }
+
+    fn around(&mut self, interval: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        // a factor in [0.9, 1.1)
+        let factor = 0.9 + (self.0 % 1000) as f64 / 5000.0;
+        interval.mul_f64(factor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        let mut j = Jitter::seeded("/x");
+        for _ in 0..1000 {
+            let d = j.around(Duration::from_secs(10));
+            assert!(
+                d >= Duration::from_secs(9) && d < Duration::from_secs(11),
+                "{d:?}"
+            );
+        }
+    }
+}
