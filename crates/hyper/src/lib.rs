@@ -72,6 +72,7 @@
 mod admin;
 mod body;
 mod config;
+mod conn;
 mod error;
 mod forward;
 mod future;
@@ -88,6 +89,7 @@ mod service;
 #[cfg(feature = "admin")]
 pub use admin::Admin;
 pub use body::{ClientBodyError, RequestBody, ResponseBody};
+pub use conn::TrackedBody;
 pub use error::{BoxError, DefaultErrorHandler, Error, ErrorHandler, CLIENT_CLOSED_REQUEST};
 pub use forward::{
     default_client, pooled_client, remove_hop_by_hop, ClientAddr, Forwarder,
@@ -101,5 +103,5 @@ pub use retry::{Retry, RetryOn};
 pub use rewrite::{rewrite_uri, RewriteHook};
 pub use roundrobin_rebalancer::{Health, ServerState};
 pub use select::Select;
-pub use server::{serve, spawn, spawn_on, Serving, ACCEPT_ERROR_PAUSE};
+pub use server::{serve, serve_with, spawn, spawn_on, ServerLimits, Serving, ACCEPT_ERROR_PAUSE};
 pub use service::Balancer;

@@ -3,34 +3,69 @@
 use core::error::Error as StdError;
 use core::future::Future;
 use core::net::SocketAddr;
+use core::time::Duration;
 use std::io;
+use std::sync::Arc;
 
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::service::Service;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use roundrobin_core::ServerUrl;
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 
+use crate::conn::{ConnState, TrackedBody, Verdict, Watched};
 use crate::ClientAddr;
 
 /// How long [`serve`] stops accepting after `accept` failed for a reason other than
 /// one connection's.
-pub const ACCEPT_ERROR_PAUSE: core::time::Duration = core::time::Duration::from_millis(100);
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// Serves `service` (HTTP/1.1 and HTTP/2) on `listener` until `shutdown` completes,
-/// then stops accepting and waits for the open connections to finish their in-flight
-/// requests.
+/// Limits and timeouts of the client side, with HAProxy's and nginx's counterparts.
 ///
-/// Each request carries the peer address as a [`ClientAddr`] extension. Errors of
-/// single connections are logged and do not stop the server. When `accept` itself
-/// fails (out of file descriptors, say), the error is logged and accepting pauses for
-/// [`ACCEPT_ERROR_PAUSE`] instead of spinning or giving up.
+/// | field | default | HAProxy | nginx |
+/// |---|---|---|---|
+/// | `header_timeout`: from a request's first byte to its whole head | 10 s | `timeout http-request` | `client_header_timeout` 60 s |
+/// | `idle_timeout`: a keep-alive connection with no request | 60 s | `timeout http-keep-alive` | `keepalive_timeout` 75 s |
+/// | `max_connections`: open client connections; more wait in the listen backlog | 10,000 | `maxconn` | `worker_connections` 512 |
+/// | `shutdown_timeout`: how long a graceful shutdown waits before closing what is left | 30 s | `hard-stop-after` | `worker_shutdown_timeout` |
+/// | `max_headers`: request header fields → 431 above | 100 | `tune.http.maxhdr` 101 | — |
+/// | `max_header_bytes`: request head size → 431 above (at least 8 KiB) | 64 KiB | `tune.bufsize` 16 KiB | `large_client_header_buffers` 4×8 KiB |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// From the first byte of a request to the end of its head (slowloris).
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Client connections open at once; further ones wait to be accepted.
+    pub max_connections: usize,
+    /// How long shutting down waits for in-flight requests before closing.
+    pub shutdown_timeout: Duration,
+    /// Header fields of a request (431 above).
+    pub max_headers: usize,
+    /// Bytes of a request head (431 above).
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            shutdown_timeout: Duration::from_secs(30),
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Serves `service` (HTTP/1.1 and HTTP/2) on `listener` with the default
+/// [`ServerLimits`] until `shutdown` completes; see [`serve_with`].
 pub async fn serve<S, B>(listener: TcpListener, service: S, shutdown: impl Future<Output = ()>)
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
@@ -40,10 +75,61 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    serve_with(listener, service, shutdown, ServerLimits::default()).await;
+}
+
+/// Serves `service` (HTTP/1.1 and HTTP/2) on `listener` until `shutdown` completes,
+/// then stops accepting, lets the open connections finish their in-flight requests
+/// (idle ones are closed at once), and after `limits.shutdown_timeout` closes whatever
+/// is still open.
+///
+/// Each request carries the peer address as a [`ClientAddr`] extension. A connection
+/// that dribbles a request head longer than `header_timeout` is dropped, one idle
+/// longer than `idle_timeout` is closed; at most `max_connections` are open, further
+/// ones wait in the listen backlog. Errors of single connections are logged at debug
+/// level and do not stop the server. When `accept` itself fails (out of file
+/// descriptors, say), the error is logged and accepting pauses for
+/// [`ACCEPT_ERROR_PAUSE`] instead of spinning or giving up.
+pub async fn serve_with<S, B>(
+    listener: TcpListener,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+    limits: ServerLimits,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder.http2().timer(TokioTimer::new());
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (stop, stopped) = watch::channel(false);
+    let mut connections = JoinSet::new();
     let mut shutdown = core::pin::pin!(shutdown);
     loop {
+        while connections.try_join_next().is_some() {}
+        if permits.available_permits() == 0 {
+            tracing::warn!(
+                max = limits.max_connections,
+                "connection limit reached: new connections wait"
+            );
+        }
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -59,23 +145,77 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ClientAddr(peer));
-            service.call(req)
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                tracing::debug!(%error, %peer, "connection error");
+        let state = ConnState::new();
+        let svc = {
+            let (service, state) = (service.clone(), Arc::clone(&state));
+            hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ClientAddr(peer));
+                let in_flight = state.begin();
+                let response = service.call(req);
+                async move {
+                    let response = response.await?;
+                    Ok::<_, S::Error>(response.map(|body| TrackedBody::new(body, in_flight)))
+                }
+            })
+        };
+        let io = TokioIo::new(Watched::new(stream, Arc::clone(&state)));
+        let conn = builder.serve_connection(io, svc).into_owned();
+        let limits = limits.clone();
+        let stopped = stopped.clone();
+        connections.spawn(async move {
+            // Runs the connection to its end, closing it when it stays idle or dribbles
+            // a head too long, and gracefully once the server stops.
+            let mut stopped = stopped;
+            let mut conn = core::pin::pin!(conn);
+            let mut closing = false;
+            loop {
+                let wake = match state.verdict(limits.header_timeout, limits.idle_timeout) {
+                    Verdict::Wait(at) => at,
+                    Verdict::Idle => {
+                        if !closing {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        tokio::time::Instant::now() + limits.idle_timeout
+                    }
+                    Verdict::SlowHead => {
+                        tracing::debug!(%peer, "request head not complete within the header timeout: closed");
+                        break;
+                    }
+                };
+                tokio::select! {
+                    done = conn.as_mut() => {
+                        if let Err(error) = done {
+                            tracing::debug!(%error, %peer, "connection error");
+                        }
+                        break;
+                    }
+                    () = tokio::time::sleep_until(wake) => {}
+                    changed = stopped.changed(), if !closing => {
+                        if changed.is_ok() {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
             }
+            drop(permit);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stop.send(true);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.shutdown_timeout, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "shutdown timeout: closing the connections still open"
+        );
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
 }
 
 fn is_connection_error(e: &io::Error) -> bool {

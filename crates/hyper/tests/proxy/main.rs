@@ -5,5 +5,6 @@ mod balancing;
 mod common;
 mod errors;
 mod health;
+mod limits;
 mod sticky;
 mod streaming;

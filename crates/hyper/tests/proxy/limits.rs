@@ -1,0 +1,161 @@
+//! The client side's limits over real sockets: slow heads, idle keep-alive connections,
+//! the connection cap, oversized heads, and a shutdown that does not wait forever.
+
+use core::convert::Infallible;
+use core::time::Duration;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use roundrobin_hyper::{serve_with, ServerLimits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::common::run;
+
+const SHORT: Duration = Duration::from_millis(200);
+
+fn limits() -> ServerLimits {
+    ServerLimits {
+        header_timeout: SHORT,
+        idle_timeout: SHORT,
+        max_connections: 100,
+        shutdown_timeout: Duration::from_secs(5),
+        ..ServerLimits::default()
+    }
+}
+
+/// A server answering `ok` after `delay`, with `limits`, until the sender is used.
+async fn server(
+    limits: ServerLimits,
+    delay: Duration,
+) -> (core::net::SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let svc = service_fn(move |_req: Request<Incoming>| async move {
+        tokio::time::sleep(delay).await;
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+    });
+    let task = tokio::spawn(serve_with(
+        listener,
+        svc,
+        async {
+            let _ = stopped.await;
+        },
+        limits,
+    ));
+    (addr, stop, task)
+}
+
+/// Reads until EOF; returns what was read.
+async fn read_to_end(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+
+#[test]
+fn a_head_dribbled_past_the_header_timeout_is_closed() {
+    run(async {
+        let (addr, _stop, _task) = server(limits(), Duration::ZERO).await;
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        let start = Instant::now();
+        slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+        let got = read_to_end(&mut slow).await;
+        assert!(!got.contains("200"), "{got}");
+        assert!(start.elapsed() >= SHORT, "not before the timeout");
+    });
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_but_a_slow_response_is_not() {
+    run(async {
+        let (addr, _stop, _task) = server(limits(), SHORT * 2).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(GET).await.unwrap();
+        // the response takes twice the idle timeout: the connection is busy, not idle
+        let got = read_to_end(&mut client).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        assert!(got.ends_with("ok"), "then closed when idle: {got}");
+    });
+}
+
+#[test]
+fn connections_above_the_cap_wait_until_one_closes() {
+    run(async {
+        let capped = ServerLimits {
+            max_connections: 1,
+            idle_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(30),
+            ..limits()
+        };
+        let (addr, _stop, _task) = server(capped, Duration::ZERO).await;
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        first.write_all(GET).await.unwrap();
+        let mut buf = [0u8; 256];
+        let n = first.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        // the second connection is queued, not refused: its answer waits for the first
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        second.write_all(GET).await.unwrap();
+        let queued = tokio::time::timeout(SHORT, second.read(&mut buf)).await;
+        assert!(queued.is_err(), "served above the cap");
+        drop(first);
+        let n = second.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    });
+}
+
+#[test]
+fn too_many_headers_are_431() {
+    run(async {
+        let (addr, _stop, _task) = server(limits(), Duration::ZERO).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let mut head = String::from("GET / HTTP/1.1\r\nhost: x\r\n");
+        for i in 0..150 {
+            head.push_str(&format!("x-h{i}: v\r\n"));
+        }
+        head.push_str("\r\n");
+        client.write_all(head.as_bytes()).await.unwrap();
+        let got = read_to_end(&mut client).await;
+        assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+    });
+}
+
+#[test]
+fn shutdown_closes_half_open_connections_within_its_timeout() {
+    run(async {
+        let stuck = ServerLimits {
+            header_timeout: Duration::from_secs(30),
+            shutdown_timeout: SHORT,
+            ..limits()
+        };
+        let (addr, stop, task) = server(stuck, Duration::ZERO).await;
+        let mut partial = Vec::new();
+        for _ in 0..5 {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"GET / HTTP/1.1\r\nhost:").await.unwrap();
+            partial.push(c);
+        }
+        // let the server accept them
+        let mut ok = TcpStream::connect(addr).await.unwrap();
+        ok.write_all(GET).await.unwrap();
+        let mut buf = [0u8; 64];
+        let _ = ok.read(&mut buf).await.unwrap();
+        let start = Instant::now();
+        stop.send(()).unwrap();
+        task.await.unwrap();
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        for mut c in partial {
+            assert_eq!(read_to_end(&mut c).await, "", "closed");
+        }
+    });
+}
