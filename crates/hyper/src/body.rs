@@ -5,7 +5,7 @@
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
@@ -88,34 +88,54 @@ pin_project! {
     /// none).
     ///
     /// Its errors are [`ClientBodyError`]s, so that a failure of the client's upload
-    /// (an invalid chunked body, a client that hangs up mid-upload) is told apart from
-    /// a failure of the server: the balancer answers it with 400 and never records it
-    /// against the server.
+    /// (an invalid chunked body, a client that hangs up mid-upload, a body over the
+    /// balancer's size limit) is told apart from a failure of the server: the balancer
+    /// answers it with 400 (413 for the size limit) and never records it against the
+    /// server.
     #[derive(Debug)]
     pub struct RequestBody<B> {
         #[pin]
         inner: Option<B>,
+        // Bytes the body may still carry.
+        left: u64,
     }
 }
 
 impl<B> RequestBody<B> {
     /// The client's body.
     pub fn new(body: B) -> Self {
-        Self { inner: Some(body) }
+        Self::limited(body, u64::MAX)
+    }
+
+    /// The client's body, failing with [`ClientBodyError::TooLarge`] past `max` bytes.
+    pub fn limited(body: B, max: u64) -> Self {
+        Self {
+            inner: Some(body),
+            left: max,
+        }
     }
 
     /// No body.
     pub fn empty() -> Self {
-        Self { inner: None }
+        Self {
+            inner: None,
+            left: 0,
+        }
     }
 }
 
 /// A request body failed while it was read from the client: the client's fault, not the
 /// server's. [`Error::from_inner`](crate::Error::from_inner) finds it in an inner
-/// service's error chain and makes it [`Error::ClientBody`](crate::Error::ClientBody).
+/// service's error chain.
 #[derive(Debug, thiserror::Error)]
-#[error("the client's request body failed")]
-pub struct ClientBodyError(#[source] pub BoxError);
+pub enum ClientBodyError {
+    /// Reading it failed: [`Error::ClientBody`](crate::Error::ClientBody), 400.
+    #[error("the client's request body failed")]
+    Failed(#[source] BoxError),
+    /// It was longer than the limit: [`Error::BodyTooLarge`](crate::Error::BodyTooLarge), 413.
+    #[error("the request body is larger than the limit")]
+    TooLarge,
+}
 
 impl<B> Body for RequestBody<B>
 where
@@ -129,10 +149,25 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, ClientBodyError>>> {
-        match self.project().inner.as_pin_mut() {
-            Some(body) => body.poll_frame(cx).map_err(|e| ClientBodyError(e.into())),
-            None => Poll::Ready(None),
+        let this = self.project();
+        let Some(body) = this.inner.as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match body.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => {
+                return Poll::Ready(Some(Err(ClientBodyError::Failed(e.into()))))
+            }
+            other => return other.map_err(|e| ClientBodyError::Failed(e.into())),
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.remaining() as u64;
+            match this.left.checked_sub(len) {
+                Some(left) => *this.left = left,
+                None => return Poll::Ready(Some(Err(ClientBodyError::TooLarge))),
+            }
         }
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -15,6 +15,7 @@ pub(crate) struct Config<P, H> {
     pub(crate) rewrite: Option<Box<dyn RewriteHook>>,
     pub(crate) sticky: Option<CachedIndex>,
     pub(crate) retry: Retry,
+    pub(crate) max_body: Option<u64>,
 }
 
 /// The server chosen for a request.

@@ -47,6 +47,17 @@ pub enum Error {
     /// body, an upload cut short): answered 400 and never recorded against the server.
     #[error("the client's request body failed")]
     ClientBody(#[source] BoxError),
+    /// The request body is larger than the balancer's limit: 413, not recorded.
+    #[error("the request body is larger than the limit")]
+    BodyTooLarge,
+    /// The request is malformed (HTTP/1.1 without `Host` or with two, a request target
+    /// that is not a path or an absolute URL): 400, not recorded, no server chosen.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The method is not proxied (`CONNECT`: a client never chooses the upstream):
+    /// 405, not recorded, no server chosen.
+    #[error("method not allowed")]
+    MethodNotAllowed,
 }
 
 impl From<roundrobin_rebalancer::Error> for Error {
@@ -72,8 +83,13 @@ impl Error {
             Ok(e) => return *e,
             Err(err) => err,
         };
-        if chain(&*err).any(|e| e.is::<ClientBodyError>()) {
-            return Self::ClientBody(err);
+        let client = chain(&*err)
+            .find_map(|e| e.downcast_ref::<ClientBodyError>())
+            .map(|e| matches!(e, ClientBodyError::TooLarge));
+        match client {
+            Some(true) => return Self::BodyTooLarge,
+            Some(false) => return Self::ClientBody(err),
+            None => {}
         }
         if is_timeout(&*err) {
             return Self::TimedOut(err);
@@ -111,7 +127,14 @@ impl Error {
 
     /// Whether the client caused it: such errors are never recorded against a server.
     pub fn is_client_error(&self) -> bool {
-        matches!(self, Self::ClientGone | Self::ClientBody(_))
+        matches!(
+            self,
+            Self::ClientGone
+                | Self::ClientBody(_)
+                | Self::BodyTooLarge
+                | Self::BadRequest(_)
+                | Self::MethodNotAllowed
+        )
     }
 }
 
@@ -183,7 +206,9 @@ impl DefaultErrorHandler {
                 StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
             }
             Error::Rebalancer(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Error::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Error::ClientBody(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Connect(_) | Error::Upstream(_) | Error::Uri(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -212,7 +237,7 @@ mod tests {
 
     #[test]
     fn default_mapping() {
-        let cases: [(Error, u16); 7] = [
+        let cases: [(Error, u16); 10] = [
             (roundrobin_core::Error::NoServers.into(), 503),
             (roundrobin_core::Error::AllWeightsZero.into(), 503),
             (Error::Connect("refused".into()), 502),
@@ -220,6 +245,9 @@ mod tests {
             (Error::Timeout(Duration::from_millis(5)), 504),
             (Error::ClientGone, 499),
             (Error::ClientBody("bad chunk".into()), 400),
+            (Error::BodyTooLarge, 413),
+            (Error::BadRequest("no host"), 400),
+            (Error::MethodNotAllowed, 405),
         ];
         for (err, status) in cases {
             assert_eq!(

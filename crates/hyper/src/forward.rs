@@ -1,6 +1,7 @@
 //! The default inner service: forwards a request whose URI names the upstream, over
 //! hyper-util's pooled client.
 
+use core::fmt::Write as _;
 use core::future::Future;
 use core::net::SocketAddr;
 use core::pin::Pin;
@@ -181,11 +182,16 @@ fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue) {
     let headers = req.headers_mut();
     remove_hop_by_hop(headers);
     if let Some(ip) = client {
-        let value = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::to_str) {
-            Some(Ok(prior)) => HeaderValue::try_from(format!("{prior}, {ip}")),
-            _ => HeaderValue::try_from(ip.to_string()),
-        };
-        if let Ok(value) = value {
+        // Every earlier hop, in order, across repeated headers (RFC 7239's list rule).
+        let mut chain = String::new();
+        for prior in headers.get_all(&X_FORWARDED_FOR) {
+            if let Ok(prior) = prior.to_str() {
+                chain.push_str(prior.trim());
+                chain.push_str(", ");
+            }
+        }
+        let _ = write!(chain, "{ip}");
+        if let Ok(value) = HeaderValue::try_from(chain) {
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
@@ -289,13 +295,14 @@ mod tests {
             .uri("http://10.0.0.9:81/p")
             .header(header::HOST, "front.example")
             .header(X_FORWARDED_FOR, "1.2.3.4")
+            .header(X_FORWARDED_FOR, "5.6.7.8, 9.9.9.9")
             .body(())
             .unwrap();
         req.extensions_mut()
             .insert(ClientAddr("127.0.0.7:5000".parse().unwrap()));
         prepare(&mut req, &HeaderValue::from_static("http"));
         let h = req.headers();
-        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 127.0.0.7");
+        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 5.6.7.8, 9.9.9.9, 127.0.0.7");
         assert_eq!(h[&X_FORWARDED_HOST], "front.example");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[header::HOST], "10.0.0.9:81");

@@ -15,6 +15,7 @@ pub struct Builder<P, H = DefaultErrorHandler> {
     rewrite: Option<Box<dyn RewriteHook>>,
     sticky: Option<StickySession>,
     retry: Retry,
+    max_body: Option<u64>,
 }
 
 impl<P, H> core::fmt::Debug for Builder<P, H> {
@@ -34,6 +35,7 @@ impl<P: Select> Balancer<(), P> {
             rewrite: None,
             sticky: None,
             retry: Retry::default(),
+            max_body: None,
         }
     }
 }
@@ -47,7 +49,17 @@ impl<P: Select, H: ErrorHandler> Builder<P, H> {
             rewrite: self.rewrite,
             sticky: self.sticky,
             retry: self.retry,
+            max_body: self.max_body,
         }
+    }
+
+    /// The largest request body forwarded, in bytes: a larger `Content-Length` is
+    /// answered 413 at once, a longer streamed body fails with 413 when it passes the
+    /// limit (never recorded against the server). Default: no limit (nginx's
+    /// `client_max_body_size` is 1 MiB, HAProxy has none).
+    pub fn max_body(mut self, bytes: u64) -> Self {
+        self.max_body = Some(bytes);
+        self
     }
 
     /// How failed requests are retried on other servers (default [`Retry::default`]:
@@ -82,6 +94,7 @@ impl<P: Select, H: ErrorHandler> Builder<P, H> {
                 rewrite: self.rewrite,
                 sticky: self.sticky.map(CachedIndex::new),
                 retry: self.retry,
+                max_body: self.max_body,
             }),
         }
     }

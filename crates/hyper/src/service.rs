@@ -4,7 +4,7 @@ use core::convert::Infallible;
 use core::task::{Context, Poll};
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::{header, Method, Request, Response, Version};
 use http_body::Body;
 use tower_service::Service;
 
@@ -113,6 +113,10 @@ where
     P: Select,
     H: ErrorHandler,
 {
+    if let Err(e) = conform(&req, config.max_body) {
+        tracing::debug!(error = %e, "request refused");
+        return ResponseFuture::done(config.handler.handle(&e));
+    }
     let chosen = match config.choose(req.headers()) {
         Ok(chosen) => chosen,
         Err(e) => return ResponseFuture::done(config.handler.handle(&e)),
@@ -126,9 +130,49 @@ where
         config.stick(&chosen, res.headers_mut());
         return ResponseFuture::done(res);
     }
+    let body = match config.max_body {
+        Some(max) => RequestBody::limited(body, max),
+        None => RequestBody::new(body),
+    };
     let pending = Pending::new(config, chosen);
-    let req = Request::from_parts(parts, RequestBody::new(body));
+    let req = Request::from_parts(parts, body);
     ResponseFuture::send(pending, inner, req, ready, replay)
+}
+
+/// Refuses what must never reach a server, before one is chosen (RFC 9112 §3.2,
+/// §3.2.3): `CONNECT` (405: a client never chooses the upstream); a request target that
+/// is neither a path nor an absolute URL (`*` only for `OPTIONS`); HTTP/1.1 without
+/// `Host` or with more than one (400); a `Content-Length` over the body limit (413).
+fn conform<B>(req: &Request<B>, max_body: Option<u64>) -> Result<(), Error> {
+    if req.method() == Method::CONNECT {
+        return Err(Error::MethodNotAllowed);
+    }
+    let path = req.uri().path();
+    let asterisk = path == "*" && req.method() == Method::OPTIONS;
+    if !(path.starts_with('/') || asterisk) {
+        return Err(Error::BadRequest(
+            "the request target is not a path or an absolute URL",
+        ));
+    }
+    if req.version() == Version::HTTP_11 {
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (None, _) => return Err(Error::BadRequest("HTTP/1.1 request without Host")),
+            (Some(_), Some(_)) => return Err(Error::BadRequest("more than one Host header")),
+            (Some(_), None) => {}
+        }
+    }
+    if let Some(max) = max_body {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(Error::BodyTooLarge);
+        }
+    }
+    Ok(())
 }
 
 impl<S, P, H, B, RB> Service<Request<B>> for Balancer<S, P, H>

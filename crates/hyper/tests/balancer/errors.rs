@@ -96,15 +96,15 @@ async fn inner_readiness_errors_are_answered_by_the_handler() {
     poll_fn(|cx| Service::<Request<Empty<Bytes>>>::poll_ready(&mut balancer, cx))
         .await
         .unwrap();
-    let res = Service::call(&mut balancer, Request::new(Empty::<Bytes>::new()))
+    let res = Service::call(&mut balancer, crate::request(Empty::<Bytes>::new()))
         .await
         .unwrap();
     assert_eq!(res.status(), 502);
-    let res = Service::call(&mut balancer, Request::new(Empty::<Bytes>::new()))
+    let res = Service::call(&mut balancer, crate::request(Empty::<Bytes>::new()))
         .await
         .unwrap();
     assert_eq!(res.status(), 502);
-    let res = hyper::service::Service::call(&balancer, Request::new(Empty::<Bytes>::new()))
+    let res = hyper::service::Service::call(&balancer, crate::request(Empty::<Bytes>::new()))
         .await
         .unwrap();
     assert_eq!(res.status(), 502);
@@ -123,7 +123,7 @@ async fn a_client_that_goes_away_is_not_recorded_against_the_server() {
     });
     let mut b = Balancer::builder(Arc::clone(&pool)).service(hang);
     pool.inner.upsert_server(url("hang"), None).unwrap();
-    let mut future = Box::pin(b.ready().await.unwrap().call(Request::new(Empty::new())));
+    let mut future = Box::pin(b.ready().await.unwrap().call(crate::request(Empty::new())));
     assert!(poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_pending())).await);
     clock.advance(Duration::from_millis(250));
     drop(future);

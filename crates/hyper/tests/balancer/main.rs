@@ -6,6 +6,7 @@
 mod support;
 
 mod balancing;
+mod conformance;
 mod errors;
 mod rebalancer;
 mod retries;
@@ -63,4 +64,12 @@ where
         out.push(get(service, "/", &[]).await.body);
     }
     out
+}
+
+/// `GET /` with a `Host` and `body`.
+pub(crate) fn request<B>(body: B) -> Request<B> {
+    let mut req = Request::new(body);
+    req.headers_mut()
+        .insert(http::header::HOST, http::HeaderValue::from_static("x"));
+    req
 }

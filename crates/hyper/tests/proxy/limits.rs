@@ -68,7 +68,9 @@ fn a_head_dribbled_past_the_header_timeout_is_closed() {
         let (addr, _stop, _task) = server(limits(), Duration::ZERO).await;
         let mut slow = TcpStream::connect(addr).await.unwrap();
         let start = Instant::now();
-        slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
         let got = read_to_end(&mut slow).await;
         assert!(!got.contains("200"), "{got}");
         assert!(start.elapsed() >= SHORT, "not before the timeout");
@@ -153,7 +155,11 @@ fn shutdown_closes_half_open_connections_within_its_timeout() {
         let start = Instant::now();
         stop.send(()).unwrap();
         task.await.unwrap();
-        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
         for mut c in partial {
             assert_eq!(read_to_end(&mut c).await, "", "closed");
         }
