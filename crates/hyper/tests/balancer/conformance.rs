@@ -12,7 +12,9 @@ use tower::ServiceExt;
 
 use crate::support::{url, Echo, Recording};
 
-async fn status<B>(b: &Balancer<Echo, Arc<Recording<fn() -> Instant>>>, req: Request<B>) -> u16
+type Pool = Arc<Recording<fn() -> Instant>>;
+
+async fn status<B>(b: &Balancer<Echo, Pool>, req: Request<B>) -> u16
 where
     B: http_body::Body + Send + 'static,
     B::Error: Into<roundrobin_hyper::BoxError>,

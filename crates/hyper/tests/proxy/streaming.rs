@@ -91,6 +91,7 @@ fn large_body_streams_both_ways() {
         };
         let client = default_client::<Lazy>();
         let req = Request::post(format!("http://{}/echo", p.local_addr()))
+            .header("host", p.local_addr().to_string())
             .body(body)
             .unwrap();
         let mut res = client.request(req).await.unwrap();
