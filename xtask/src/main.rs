@@ -76,10 +76,11 @@ fn has(program: &str, arg: &str) -> bool {
 }
 
 /// Installs the system tools the checks need when a fresh machine lacks them:
-/// `cmake` (the pingora bench peer builds C code with it) and `curl` (the example
-/// proxy's cookie-jar test drives it). Uses apt-get, which needs root.
+/// `cmake` (the pingora bench peer builds C code with it), `curl` (the example
+/// proxy's cookie-jar test drives it) and `chromium` (the admin dashboard's browser
+/// test). Uses apt-get, which needs root.
 fn setup() -> Result {
-    let missing: Vec<&str> = ["cmake", "curl"]
+    let missing: Vec<&str> = ["cmake", "curl", "chromium"]
         .into_iter()
         .filter(|tool| !has(tool, "--version"))
         .collect();
@@ -179,6 +180,7 @@ fn ci() -> Result {
     Ok(())
 }
 
+/// The demo; its arguments pass through (`--seconds N`, `--web` for the dashboard).
 fn demo(args: &[String]) -> Result {
     run(
         "demo",

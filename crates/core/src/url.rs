@@ -1,7 +1,8 @@
 //! Server identity for HTTP backends: scheme + host (with port) + path.
 
 use alloc::string::String;
-use core::fmt;
+use core::fmt::{self, Write as _};
+use core::net::{Ipv4Addr, Ipv6Addr};
 use core::str::FromStr;
 
 use crate::Error;
@@ -9,8 +10,9 @@ use crate::Error;
 /// The identity of an HTTP backend: scheme, host (with port) and path.
 ///
 /// Query, user info and fragment are dropped when parsing, so two URLs that differ
-/// only there are the same server (DESIGN.md §2). Scheme and host are lowercased;
-/// the port and the path are kept exactly as written (an empty path stays empty).
+/// only there are the same server (DESIGN.md §2). Scheme and host are lowercased, the
+/// port is written without leading zeros, the path is kept exactly as written (an
+/// empty path stays empty). See [`ServerUrl::parse`] for what is accepted.
 ///
 /// ```
 /// use roundrobin_core::ServerUrl;
@@ -33,24 +35,34 @@ pub struct ServerUrl {
     path_start: usize,
 }
 
+/// The schemes a [`ServerUrl`] may have: the one place to add one (`h2c`, say). Matched
+/// case-insensitively; anything else is [`Error::InvalidUrl`].
+const SCHEMES: [&str; 2] = ["http", "https"];
+
 impl ServerUrl {
-    /// Parses and normalises a server URL such as `http://10.0.0.1:8080`.
+    /// Parses and normalises a server URL: `http(s)://host[:port][/path]`.
     ///
-    /// Errors when the scheme or the host is missing or holds invalid characters, or the
-    /// path holds a space or a control character (surrounding whitespace included, as in
-    /// Go's `url.Parse`).
+    /// - The scheme is `http` or `https` (any case).
+    /// - The host is a DNS name (ASCII letters, digits, `-`, `_`, `.`), an IPv4 address
+    ///   (four decimal octets: `999.1.1.1` is refused rather than looked up as a name)
+    ///   or an IPv6 address in brackets (`[::1]`, no zone).
+    /// - The port, when the URL has a `:`, is 1..=65535 in decimal and is written
+    ///   without leading zeros (`:080` is `:80`); without one the scheme's default
+    ///   applies when connecting.
+    /// - The path holds only visible ASCII: no space, control or non-ASCII character
+    ///   (surrounding whitespace included, as in Go's `url.Parse`); percent-encode them.
+    ///
+    /// User info, query and fragment are dropped. Every error is
+    /// [`Error::InvalidUrl`] with what was wrong; every accepted URL parses back to
+    /// itself from [`as_str`](Self::as_str).
     pub fn parse(input: &str) -> Result<Self, Error> {
         let (scheme, rest) = input
             .split_once("://")
-            .ok_or(Error::InvalidUrl("missing scheme"))?;
-        if scheme.is_empty()
-            || !scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            || !scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-        {
-            return Err(Error::InvalidUrl("invalid scheme"));
-        }
+            .ok_or(Error::InvalidUrl("missing scheme: use http://host[:port]"))?;
+        let scheme = SCHEMES
+            .into_iter()
+            .find(|s| s.eq_ignore_ascii_case(scheme))
+            .ok_or(Error::InvalidUrl("unsupported scheme: use http or https"))?;
         // Drop the fragment, then the query.
         let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
         let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
@@ -60,21 +72,20 @@ impl ServerUrl {
         };
         // Drop user info.
         let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        if host_port.is_empty() {
-            return Err(Error::InvalidUrl("missing host"));
-        }
-        if !host_port.chars().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']' | '%')
-        }) {
-            return Err(Error::InvalidUrl("invalid host"));
-        }
-        if path.chars().any(|c| c.is_ascii_control() || c == ' ') {
-            return Err(Error::InvalidUrl("invalid path"));
+        let (host, port) = split_host_port(host_port)?;
+        if !path.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::InvalidUrl(
+                "invalid path: space, control or non-ASCII character (percent-encode it)",
+            ));
         }
         let mut text = String::with_capacity(scheme.len() + 3 + host_port.len() + path.len());
-        text.extend(scheme.chars().map(|c| c.to_ascii_lowercase()));
+        text.push_str(scheme);
         text.push_str("://");
-        text.extend(host_port.chars().map(|c| c.to_ascii_lowercase()));
+        text.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+        if let Some(port) = port {
+            // Infallible on a `String`.
+            let _ = write!(text, ":{port}");
+        }
         let path_start = text.len();
         text.push_str(path);
         Ok(Self {
@@ -102,6 +113,63 @@ impl ServerUrl {
     /// The path exactly as configured; empty when the URL had none.
     pub fn path(&self) -> &str {
         &self.text[self.path_start..]
+    }
+}
+
+/// Splits and checks `host[:port]`; the port is parsed.
+fn split_host_port(host_port: &str) -> Result<(&str, Option<u16>), Error> {
+    let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
+        let (inner, after) = bracketed
+            .split_once(']')
+            .ok_or(Error::InvalidUrl("invalid host: `[` without `]`"))?;
+        if inner.parse::<Ipv6Addr>().is_err() {
+            return Err(Error::InvalidUrl("invalid host: not an IPv6 address"));
+        }
+        let port = match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or(Error::InvalidUrl("invalid host: text after `]`"))?,
+            ),
+        };
+        (&host_port[..inner.len() + 2], port)
+    } else {
+        let (host, port) = match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        };
+        if host.is_empty() {
+            return Err(Error::InvalidUrl("missing host"));
+        }
+        if !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        {
+            return Err(Error::InvalidUrl(
+                "invalid host: use letters, digits, `-`, `_`, `.`, or an [IPv6] address",
+            ));
+        }
+        // All digits and dots: an IPv4 address, never a name to look up.
+        if host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            && host.parse::<Ipv4Addr>().is_err()
+        {
+            return Err(Error::InvalidUrl("invalid host: not an IPv4 address"));
+        }
+        (host, port)
+    };
+    let port = port.map(parse_port).transpose()?;
+    Ok((host, port))
+}
+
+/// A port: 1..=65535 in decimal digits.
+fn parse_port(port: &str) -> Result<u16, Error> {
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::InvalidUrl("invalid port: use 1..=65535"));
+    }
+    match port.trim_start_matches('0').parse::<u16>() {
+        Ok(0) | Err(_) => Err(Error::InvalidUrl("invalid port: use 1..=65535")),
+        Ok(port) => Ok(port),
     }
 }
 
@@ -162,6 +230,34 @@ mod tests {
     }
 
     #[test]
+    fn accepts_http_https_ipv6_and_valid_ports() {
+        for (input, normalised) in [
+            ("HTTPS://A:443", "https://a:443"),
+            ("http://[::1]:8080/x", "http://[::1]:8080/x"),
+            ("http://[::FFFF:127.0.0.1]", "http://[::ffff:127.0.0.1]"),
+            ("http://a:080", "http://a:80"),
+            ("http://a:65535", "http://a:65535"),
+            ("http://127.0.0.1:1", "http://127.0.0.1:1"),
+            ("http://my_host.example-1", "http://my_host.example-1"),
+        ] {
+            let url = ServerUrl::parse(input).unwrap();
+            assert_eq!(url.as_str(), normalised, "{input}");
+            assert_eq!(ServerUrl::parse(url.as_str()), Ok(url), "{input}");
+        }
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let err = |s| match ServerUrl::parse(s) {
+            Err(Error::InvalidUrl(m)) => m,
+            other => panic!("{s}: {other:?}"),
+        };
+        assert!(err("ftp://x").contains("scheme"));
+        assert!(err("http://a:99999").contains("port"));
+        assert!(err("http://[::1").contains("host"));
+    }
+
+    #[test]
     fn rejects_garbage() {
         for bad in [
             "",
@@ -174,6 +270,28 @@ mod tests {
             "http://a/x\ny",
             " http://a",
             "http://a/b c",
+            "http://a/\u{e9}",
+            "http://[::1",
+            "http://[::1]x",
+            "http://[nope]:80",
+            "http://[fe80::1%25eth0]",
+            "http://a:99999",
+            "http://a:65536",
+            "http://a:0",
+            "http://a:-1",
+            "http://a:abc",
+            "http://a:",
+            "http://a:+80",
+            "http://a:80:80",
+            "http://:80",
+            "http://999.1.1.1",
+            "http://1.2.3",
+            "http://a%20b",
+            "http://a\\b",
+            "ftp://x",
+            "gopher://x",
+            "h2c://x",
+            "file:///etc/passwd",
         ] {
             assert!(ServerUrl::parse(bad).is_err(), "{bad:?}");
         }

@@ -7,7 +7,8 @@
 //! client), records the outcome in the pool, and turns failures into responses through
 //! an [`ErrorHandler`]. [`serve`] runs any hyper service on a `TcpListener` with
 //! graceful shutdown ([`spawn`] does it in the background), and [`Admin`] is a JSON API
-//! that changes a pool ([`Manage`]) at run time.
+//! that changes a pool ([`Manage`]) at run time, with a live dashboard and an optional
+//! bearer token.
 //!
 //! The pool is a [`RoundRobin`](roundrobin_core::RoundRobin), a
 //! [`Rebalancer`](roundrobin_rebalancer::Rebalancer) (which moves weight away from
@@ -21,7 +22,7 @@
 //! | `service.rs`, `future.rs`, `body.rs` | [`Balancer`], its [`ResponseFuture`] and [`ResponseBody`] |
 //! | `config.rs`, `outcome.rs` | what a balancer's services share; the record-exactly-once guard |
 //! | `rewrite.rs`, `forward.rs` | the URI rewrite and [`RewriteHook`]; the [`Forwarder`] |
-//! | `error.rs`, `admin.rs`, `server.rs` | [`Error`] and its mapping; [`Admin`]; [`serve`] and [`spawn`] |
+//! | `error.rs`, `admin/`, `server.rs` | [`Error`] and its mapping; [`Admin`] (API, token and `Host` checks, dashboard); [`serve`] and [`spawn`] |
 //!
 //! # Contract
 //!
@@ -65,7 +66,8 @@
 //!
 //! # Crate features
 //!
-//! - `admin` (default): [`Admin`], the JSON admin API (adds `serde`, `serde_json`).
+//! - `admin` (default): [`Admin`], the JSON admin API and dashboard (adds `serde`,
+//!   `serde_json`, and `sha2` and `subtle` for the token comparison).
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "admin")]
@@ -87,7 +89,7 @@ mod server;
 mod service;
 
 #[cfg(feature = "admin")]
-pub use admin::Admin;
+pub use admin::{Admin, ADMIN_MAX_BODY, ADMIN_MAX_WEIGHT};
 pub use body::{ClientBodyError, RequestBody, ResponseBody};
 pub use conn::TrackedBody;
 pub use error::{BoxError, DefaultErrorHandler, Error, ErrorHandler, CLIENT_CLOSED_REQUEST};

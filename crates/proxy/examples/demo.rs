@@ -4,6 +4,7 @@
 //! ```text
 //! cargo xtask demo                 # about 30 s
 //! cargo xtask demo --seconds 10    # shorter
+//! cargo xtask demo --web           # with the live dashboard (120 s unless --seconds)
 //! ```
 //!
 //! Everything runs in this process on 127.0.0.1 (free ports): three hyper backends
@@ -18,6 +19,10 @@
 //! terminal and as successive blocks otherwise. Watch `b`'s share drop while it fails
 //! and come back after it heals. At the end: `b`'s share while failing vs after
 //! healing, total requests, errors, and p50/p99 latency seen by the clients.
+//!
+//! With `--web` it also serves the admin API and its dashboard (`roundrobin_hyper::Admin`)
+//! on a free loopback port and prints `dashboard on http://127.0.0.1:PORT/`: open it to
+//! watch the weights, shares and ratings move as charts.
 //!
 //! Every request is bounded by a 2 s timeout and everything stops at the end.
 
@@ -40,7 +45,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use roundrobin_core::{RoundRobin, ServerUrl};
-use roundrobin_hyper::{spawn_on, Balancer, Forwarder, Serving};
+use roundrobin_hyper::{spawn_on, Admin, Balancer, Forwarder, Serving};
 use roundrobin_rebalancer::{ErrorRatioMeter, Rebalancer};
 use roundrobin_sticky::StickySession;
 use tokio::task::JoinSet;
@@ -66,6 +71,8 @@ const BACKOFF: Duration = Duration::from_secs(1);
 const COOKIE_NAME: &str = "demo_backend";
 /// Default length of the run.
 const DEFAULT_SECONDS: u64 = 30;
+/// Default length of a run with the dashboard: time to open it and watch a minute.
+const DEFAULT_WEB_SECONDS: u64 = 120;
 /// Shortest run that has a failing and a healed half.
 const MIN_SECONDS: u64 = 2;
 
@@ -251,8 +258,14 @@ fn share(part: u64, total: u64) -> f64 {
     }
 }
 
-/// Runs the demo for `seconds`, drawing to `out` (in place when `redraw`).
-async fn run(seconds: u64, out: &mut impl Write, redraw: bool) -> Result<Summary, DemoError> {
+/// Runs the demo for `seconds`, drawing to `out` (in place when `redraw`), with the
+/// admin dashboard when `web`.
+async fn run(
+    seconds: u64,
+    out: &mut impl Write,
+    redraw: bool,
+    web: bool,
+) -> Result<Summary, DemoError> {
     let states: Vec<Arc<BackendState>> = NAMES
         .iter()
         .enumerate()
@@ -295,6 +308,14 @@ async fn run(seconds: u64, out: &mut impl Write, redraw: bool) -> Result<Summary
         .service(Forwarder::new().timeout(REQUEST_TIMEOUT));
     let proxy = spawn_on("127.0.0.1:0", balancer).await?;
     let proxy_url: Uri = format!("{}/", proxy.url()).parse().map_err(setup)?;
+    let dashboard = if web {
+        let admin = spawn_on("127.0.0.1:0", Admin::new(Arc::clone(&pool))).await?;
+        writeln!(out, "dashboard on http://{}/\n", admin.local_addr())?;
+        out.flush()?;
+        Some(admin)
+    } else {
+        None
+    };
 
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);
@@ -401,6 +422,7 @@ async fn run(seconds: u64, out: &mut impl Write, redraw: bool) -> Result<Summary
         clients.abort_all();
     }
     drop(proxy);
+    drop(dashboard);
     drop(backends);
 
     let end: Vec<u64> = states
@@ -464,30 +486,52 @@ fn print_summary(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
     out.flush()
 }
 
-const USAGE: &str = "usage: demo [--seconds N]   (N >= 2, default 30)";
+const USAGE: &str =
+    "usage: demo [--seconds N] [--web]   (N >= 2, default 30; 120 with --web, which serves the dashboard)";
 
-/// The run's length from the command line.
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<u64, String> {
-    let mut seconds = DEFAULT_SECONDS;
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+struct Options {
+    seconds: u64,
+    /// Serve the admin dashboard.
+    web: bool,
+}
+
+/// The run's length and whether to serve the dashboard, from the command line.
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+    let mut seconds = None;
+    let mut web = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--seconds" => {
-                seconds = args
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|n| *n >= MIN_SECONDS)
-                    .ok_or_else(|| format!("--seconds takes a whole number >= {MIN_SECONDS}"))?;
+                seconds = Some(
+                    args.next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n >= MIN_SECONDS)
+                        .ok_or_else(|| {
+                            format!("--seconds takes a whole number >= {MIN_SECONDS}")
+                        })?,
+                );
             }
+            "--web" => web = true,
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    Ok(seconds)
+    let default = if web {
+        DEFAULT_WEB_SECONDS
+    } else {
+        DEFAULT_SECONDS
+    };
+    Ok(Options {
+        seconds: seconds.unwrap_or(default),
+        web,
+    })
 }
 
 fn main() -> ExitCode {
-    let seconds = match parse_args(std::env::args().skip(1)) {
-        Ok(s) => s,
+    let Options { seconds, web } = match parse_args(std::env::args().skip(1)) {
+        Ok(options) => options,
         Err(e) => {
             eprintln!("demo: {e}\n{USAGE}");
             return ExitCode::from(2);
@@ -513,7 +557,7 @@ fn main() -> ExitCode {
         NAMES.len(),
         BACKOFF.as_secs(),
     );
-    let result = runtime.block_on(run(seconds, &mut out, redraw));
+    let result = runtime.block_on(run(seconds, &mut out, redraw, web));
     // Tasks still running (connections closing) are dropped, never waited for.
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result.map(|summary| print_summary(&mut out, &summary)) {
@@ -534,13 +578,29 @@ mod tests {
     use super::*;
 
     fn args(s: &str) -> Result<u64, String> {
-        parse_args(s.split_whitespace().map(String::from))
+        parse_args(s.split_whitespace().map(String::from)).map(|o| o.seconds)
     }
 
     #[test]
-    fn parses_seconds() {
+    fn parses_seconds_and_web() {
         assert_eq!(args(""), Ok(DEFAULT_SECONDS));
         assert_eq!(args("--seconds 7"), Ok(7));
+        assert_eq!(args("--web"), Ok(DEFAULT_WEB_SECONDS));
+        let web = |s: &str| parse_args(s.split_whitespace().map(String::from));
+        assert_eq!(
+            web("--web --seconds 5"),
+            Ok(Options {
+                seconds: 5,
+                web: true
+            })
+        );
+        assert_eq!(
+            web("--seconds 5"),
+            Ok(Options {
+                seconds: 5,
+                web: false
+            })
+        );
         assert!(args("--seconds 1").is_err());
         assert!(args("--seconds").is_err());
         assert!(args("--seconds x").is_err());
@@ -563,7 +623,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_short_run_rebalances_sticks_and_stops() {
         let mut out = Vec::new();
-        let summary = run(6, &mut out, false).await.unwrap();
+        let summary = run(6, &mut out, false, false).await.unwrap();
         let out = String::from_utf8(out).unwrap();
         assert_eq!(
             out.lines().filter(|l| l.starts_with("t = ")).count(),
@@ -589,5 +649,18 @@ mod tests {
             "the sticky client stays on one backend: {summary:?}"
         );
         assert!(summary.p50 <= summary.p99);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn web_serves_the_dashboard_on_loopback() {
+        let mut out = Vec::new();
+        run(MIN_SECONDS, &mut out, false, true).await.unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let line = out.lines().next().unwrap();
+        let addr = line
+            .strip_prefix("dashboard on http://127.0.0.1:")
+            .and_then(|rest| rest.strip_suffix('/'))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(addr.parse::<u16>().is_ok_and(|port| port != 0), "{line}");
     }
 }

@@ -1,7 +1,8 @@
 //! The command line: flags, their parsing and validation.
 
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
+use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, ValueEnum};
 use roundrobin_core::ServerUrl;
@@ -48,9 +49,14 @@ pub(crate) struct Args {
     /// Lifetime of aes cookies.
     #[arg(long, value_parser = parse_duration)]
     pub(crate) sticky_ttl: Option<Duration>,
-    /// Address of the JSON admin API (never the proxy's).
+    /// Address of the JSON admin API and dashboard (never the proxy's; off loopback
+    /// only with --admin-token-file).
     #[arg(long, value_name = "ADDR")]
     pub(crate) admin: Option<SocketAddr>,
+    /// File holding the admin token (its content, trimmed): admin requests then need
+    /// `Authorization: Bearer <token>`.
+    #[arg(long, value_name = "FILE", requires = "admin")]
+    pub(crate) admin_token_file: Option<PathBuf>,
     /// Threads that serve connections (default: one per core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) workers: Option<u16>,
@@ -159,4 +165,84 @@ pub(crate) fn sticky(args: &Args) -> Result<Option<StickySession>, String> {
         .validate()
         .map_err(|e| format!("--sticky {name}: {e}"))?;
     Ok(Some(session))
+}
+
+/// The admin token: the content of `--admin-token-file`, trimmed; an unreadable or empty
+/// file, or one holding more than one word, is an error.
+pub(crate) fn admin_token(args: &Args) -> Result<Option<String>, String> {
+    let Some(path) = &args.admin_token_file else {
+        return Ok(None);
+    };
+    let flag = format!("--admin-token-file {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{flag}: cannot read it: {e}"))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("{flag}: the file is empty"));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{flag}: the token must be one word of visible ASCII characters"
+        ));
+    }
+    Ok(Some(token.to_owned()))
+}
+
+/// Whether a server listening on `a` and one on `b` would want the same socket: same
+/// port (not 0) and the same address, or one of them on every address of the other's
+/// family (`[::]` may cover IPv4 too).
+fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers =
+        |wild: IpAddr, other: IpAddr| wild.is_unspecified() && (wild.is_ipv6() || other.is_ipv4());
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
+}
+
+/// Checks `--admin` against `--listen` and the token: never the proxy's socket, and
+/// off loopback only with a token.
+pub(crate) fn check_admin(args: &Args, has_token: bool) -> Result<(), String> {
+    let Some(admin) = args.admin else {
+        return Ok(());
+    };
+    if overlap(admin, args.listen) {
+        return Err(format!(
+            "--admin {admin} must not be the --listen address ({})",
+            args.listen
+        ));
+    }
+    if !has_token && !admin.ip().to_canonical().is_loopback() {
+        return Err(format!(
+            "--admin {admin} is not a loopback address: anyone who can reach it could change \
+             the pool; pass --admin-token-file FILE (or use 127.0.0.1)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_and_listen_must_not_overlap() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for (x, y) in [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("0.0.0.0:8080", "127.0.0.1:8080"),
+            ("127.0.0.1:8080", "0.0.0.0:8080"),
+            ("[::]:8080", "127.0.0.1:8080"),
+            ("[::]:8080", "[::1]:8080"),
+        ] {
+            assert!(overlap(a(x), a(y)), "{x} {y}");
+        }
+        for (x, y) in [
+            ("127.0.0.1:0", "127.0.0.1:0"),
+            ("0.0.0.0:0", "127.0.0.1:0"),
+            ("127.0.0.1:8080", "127.0.0.1:8081"),
+            ("127.0.0.1:8080", "127.0.0.2:8080"),
+            ("0.0.0.0:8080", "[::1]:8080"),
+        ] {
+            assert!(!overlap(a(x), a(y)), "{x} {y}");
+        }
+    }
 }

@@ -7,7 +7,9 @@
 //!     --admin 127.0.0.1:8081
 //! ```
 //!
-//! Prints `listening on ADDR` (and `admin on ADDR`) once the sockets are bound; bad
+//! Prints `listening on ADDR` (and `admin on ADDR`: the JSON admin API, and a live
+//! dashboard at `/`) once the sockets are bound; `--admin-token-file FILE` makes the
+//! admin API ask for `Authorization: Bearer <token>` (needed off loopback); bad
 //! flags exit with status 2; Ctrl-C or SIGTERM stop accepting and let in-flight
 //! requests finish. Logs go to stderr (`RUST_LOG` filters them; default `info`).
 
@@ -24,7 +26,7 @@ use roundrobin_rebalancer::Rebalancer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::args::{sticky, usage_error, Args, PolicyArg};
+use crate::args::{admin_token, check_admin, sticky, usage_error, Args, PolicyArg};
 
 /// A pool the proxy can both balance over and administer.
 trait ProxyPool: Select + Manage {}
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -100,12 +103,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
-    if args
-        .admin
-        .is_some_and(|a| a == args.listen && a.port() != 0)
-    {
-        usage_error("--admin must not be the --listen address");
-    }
+    let admin_token = admin_token(&args).unwrap_or_else(|e| usage_error(&e));
+    check_admin(&args, admin_token.is_some()).unwrap_or_else(|e| usage_error(&e));
     let sticky = sticky(&args).unwrap_or_else(|e| usage_error(&e));
     let pool = pool(&args);
     for (url, weight) in &args.backends {
@@ -136,12 +135,19 @@ async fn run(args: Args) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let _ = writeln!(out, "admin on {}", admin.local_addr().unwrap_or(addr));
-        tasks.spawn(serve(
-            admin,
-            Admin::new(Arc::clone(&pool)),
-            shutdown_signal(stopped.clone()),
-        ));
+        let addr = admin.local_addr().unwrap_or(addr);
+        let _ = writeln!(out, "admin on {addr}");
+        let api = match &admin_token {
+            Some(token) => Admin::new(Arc::clone(&pool)).token(token),
+            None => {
+                eprintln!(
+                    "warning: the admin API on {addr} has no token: any local process can \
+                     change the pool (pass --admin-token-file FILE)"
+                );
+                Admin::new(Arc::clone(&pool))
+            }
+        };
+        tasks.spawn(serve(admin, api, shutdown_signal(stopped.clone())));
     }
     let _ = out.flush();
     drop(out);

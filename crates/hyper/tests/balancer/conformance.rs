@@ -22,12 +22,7 @@ where
     b.clone().oneshot(req).await.unwrap().status().as_u16()
 }
 
-fn balancer(
-    max_body: Option<u64>,
-) -> (
-    Balancer<Echo, Arc<Recording<fn() -> Instant>>>,
-    Arc<Recording<fn() -> Instant>>,
-) {
+fn balancer(max_body: Option<u64>) -> (Balancer<Echo, Pool>, Pool) {
     let pool = Arc::new(Recording::new(Instant::now as fn() -> Instant));
     pool.inner.upsert_server(url("a"), None).unwrap();
     let builder = Balancer::builder(Arc::clone(&pool));
