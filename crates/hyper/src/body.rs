@@ -135,6 +135,10 @@ pub enum ClientBodyError {
     /// It was longer than the limit: [`Error::BodyTooLarge`](crate::Error::BodyTooLarge), 413.
     #[error("the request body is larger than the limit")]
     TooLarge,
+    /// The client sent nothing for the body timeout:
+    /// [`Error::ClientTimeout`](crate::Error::ClientTimeout), 408.
+    #[error("the client's upload stalled")]
+    TimedOut,
 }
 
 impl<B> Body for RequestBody<B>

@@ -47,6 +47,9 @@ pub enum Error {
     /// body, an upload cut short): answered 400 and never recorded against the server.
     #[error("the client's request body failed")]
     ClientBody(#[source] BoxError),
+    /// The client's upload sat idle past the body timeout: 408, not recorded.
+    #[error("the client's upload stalled")]
+    ClientTimeout,
     /// The request body is larger than the balancer's limit: 413, not recorded.
     #[error("the request body is larger than the limit")]
     BodyTooLarge,
@@ -85,10 +88,14 @@ impl Error {
         };
         let client = chain(&*err)
             .find_map(|e| e.downcast_ref::<ClientBodyError>())
-            .map(|e| matches!(e, ClientBodyError::TooLarge));
+            .map(|e| match e {
+                ClientBodyError::TooLarge => Some(Self::BodyTooLarge),
+                ClientBodyError::TimedOut => Some(Self::ClientTimeout),
+                ClientBodyError::Failed(_) => None,
+            });
         match client {
-            Some(true) => return Self::BodyTooLarge,
-            Some(false) => return Self::ClientBody(err),
+            Some(Some(known)) => return known,
+            Some(None) => return Self::ClientBody(err),
             None => {}
         }
         if is_timeout(&*err) {
@@ -132,6 +139,7 @@ impl Error {
             Self::ClientGone
                 | Self::ClientBody(_)
                 | Self::BodyTooLarge
+                | Self::ClientTimeout
                 | Self::BadRequest(_)
                 | Self::MethodNotAllowed
         )
@@ -208,6 +216,7 @@ impl DefaultErrorHandler {
             Error::Rebalancer(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::ClientBody(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Connect(_) | Error::Upstream(_) | Error::Uri(_) => StatusCode::BAD_GATEWAY,
         }

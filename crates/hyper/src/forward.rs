@@ -1,69 +1,38 @@
 //! The default inner service: forwards a request whose URI names the upstream, over
 //! hyper-util's pooled client.
 
-use core::fmt::Write as _;
 use core::future::Future;
-use core::net::SocketAddr;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use core::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Version};
+use http::header::HeaderValue;
+use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::headers::{prepare, remove_hop_by_hop};
+use crate::timeout::{client_idle, Download, Upload};
 use crate::{BoxError, Error, RequestBody};
-
-/// The address of the client that sent a request, as a request extension.
-///
-/// [`serve`](crate::serve) inserts it; the [`Forwarder`] appends its IP to
-/// `X-Forwarded-For`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub SocketAddr);
-
-/// Headers that apply to one connection only (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// Removes the hop-by-hop headers, including those the `Connection` header names.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-}
 
 /// Forwards requests to the server their URI names, over a pooled HTTP/1.1 client.
 ///
 /// - hop-by-hop headers are removed both ways;
-/// - `X-Forwarded-For` gets the [`ClientAddr`] appended, `X-Forwarded-Host` is the
-///   request's `Host`, `X-Forwarded-Proto` is the configured scheme (`http`);
+/// - `X-Forwarded-For` gets the [`ClientAddr`](crate::ClientAddr) appended (earlier
+///   hops, across repeated headers, kept), `X-Forwarded-Host` is the request's `Host`,
+///   `X-Forwarded-Proto` is the configured scheme (`http`);
 /// - bodies stream both ways, frame by frame;
-/// - the upstream must send its response head within the timeout (30 s by default),
-///   else [`Error::Timeout`]; connect failures are [`Error::Connect`], resets and early
-///   EOF [`Error::Upstream`].
+/// - timeouts, as HAProxy splits them: connecting ([`DEFAULT_CONNECT_TIMEOUT`], 3 s; an
+///   [`Error::Connect`]), the response head counted from the end of the upload
+///   ([`timeout`](Self::timeout), 30 s; [`Error::Timeout`], 504), and the idle time
+///   between body chunks both ways ([`body_timeout`](Self::body_timeout), 30 s): an
+///   upload the client lets sit is [`Error::ClientTimeout`] (408, not the server's
+///   fault), one the server stops reading is [`Error::Timeout`], and a response body
+///   that stops coming is cut off;
+/// - resets and early EOF are [`Error::Upstream`].
 ///
 /// It is the inner service of a [`Balancer`](crate::Balancer), which rewrites the URI to
 /// the chosen server before calling it.
@@ -73,7 +42,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// # async fn main() {
 /// use std::time::Duration;
 /// use roundrobin_hyper::Forwarder;
-/// let forwarder = Forwarder::new().timeout(Duration::from_millis(500));
+/// let forwarder = Forwarder::new()
+///     .timeout(Duration::from_millis(500))
+///     .body_timeout(Duration::from_secs(10));
 /// assert_eq!(forwarder.timeout_duration(), Duration::from_millis(500));
 /// # }
 /// ```
@@ -82,8 +53,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// with a TLS connector (e.g. `hyper-rustls`) and pass it to [`Forwarder::with_client`].
 #[derive(Debug)]
 pub struct Forwarder<B = RequestBody<Incoming>, C = HttpConnector> {
-    client: Client<C, B>,
+    client: Client<C, Upload<B>>,
     timeout: Duration,
+    body_timeout: Duration,
     proto: HeaderValue,
 }
 
@@ -92,6 +64,7 @@ impl<B, C: Clone> Clone for Forwarder<B, C> {
         Self {
             client: self.client.clone(),
             timeout: self.timeout,
+            body_timeout: self.body_timeout,
             proto: self.proto.clone(),
         }
     }
@@ -104,8 +77,8 @@ impl Default for Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder of hyper server requests with a fresh connection pool and a 30 s
-    /// timeout. Needs a tokio runtime when it is used.
+    /// A forwarder of balanced hyper server requests with a fresh connection pool and
+    /// the default timeouts. Needs a tokio runtime when it is used.
     pub fn new() -> Self {
         Self::with_client(default_client())
     }
@@ -147,64 +120,40 @@ where
 }
 
 impl<B, C> Forwarder<B, C> {
-    /// Forwards over an existing hyper-util client: one made by [`default_client`] for
-    /// another request body type, or one with another connector (TLS).
-    pub fn with_client(client: Client<C, B>) -> Self {
+    /// Forwards over an existing hyper-util client: one made by [`pooled_client`] with
+    /// another connect timeout, or one with another connector (TLS). Its request body
+    /// type is the forwarder's [`Upload`].
+    pub fn with_client(client: Client<C, Upload<B>>) -> Self {
         Self {
             client,
             timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
             proto: HeaderValue::from_static("http"),
         }
     }
 
-    /// How long the upstream may take to send its response head.
+    /// How long the upstream may take to send its response head, counted from the end
+    /// of the request's upload (default 30 s, HAProxy's `timeout server`).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// The configured timeout.
+    /// The configured response-head timeout.
     pub fn timeout_duration(&self) -> Duration {
         self.timeout
+    }
+
+    /// How long a body may sit idle between two chunks, both ways (default 30 s).
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
     }
 
     /// The value of `X-Forwarded-Proto`: `https` when the proxy terminates TLS.
     pub fn forwarded_proto(mut self, proto: HeaderValue) -> Self {
         self.proto = proto;
         self
-    }
-}
-
-fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue) {
-    // The client speaks HTTP/1.1 upstream whatever the downstream version was.
-    *req.version_mut() = Version::HTTP_11;
-    let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
-    let headers = req.headers_mut();
-    remove_hop_by_hop(headers);
-    if let Some(ip) = client {
-        // Every earlier hop, in order, across repeated headers (RFC 7239's list rule).
-        let mut chain = String::new();
-        for prior in headers.get_all(&X_FORWARDED_FOR) {
-            if let Ok(prior) = prior.to_str() {
-                chain.push_str(prior.trim());
-                chain.push_str(", ");
-            }
-        }
-        let _ = write!(chain, "{ip}");
-        if let Ok(value) = HeaderValue::try_from(chain) {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
-    }
-    headers.insert(X_FORWARDED_PROTO, proto.clone());
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-    let authority = req
-        .uri()
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    if let Some(authority) = authority {
-        req.headers_mut().insert(header::HOST, authority);
     }
 }
 
@@ -215,9 +164,9 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<Incoming>;
+    type Response = Response<Download<Incoming>>;
     type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))
@@ -225,86 +174,53 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         prepare(&mut req, &self.proto);
-        let timeout = self.timeout;
-        let sent = self.client.request(req);
+        let (parts, body) = req.into_parts();
+        let (body, upload) = Upload::new(body);
+        let sent = self.client.request(Request::from_parts(parts, body));
+        let (timeout, body_timeout) = (self.timeout, self.body_timeout);
         Box::pin(async move {
+            let mut sent = core::pin::pin!(sent);
+            // While the upload goes on, only its idle gaps are timed: the response may
+            // also come first (an early 413, say).
+            if let Some(upload) = upload {
+                let ended = upload.ended();
+                let mut ended = core::pin::pin!(ended);
+                loop {
+                    tokio::select! {
+                        result = &mut sent => return answer(result, body_timeout),
+                        () = &mut ended => break,
+                        () = tokio::time::sleep_until(upload.idle_deadline(body_timeout)) => {
+                            if tokio::time::Instant::now() < upload.idle_deadline(body_timeout) {
+                                continue;
+                            }
+                            return Err(if upload.waiting_on_client() {
+                                Error::from_inner(client_idle())
+                            } else {
+                                Error::Timeout(body_timeout)
+                            });
+                        }
+                    }
+                }
+            }
             match tokio::time::timeout(timeout, sent).await {
                 Err(_elapsed) => Err(Error::Timeout(timeout)),
-                Ok(Err(e)) if e.is_connect() => Err(Error::Connect(Box::new(e))),
-                Ok(Err(e)) => Err(Error::Upstream(Box::new(e))),
-                Ok(Ok(mut res)) => {
-                    remove_hop_by_hop(res.headers_mut());
-                    Ok(res)
-                }
+                Ok(result) => answer(result, body_timeout),
             }
         })
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("close, x-secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        remove_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn no_hop_by_hop_header_survives(
-            named in proptest::collection::vec("x-[a-z]{1,6}", 0..4),
-            kept in proptest::collection::vec("y-[a-z]{1,6}", 0..4),
-        ) {
-            let mut h = HeaderMap::new();
-            for name in HOP_BY_HOP.iter() {
-                h.insert(name.clone(), HeaderValue::from_static("1"));
-            }
-            h.insert(header::CONNECTION, HeaderValue::try_from(named.join(", ")).unwrap());
-            for name in named.iter().chain(&kept) {
-                h.append(HeaderName::try_from(name.as_str()).unwrap(), HeaderValue::from_static("v"));
-            }
-            remove_hop_by_hop(&mut h);
-            for name in HOP_BY_HOP.iter() {
-                proptest::prop_assert!(!h.contains_key(name));
-            }
-            for name in &named {
-                proptest::prop_assert!(!h.contains_key(name.as_str()));
-            }
-            for name in &kept {
-                proptest::prop_assert!(h.contains_key(name.as_str()));
-            }
+/// The response, or the error, of one upstream request.
+fn answer(
+    result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    body_timeout: Duration,
+) -> Result<Response<Download<Incoming>>, Error> {
+    match result {
+        Err(e) if e.is_connect() => Err(Error::Connect(Box::new(e))),
+        Err(e) => Err(Error::from_inner(Box::new(e))),
+        Ok(mut res) => {
+            remove_hop_by_hop(res.headers_mut());
+            Ok(res.map(|body| Download::new(body, body_timeout)))
         }
-    }
-
-    #[test]
-    fn forwarded_headers() {
-        let mut req = Request::builder()
-            .uri("http://10.0.0.9:81/p")
-            .header(header::HOST, "front.example")
-            .header(X_FORWARDED_FOR, "1.2.3.4")
-            .header(X_FORWARDED_FOR, "5.6.7.8, 9.9.9.9")
-            .body(())
-            .unwrap();
-        req.extensions_mut()
-            .insert(ClientAddr("127.0.0.7:5000".parse().unwrap()));
-        prepare(&mut req, &HeaderValue::from_static("http"));
-        let h = req.headers();
-        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 5.6.7.8, 9.9.9.9, 127.0.0.7");
-        assert_eq!(h[&X_FORWARDED_HOST], "front.example");
-        assert_eq!(h[&X_FORWARDED_PROTO], "http");
-        assert_eq!(h[header::HOST], "10.0.0.9:81");
     }
 }

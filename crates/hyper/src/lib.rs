@@ -78,6 +78,7 @@ mod conn;
 mod error;
 mod forward;
 mod future;
+mod headers;
 mod health;
 mod layer;
 mod manage;
@@ -87,17 +88,16 @@ mod rewrite;
 mod select;
 mod server;
 mod service;
+mod timeout;
 
 #[cfg(feature = "admin")]
 pub use admin::{Admin, ADMIN_MAX_BODY, ADMIN_MAX_WEIGHT};
 pub use body::{ClientBodyError, RequestBody, ResponseBody};
 pub use conn::TrackedBody;
 pub use error::{BoxError, DefaultErrorHandler, Error, ErrorHandler, CLIENT_CLOSED_REQUEST};
-pub use forward::{
-    default_client, pooled_client, remove_hop_by_hop, ClientAddr, Forwarder,
-    DEFAULT_CONNECT_TIMEOUT,
-};
+pub use forward::{default_client, pooled_client, Forwarder, DEFAULT_CONNECT_TIMEOUT};
 pub use future::ResponseFuture;
+pub use headers::{remove_hop_by_hop, ClientAddr};
 pub use health::HealthCheck;
 pub use layer::{BalancerLayer, Builder};
 pub use manage::Manage;
@@ -107,3 +107,4 @@ pub use roundrobin_rebalancer::{Health, ServerState};
 pub use select::Select;
 pub use server::{serve, serve_with, spawn, spawn_on, ServerLimits, Serving, ACCEPT_ERROR_PAUSE};
 pub use service::Balancer;
+pub use timeout::{Download, Upload};

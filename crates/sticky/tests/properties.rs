@@ -27,7 +27,7 @@ fn server() -> impl Strategy<Value = ServerUrl> {
             "[::1]",
         ]),
         prop::option::of(1u16..),
-        "(/[a-z0-9._~%|\";,-]{0,6}){0,3}",
+        "(/[a-z0-9._~%|\"é;,-]{0,6}){0,3}",
     )
         .prop_map(|(scheme, host, port, path)| {
             let port = port.map(|p| format!(":{p}")).unwrap_or_default();

@@ -8,3 +8,4 @@ mod health;
 mod limits;
 mod sticky;
 mod streaming;
+mod timeouts;

@@ -1,0 +1,148 @@
+//! The headers a forwarded request and its response carry: hop-by-hop headers
+//! removed, `X-Forwarded-*` set.
+
+use core::fmt::Write as _;
+use core::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Version};
+
+/// The address of the client that sent a request, as a request extension.
+///
+/// [`serve`](crate::serve) inserts it; the [`Forwarder`] appends its IP to
+/// `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Headers that apply to one connection only (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes the hop-by-hop headers, including those the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Prepares a request for the upstream: HTTP/1.1, no hop-by-hop headers,
+/// `X-Forwarded-For/Proto/Host`, and `Host` = the server's authority.
+pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue) {
+    // The client speaks HTTP/1.1 upstream whatever the downstream version was.
+    *req.version_mut() = Version::HTTP_11;
+    let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+    let headers = req.headers_mut();
+    remove_hop_by_hop(headers);
+    if let Some(ip) = client {
+        // Every earlier hop, in order, across repeated headers (RFC 7239's list rule).
+        let mut chain = String::new();
+        for prior in headers.get_all(&X_FORWARDED_FOR) {
+            if let Ok(prior) = prior.to_str() {
+                chain.push_str(prior.trim());
+                chain.push_str(", ");
+            }
+        }
+        let _ = write!(chain, "{ip}");
+        if let Ok(value) = HeaderValue::try_from(chain) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO, proto.clone());
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    let authority = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    if let Some(authority) = authority {
+        req.headers_mut().insert(header::HOST, authority);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_hop_by_hop_header_survives(
+            named in proptest::collection::vec("x-[a-z]{1,6}", 0..4),
+            kept in proptest::collection::vec("y-[a-z]{1,6}", 0..4),
+        ) {
+            let mut h = HeaderMap::new();
+            for name in HOP_BY_HOP.iter() {
+                h.insert(name.clone(), HeaderValue::from_static("1"));
+            }
+            h.insert(header::CONNECTION, HeaderValue::try_from(named.join(", ")).unwrap());
+            for name in named.iter().chain(&kept) {
+                h.append(HeaderName::try_from(name.as_str()).unwrap(), HeaderValue::from_static("v"));
+            }
+            remove_hop_by_hop(&mut h);
+            for name in HOP_BY_HOP.iter() {
+                proptest::prop_assert!(!h.contains_key(name));
+            }
+            for name in &named {
+                proptest::prop_assert!(!h.contains_key(name.as_str()));
+            }
+            for name in &kept {
+                proptest::prop_assert!(h.contains_key(name.as_str()));
+            }
+        }
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let mut req = Request::builder()
+            .uri("http://10.0.0.9:81/p")
+            .header(header::HOST, "front.example")
+            .header(X_FORWARDED_FOR, "1.2.3.4")
+            .header(X_FORWARDED_FOR, "5.6.7.8, 9.9.9.9")
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ClientAddr("127.0.0.7:5000".parse().unwrap()));
+        prepare(&mut req, &HeaderValue::from_static("http"));
+        let h = req.headers();
+        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 5.6.7.8, 9.9.9.9, 127.0.0.7");
+        assert_eq!(h[&X_FORWARDED_HOST], "front.example");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[header::HOST], "10.0.0.9:81");
+    }
+}

@@ -1,0 +1,215 @@
+//! The forwarder's body timeouts: an upload that stops moving, a download that stops
+//! coming, and the moment an upload ends (when the response-head timeout starts).
+
+use core::future::Future;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::task::{Context, Poll};
+use core::time::Duration;
+use std::io;
+use std::sync::Arc;
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+use crate::{BoxError, ClientBodyError};
+
+/// How an upload is going, shared by its body and the forwarder's future.
+#[derive(Debug)]
+pub(crate) struct UploadState {
+    base: Instant,
+    /// Milliseconds from `base` to the last frame.
+    last: AtomicU64,
+    /// The body waits for the client (not for the server to take data).
+    waiting_on_client: AtomicBool,
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl UploadState {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+            waiting_on_client: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            notify: Notify::new(),
+        })
+    }
+
+    fn progress(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+        self.waiting_on_client.store(false, Ordering::Relaxed);
+    }
+
+    fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// When the upload stops being idle-for-too-long, if it does not move before.
+    pub(crate) fn idle_deadline(&self, idle: Duration) -> Instant {
+        self.base + Duration::from_millis(self.last.load(Ordering::Relaxed)) + idle
+    }
+
+    /// Whether the client (not the server) is the one holding the upload up.
+    pub(crate) fn waiting_on_client(&self) -> bool {
+        self.waiting_on_client.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the upload ended (whole body sent, or failed).
+    pub(crate) async fn ended(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.done.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+pin_project! {
+    /// A request body on its way upstream: notes each frame and the end, so the
+    /// forwarder can time the idle gaps and start the response-head timeout when the
+    /// upload is over.
+    #[derive(Debug)]
+    pub struct Upload<B> {
+        #[pin]
+        body: B,
+        state: Option<Finish>,
+    }
+}
+
+/// Marks the upload ended when dropped (a body dropped unfinished ends it too).
+#[derive(Debug)]
+struct Finish(Arc<UploadState>);
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
+impl<B: Body> Upload<B> {
+    /// Wraps `body`; the state is `None` when there is nothing to upload.
+    pub(crate) fn new(body: B) -> (Self, Option<Arc<UploadState>>) {
+        let state = (!body.is_end_stream()).then(UploadState::new);
+        let upload = Self {
+            body,
+            state: state.clone().map(Finish),
+        };
+        (upload, state)
+    }
+}
+
+impl<B> Body for Upload<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let this = self.project();
+        let polled = this.body.poll_frame(cx).map_err(Into::into);
+        if let Some(Finish(state)) = this.state {
+            match &polled {
+                Poll::Pending => state.waiting_on_client.store(true, Ordering::Relaxed),
+                Poll::Ready(Some(Ok(_))) => state.progress(),
+                Poll::Ready(_) => state.finish(),
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The error of an upload the client let sit idle past the body timeout.
+pub(crate) fn client_idle() -> BoxError {
+    Box::new(ClientBodyError::TimedOut)
+}
+
+pin_project! {
+    /// A response body on its way from upstream: fails with an I/O `TimedOut` error
+    /// when the server sends nothing for the body timeout (the response has started,
+    /// so the client sees a cut-off response rather than a hung one).
+    #[derive(Debug)]
+    pub struct Download<B> {
+        #[pin]
+        body: B,
+        #[pin]
+        idle: Sleep,
+        timeout: Duration,
+        armed: bool,
+    }
+}
+
+impl<B> Download<B> {
+    pub(crate) fn new(body: B, timeout: Duration) -> Self {
+        Self {
+            body,
+            idle: tokio::time::sleep(timeout),
+            timeout,
+            armed: false,
+        }
+    }
+}
+
+impl<B> Body for Download<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let mut this = self.project();
+        match this.body.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                *this.armed = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if !*this.armed {
+                    this.idle.as_mut().reset(Instant::now() + *this.timeout);
+                    *this.armed = true;
+                }
+                match this.idle.poll(cx) {
+                    Poll::Ready(()) => {
+                        tracing::debug!(timeout = ?this.timeout, "upstream response body idle: cut off");
+                        let e = io::Error::new(io::ErrorKind::TimedOut, "upstream body idle");
+                        Poll::Ready(Some(Err(Box::new(e))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
