@@ -6,6 +6,8 @@
 //! - `bench-proxy [--seconds N] [--concurrency C] [--target NAME=URL]..`: requests/s
 //!   and latency through the balancer vs straight to the backend, as a markdown table.
 //! - `fuzz [--seconds N]`: the cookie-decoding fuzz target (nightly + cargo-fuzz).
+//! - `chaos [--seconds N]`: the fault scenarios of the test suite, longer, against the
+//!   release proxy binary, as a markdown table.
 //! - `readme [--check]`: rebuilds the top `README.md` from its head and each crate's
 //!   `README.md` (`--check`: fails when it is out of date instead).
 
@@ -28,8 +30,9 @@ fn main() -> ExitCode {
         "bench-proxy" => bench_proxy(rest),
         "fuzz" => fuzz(rest),
         "readme" => readme(rest),
+        "chaos" => chaos(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci|demo|bench|bench-proxy|fuzz|readme> [args..]");
+            println!("usage: cargo xtask <ci|demo|bench|bench-proxy|chaos|fuzz|readme> [args..]");
             Ok(())
         }
         other => Err(format!("unknown task `{other}`; try `cargo xtask help`")),
@@ -330,4 +333,26 @@ fn readme(args: &[String]) -> Result {
         return Err("README.md is out of date: run `cargo xtask readme`".into());
     }
     std::fs::write(&path, built).map_err(|e| format!("README.md: {e}"))
+}
+
+fn chaos(args: &[String]) -> Result {
+    run(
+        "build the release proxy",
+        cargo().args(["build", "--release", "--quiet", "-p", "roundrobin-proxy"]),
+    )?;
+    run(
+        "chaos",
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "roundrobin-proxy",
+                "--example",
+                "chaos",
+                "--",
+            ])
+            .args(args),
+    )
 }

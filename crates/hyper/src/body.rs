@@ -15,10 +15,72 @@ use crate::BoxError;
 pin_project! {
     /// A response body: the inner service's body passed through frame by frame, or
     /// the body of an error response. No boxing.
+    ///
+    /// An upstream body carries the outcome of its request until it ends: the request
+    /// is recorded in the pool then, with the status of its head, or 502 when the body
+    /// failed (a server that cuts responses short is a failing server); a client that
+    /// goes away mid-body leaves the head's status.
     #[derive(Debug)]
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,
+        end: Option<BodyEnd>,
+    }
+}
+
+/// Records the outcome of a request when its response body is over.
+pub(crate) trait RecordEnd: Send + Sync {
+    fn record_end(
+        &self,
+        server: &roundrobin_core::ServerUrl,
+        status: u16,
+        latency: core::time::Duration,
+    );
+}
+
+/// A request's outcome, recorded once when its body ends, fails or is dropped.
+pub(crate) struct BodyEnd {
+    sink: std::sync::Arc<dyn RecordEnd>,
+    server: roundrobin_core::ServerUrl,
+    status: u16,
+    latency: core::time::Duration,
+}
+
+impl BodyEnd {
+    pub(crate) fn new(
+        sink: std::sync::Arc<dyn RecordEnd>,
+        server: roundrobin_core::ServerUrl,
+        status: u16,
+        latency: core::time::Duration,
+    ) -> Self {
+        Self {
+            sink,
+            server,
+            status,
+            latency,
+        }
+    }
+
+    fn failed(&mut self) {
+        if self.status < 500 {
+            self.status = 502;
+        }
+    }
+}
+
+impl Drop for BodyEnd {
+    fn drop(&mut self) {
+        self.sink
+            .record_end(&self.server, self.status, self.latency);
+    }
+}
+
+impl core::fmt::Debug for BodyEnd {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BodyEnd")
+            .field("server", &self.server)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
     }
 }
 
@@ -36,6 +98,15 @@ impl<B> ResponseBody<B> {
     pub fn upstream(body: B) -> Self {
         Self {
             kind: Kind::Upstream { body },
+            end: None,
+        }
+    }
+
+    /// Wraps an upstream body whose request is recorded when it ends.
+    pub(crate) fn recorded(body: B, end: BodyEnd) -> Self {
+        Self {
+            kind: Kind::Upstream { body },
+            end: Some(end),
         }
     }
 
@@ -45,6 +116,7 @@ impl<B> ResponseBody<B> {
             kind: Kind::Local {
                 body: Full::new(bytes),
             },
+            end: None,
         }
     }
 }
@@ -61,8 +133,21 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project().kind.project() {
-            KindProj::Upstream { body } => body.poll_frame(cx).map_err(Into::into),
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Upstream { body } => {
+                let polled = body.poll_frame(cx).map_err(Into::into);
+                match &polled {
+                    Poll::Ready(Some(Err(_))) => {
+                        if let Some(mut end) = this.end.take() {
+                            end.failed();
+                        }
+                    }
+                    Poll::Ready(None) => drop(this.end.take()),
+                    _ => {}
+                }
+                polled
+            }
             KindProj::Local { body } => body.poll_frame(cx).map_err(|never| match never {}),
         }
     }

@@ -100,7 +100,12 @@ where
     pooled_client(DEFAULT_CONNECT_TIMEOUT)
 }
 
-/// A keep-alive pool with a 90 s idle timeout, `TCP_NODELAY`, HTTP/1.1, and
+/// Idle keep-alive connections kept per server (nginx's `keepalive` is commonly 32 to
+/// a few hundred; HAProxy keeps what `http-reuse` can use).
+pub const MAX_IDLE_PER_SERVER: usize = 128;
+
+/// A keep-alive pool (at most [`MAX_IDLE_PER_SERVER`] idle connections per server, each
+/// closed after 90 s idle), `TCP_NODELAY`, HTTP/1.1, and
 /// `connect_timeout` for new connections (a connect that takes longer is an
 /// [`Error::Connect`], retried on another server by default).
 pub fn pooled_client<B>(connect_timeout: Duration) -> Client<HttpConnector, B>
@@ -115,6 +120,7 @@ where
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(MAX_IDLE_PER_SERVER)
         .set_host(false)
         .build(connector)
 }

@@ -115,17 +115,18 @@ where
 }
 
 /// What a finished try leads to.
-enum Next<RB> {
+enum Next<RB, P: Select, H: ErrorHandler> {
     /// The answer for the client.
     Answer(Response<ResponseBody<RB>>),
     /// Another try, or this answer when there is no other server.
-    Retry(Response<ResponseBody<RB>>),
+    Retry(Response<ResponseBody<RB>>, Pending<P, H>),
 }
 
 impl<S, B, P, H, RB> Future for ResponseFuture<S, B, P, H>
 where
     S: Service<Request<RequestBody<B>>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
+    RB: http_body::Body,
     P: Select,
     H: ErrorHandler,
 {
@@ -163,20 +164,22 @@ where
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(result) => result,
                     };
-                    let Some(pending) = this.pending.as_ref() else {
+                    let Some(pending) = this.pending.take() else {
                         return Poll::Ready(Ok(Response::default().map(ResponseBody::local)));
                     };
                     match judge(pending, this.replay.as_ref(), result) {
                         Next::Answer(response) => return Poll::Ready(Ok(response)),
-                        Next::Retry(fallback) => match retry(pending, this.replay.as_mut()) {
-                            Some((again, request)) => {
-                                *this.pending = Some(again);
-                                *this.request = Some(request);
-                                State::Ready
+                        Next::Retry(fallback, pending) => {
+                            match retry(&pending, this.replay.as_mut()) {
+                                Some((again, request)) => {
+                                    *this.pending = Some(again);
+                                    *this.request = Some(request);
+                                    State::Ready
+                                }
+                                // No other server to try: the failed try's answer stands.
+                                None => return Poll::Ready(Ok(fallback)),
                             }
-                            // No other server to try: the failed try's answer stands.
-                            None => return Poll::Ready(Ok(fallback)),
-                        },
+                        }
                     }
                 }
             };
@@ -187,13 +190,14 @@ where
 
 /// Decides on the result of a try: answer the client, or record it and retry.
 fn judge<P, H, RB, E>(
-    pending: &Pending<P, H>,
+    pending: Pending<P, H>,
     replay: Option<&Replay>,
     result: Result<Response<RB>, E>,
-) -> Next<RB>
+) -> Next<RB, P, H>
 where
     P: Select,
     H: ErrorHandler,
+    RB: http_body::Body,
     E: Into<BoxError>,
 {
     let policy = pending.config().retry;
@@ -202,12 +206,12 @@ where
     match result {
         Ok(response) => {
             let status = response.status().as_u16();
-            let mut response = response.map(ResponseBody::upstream);
-            pending.finish(&mut response);
             if replayable && policy.on.status(status) {
-                return Next::Retry(response);
+                let mut response = response.map(ResponseBody::upstream);
+                pending.finish(&mut response);
+                return Next::Retry(response, pending);
             }
-            Next::Answer(response)
+            Next::Answer(pending.answer(response))
         }
         Err(e) => {
             let error = Error::from_inner(e.into());
@@ -220,7 +224,7 @@ where
             let response = pending.fail(&error);
             if retried {
                 tracing::debug!(%error, server = %pending.server(), "retrying on another server");
-                return Next::Retry(response);
+                return Next::Retry(response, pending);
             }
             Next::Answer(response)
         }

@@ -95,7 +95,9 @@ pub use admin::{Admin, ADMIN_MAX_BODY, ADMIN_MAX_WEIGHT};
 pub use body::{ClientBodyError, RequestBody, ResponseBody};
 pub use conn::TrackedBody;
 pub use error::{BoxError, DefaultErrorHandler, Error, ErrorHandler, CLIENT_CLOSED_REQUEST};
-pub use forward::{default_client, pooled_client, Forwarder, DEFAULT_CONNECT_TIMEOUT};
+pub use forward::{
+    default_client, pooled_client, Forwarder, DEFAULT_CONNECT_TIMEOUT, MAX_IDLE_PER_SERVER,
+};
 pub use future::ResponseFuture;
 pub use headers::{remove_hop_by_hop, ClientAddr};
 pub use health::HealthCheck;

@@ -7,8 +7,15 @@ use std::time::Instant;
 use http::Response;
 use roundrobin_core::ServerUrl;
 
+use crate::body::{BodyEnd, RecordEnd};
 use crate::config::{Chosen, Config};
 use crate::{Error, ErrorHandler, ResponseBody, Select};
+
+impl<P: Select, H: Send + Sync> RecordEnd for Config<P, H> {
+    fn record_end(&self, server: &ServerUrl, status: u16, latency: core::time::Duration) {
+        self.pool.record(server, status, latency, self.pool.now());
+    }
+}
 
 /// One try of a request on its way to a server. Latency and record time come from the
 /// pool's clock ([`Select::now`]). A try that is dropped before its outcome is known
@@ -51,6 +58,27 @@ impl<P: Select, H: ErrorHandler> Pending<P, H> {
     pub(crate) fn finish<B>(&self, res: &mut Response<B>) {
         self.record(res.status().as_u16());
         self.config.stick(&self.chosen, res.headers_mut());
+    }
+
+    /// The upstream's response for the client, sticky cookie set; its request is
+    /// recorded when its body ends (at once when it has none), with the latency to the
+    /// head.
+    pub(crate) fn answer<B: http_body::Body>(self, res: Response<B>) -> Response<ResponseBody<B>>
+    where
+        P: 'static,
+        H: 'static,
+    {
+        let mut res = res;
+        self.config.stick(&self.chosen, res.headers_mut());
+        let status = res.status().as_u16();
+        if res.body().is_end_stream() {
+            self.record(status);
+            return res.map(ResponseBody::upstream);
+        }
+        let latency = self.config.pool.now().saturating_duration_since(self.start);
+        let sink: Arc<dyn RecordEnd> = self.config;
+        let end = BodyEnd::new(sink, self.chosen.server, status, latency);
+        res.map(|body| ResponseBody::recorded(body, end))
     }
 
     /// The response for `error`: recorded against the server unless the client caused

@@ -180,6 +180,7 @@ where
     S: Service<Request<RequestBody<B>>, Response = Response<RB>> + Clone,
     S::Error: Into<BoxError>,
     B: Body,
+    RB: Body,
     P: Select,
     H: ErrorHandler,
 {
@@ -212,6 +213,7 @@ where
     S: Service<Request<RequestBody<B>>, Response = Response<RB>> + Clone,
     S::Error: Into<BoxError>,
     B: Body,
+    RB: Body,
     P: Select,
     H: ErrorHandler,
 {

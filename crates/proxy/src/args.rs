@@ -9,6 +9,8 @@ use roundrobin_core::ServerUrl;
 use roundrobin_sticky::codec::{Aes, Hash, Hmac, Raw};
 use roundrobin_sticky::StickySession;
 
+use crate::resilience::Resilience;
+
 /// A weighted round-robin reverse proxy.
 #[derive(Debug, Parser)]
 #[command(name = "roundrobin-proxy", version)]
@@ -25,7 +27,8 @@ pub(crate) struct Args {
     /// Weight of backends given without one.
     #[arg(long, default_value_t = 1)]
     pub(crate) default_weight: u32,
-    /// How long a backend may take to answer (e.g. `500ms`, `30s`).
+    /// How long a backend may take to send its response head, counted from the end of
+    /// the request's upload (e.g. `500ms`, `30s`).
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub(crate) timeout: Duration,
     /// Move traffic away from failing backends.
@@ -60,6 +63,8 @@ pub(crate) struct Args {
     /// Threads that serve connections (default: one per core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) workers: Option<u16>,
+    #[command(flatten)]
+    pub(crate) resilience: Resilience,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -88,7 +93,7 @@ fn parse_backend(s: &str) -> Result<(ServerUrl, Option<u32>), String> {
     Ok((url, weight))
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .ok_or_else(|| format!("`{s}` has no unit: use ms, s, m or h"))?;

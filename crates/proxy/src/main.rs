@@ -14,6 +14,7 @@
 //! requests finish. Logs go to stderr (`RUST_LOG` filters them; default `info`).
 
 mod args;
+mod resilience;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -21,19 +22,16 @@ use std::sync::Arc;
 
 use clap::Parser;
 use roundrobin_core::{Policy, RoundRobin, ServerUrl};
-use roundrobin_hyper::{serve, Admin, Balancer, Forwarder, Manage, Select};
+use roundrobin_hyper::{pooled_client, serve, serve_with, Admin, Balancer, Forwarder};
 use roundrobin_rebalancer::Rebalancer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::args::{admin_token, check_admin, sticky, usage_error, Args, PolicyArg};
 
-/// A pool the proxy can both balance over and administer.
-trait ProxyPool: Select + Manage {}
-
-impl<P: Select + Manage> ProxyPool for P {}
-
-fn pool(args: &Args) -> Arc<dyn ProxyPool> {
+/// The pool: a rebalancer, whose state machine moves weights only with `--rebalance`;
+/// ejection, health checks and slow start work either way.
+fn pool(args: &Args) -> Arc<Rebalancer<ServerUrl>> {
     let policy = match args.policy {
         PolicyArg::Interleaved => Policy::Interleaved,
         PolicyArg::Smooth => Policy::Smooth,
@@ -42,10 +40,15 @@ fn pool(args: &Args) -> Arc<dyn ProxyPool> {
         .default_weight(args.default_weight)
         .policy(policy)
         .build();
-    if !args.rebalance {
-        return Arc::new(balancer);
-    }
-    match Rebalancer::builder(balancer).backoff(args.backoff).build() {
+    let r = &args.resilience;
+    let rebalancer = Rebalancer::builder(balancer)
+        .rebalance(args.rebalance)
+        .backoff(args.backoff)
+        .ejection(r.ejection())
+        .checks(r.checks())
+        .slow_start(r.slow_start())
+        .build();
+    match rebalancer {
         Ok(rebalancer) => Arc::new(rebalancer),
         Err(e) => usage_error(&format!("--rebalance: {e}")),
     }
@@ -151,12 +154,22 @@ async fn run(args: Args) -> ExitCode {
     }
     let _ = out.flush();
     drop(out);
-    let mut builder = Balancer::builder(pool);
+    let mut builder = Balancer::builder(Arc::clone(&pool));
     if let Some(session) = sticky {
         builder = builder.sticky(session);
     }
-    let balancer = builder.service(Forwarder::new().timeout(args.timeout));
-    tasks.spawn(serve(listener, balancer, shutdown_signal(stopped)));
+    let r = &args.resilience;
+    let forwarder = Forwarder::with_client(pooled_client(r.connect_timeout))
+        .timeout(args.timeout)
+        .body_timeout(r.body_timeout);
+    let balancer = builder.retry(r.retry()).service(forwarder);
+    let checks = r.health_check().map(|check| check.spawn(Arc::clone(&pool)));
+    tasks.spawn(serve_with(
+        listener,
+        balancer,
+        shutdown_signal(stopped),
+        r.limits(),
+    ));
     tokio::spawn(signals(stop));
     let mut code = ExitCode::SUCCESS;
     while let Some(done) = tasks.join_next().await {
@@ -164,6 +177,9 @@ async fn run(args: Args) -> ExitCode {
             eprintln!("server task failed: {e}");
             code = ExitCode::FAILURE;
         }
+    }
+    if let Some(checks) = checks {
+        checks.abort();
     }
     code
 }

@@ -1,0 +1,67 @@
+//! `cargo xtask chaos --seconds N`: the fault scenarios of the test suite, run longer
+//! against the release `roundrobin-proxy` binary, as one markdown table.
+//!
+//! ```text
+//! cargo run --release -p roundrobin-proxy --example chaos -- --seconds 20 [--bin PATH]
+//! ```
+//!
+//! Everything runs on 127.0.0.1 and stops by itself.
+
+mod faults;
+
+use core::time::Duration;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut seconds = 20u64;
+    let mut bin: Option<PathBuf> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next()) {
+            ("--seconds", Some(n)) => match n.parse() {
+                Ok(n) if n > 0 => seconds = n,
+                _ => return usage("--seconds takes a positive whole number"),
+            },
+            ("--bin", Some(path)) => bin = Some(PathBuf::from(path)),
+            _ => return usage(&format!("unknown argument `{a}`")),
+        }
+    }
+    let bin = bin.unwrap_or_else(|| {
+        let exe = std::env::current_exe().unwrap_or_default();
+        // target/<profile>/examples/chaos → target/<profile>/roundrobin-proxy
+        exe.parent()
+            .and_then(|p| p.parent())
+            .map(|p| p.join("roundrobin-proxy"))
+            .unwrap_or_default()
+    });
+    if !bin.exists() {
+        return usage(&format!(
+            "{} not found: build it with `cargo build --release -p roundrobin-proxy`",
+            bin.display()
+        ));
+    }
+    let run = Duration::from_secs(seconds);
+    eprintln!(
+        "chaos: {} s per load scenario against {}",
+        seconds,
+        bin.display()
+    );
+    let reports = vec![
+        faults::backend_killed(&bin, run).await,
+        faults::backend_refuses(&bin, run).await,
+        faults::backend_hangs(&bin, run).await,
+        faults::backend_half_response(&bin, run).await,
+        faults::slow_and_aborting_clients(&bin, run).await,
+        faults::idle_connections(&bin, 5_000).await,
+        faults::large_bodies(&bin, 256).await,
+    ];
+    print!("{}", faults::table(&reports));
+    ExitCode::SUCCESS
+}
+
+fn usage(message: &str) -> ExitCode {
+    eprintln!("chaos: {message}\nusage: chaos [--seconds N] [--bin PATH]");
+    ExitCode::from(2)
+}
