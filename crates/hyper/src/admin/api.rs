@@ -41,6 +41,8 @@ struct StatsRow<'a> {
     original_weight: u32,
     rating: f64,
     ready: bool,
+    /// `up`, `slow-start`, `ejected` or `down`.
+    health: &'static str,
     /// `weight` over the total weight: the server's expected share of the picks.
     share: f64,
 }
@@ -117,6 +119,11 @@ impl<P: Manage + ?Sized> Admin<P> {
                 original_weight: s.original_weight,
                 rating: s.rating,
                 ready: s.ready,
+                health: self
+                    .pool
+                    .health(&s.server)
+                    .unwrap_or(crate::Health::Up)
+                    .as_str(),
                 share: if total_weight == 0 {
                     0.0
                 } else {

@@ -60,7 +60,7 @@ impl Settings {
 /// |---|---|
 /// | `GET /` | the live dashboard (HTML): every server's weights, share and rating, with a one-minute history drawn as charts |
 /// | `GET /servers` | `[{"url":..,"weight":..,"original_weight":..,"rating":..}]` in pool order |
-/// | `GET /stats` | `{"servers":[{"url":..,"weight":..,"original_weight":..,"rating":..,"ready":..,"share":..}],"total_weight":..}`; `share` is the server's weight over the total, its expected share of the picks |
+/// | `GET /stats` | `{"servers":[{"url":..,"weight":..,"original_weight":..,"rating":..,"ready":..,"health":..,"share":..}],"total_weight":..}`; `health` is `up`, `slow-start`, `ejected` or `down`; `share` is the server's weight over the total, its expected share of the picks |
 /// | `PUT /servers` `{"url":..,"weight":N}` | upsert (weight optional, `0..=`[`ADMIN_MAX_WEIGHT`]), 200 with the list |
 /// | `DELETE /servers` `{"url":..}` | 200 with the list, or 404 when the server is absent |
 ///
