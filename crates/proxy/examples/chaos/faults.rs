@@ -350,12 +350,24 @@ fn report(
 }
 
 /// Warms the proxy up (its upstream pool grows to what 100 concurrent clients need)
-/// and returns its usage at rest.
-async fn baseline(proxy: &Proxy) -> (u64, usize) {
+/// and returns its usage at rest, with what the warm-up requests got (they count: a
+/// faulty backend costs its failures then just as later).
+async fn baseline(proxy: &Proxy) -> ((u64, usize), Tally) {
     let warm = Instant::now() + Duration::from_millis(300);
-    let _ = load(proxy.addr, 100, Duration::from_millis(5), warm).await;
+    let tally = load(proxy.addr, 100, Duration::from_millis(5), warm).await;
     let _ = proxy.settle(0, Duration::from_millis(300)).await;
-    proxy.usage()
+    (proxy.usage(), tally)
+}
+
+impl Tally {
+    fn add(mut self, other: Self) -> Self {
+        self.sent += other.sent;
+        self.answered += other.answered;
+        for (k, v) in other.failed {
+            *self.failed.entry(k).or_default() += v;
+        }
+        self
+    }
 }
 
 /// One of two backends is killed a third into the run and restarted at two thirds,
@@ -364,14 +376,14 @@ pub async fn backend_killed(bin: &Path, run: Duration) -> Report {
     let a = Backend::start("a", Mode::Ok).await;
     let mut b = Backend::start("b", Mode::Ok).await;
     let proxy = Proxy::start(bin, &args(&[a.url(), b.url()], &[])).await;
-    let before = baseline(&proxy).await;
+    let (before, warm) = baseline(&proxy).await;
     let start = Instant::now();
     let load = tokio::spawn(load(proxy.addr, 8, Duration::from_millis(5), start + run));
     tokio::time::sleep(run / 3).await;
     b.kill();
     tokio::time::sleep(run / 3).await;
     b.restart().await;
-    let tally = load.await.unwrap_or_default();
+    let tally = warm.add(load.await.unwrap_or_default());
     let fds = proxy.settle(before.1, Duration::from_secs(5)).await;
     let after = (proxy.usage().0, fds);
     report("backend killed and restarted", tally, &proxy, before, after)
@@ -382,7 +394,7 @@ pub async fn backend_hangs(bin: &Path, run: Duration) -> Report {
     let a = Backend::start("a", Mode::Ok).await;
     let h = Backend::start("h", Mode::Hang).await;
     let proxy = Proxy::start(bin, &args(&[a.url(), h.url()], &["--timeout", "300ms"])).await;
-    let before = baseline(&proxy).await;
+    let (before, warm) = baseline(&proxy).await;
     let tally = load(
         proxy.addr,
         8,
@@ -390,6 +402,7 @@ pub async fn backend_hangs(bin: &Path, run: Duration) -> Report {
         Instant::now() + run,
     )
     .await;
+    let tally = warm.add(tally);
     let fds = proxy.settle(before.1, Duration::from_secs(5)).await;
     report(
         "backend never answers",
@@ -405,7 +418,7 @@ pub async fn backend_half_response(bin: &Path, run: Duration) -> Report {
     let a = Backend::start("a", Mode::Ok).await;
     let h = Backend::start("h", Mode::Half).await;
     let proxy = Proxy::start(bin, &args(&[a.url(), h.url()], &[])).await;
-    let before = baseline(&proxy).await;
+    let (before, warm) = baseline(&proxy).await;
     let tally = load(
         proxy.addr,
         8,
@@ -413,6 +426,7 @@ pub async fn backend_half_response(bin: &Path, run: Duration) -> Report {
         Instant::now() + run,
     )
     .await;
+    let tally = warm.add(tally);
     let fds = proxy.settle(before.1, Duration::from_secs(5)).await;
     report(
         "backend sends half a response",
@@ -428,7 +442,7 @@ pub async fn backend_refuses(bin: &Path, run: Duration) -> Report {
     let a = Backend::start("a", Mode::Ok).await;
     let refused = refused_url().await;
     let proxy = Proxy::start(bin, &args(&[a.url(), refused], &[])).await;
-    let before = baseline(&proxy).await;
+    let (before, warm) = baseline(&proxy).await;
     let tally = load(
         proxy.addr,
         8,
@@ -436,6 +450,7 @@ pub async fn backend_refuses(bin: &Path, run: Duration) -> Report {
         Instant::now() + run,
     )
     .await;
+    let tally = warm.add(tally);
     let fds = proxy.settle(before.1, Duration::from_secs(5)).await;
     report(
         "backend refuses connections",
@@ -451,7 +466,7 @@ pub async fn backend_refuses(bin: &Path, run: Duration) -> Report {
 pub async fn slow_and_aborting_clients(bin: &Path, run: Duration) -> Report {
     let a = Backend::start("a", Mode::Ok).await;
     let proxy = Proxy::start(bin, &args(&[a.url()], &["--header-timeout", "500ms"])).await;
-    let before = baseline(&proxy).await;
+    let (before, warm) = baseline(&proxy).await;
     let mut slow = Vec::new();
     for _ in 0..200 {
         if let Ok(mut c) = TcpStream::connect(proxy.addr).await {
@@ -474,6 +489,7 @@ pub async fn slow_and_aborting_clients(bin: &Path, run: Duration) -> Report {
         Instant::now() + run,
     )
     .await;
+    let tally = warm.add(tally);
     drop(slow);
     let fds = proxy.settle(before.1, Duration::from_secs(5)).await;
     report(
@@ -490,9 +506,9 @@ pub async fn slow_and_aborting_clients(bin: &Path, run: Duration) -> Report {
 pub async fn idle_connections(bin: &Path, n: usize) -> Report {
     let a = Backend::start("a", Mode::Ok).await;
     let proxy = Proxy::start(bin, &args(&[a.url()], &[])).await;
-    let before = baseline(&proxy).await;
+    let (before, warm) = baseline(&proxy).await;
     let mut idle = Vec::with_capacity(n);
-    let mut tally = Tally::default();
+    let mut tally = warm;
     for chunk in 0..n.div_ceil(100) {
         let mut opening = JoinSet::new();
         for _ in 0..100.min(n - chunk * 100) {
@@ -564,8 +580,8 @@ pub async fn large_bodies(bin: &Path, mib: u64) -> Report {
         }
     });
     let proxy = Proxy::start(bin, &args(&[format!("http://{echo_addr}")], &[])).await;
-    let before = baseline(&proxy).await;
-    let mut tally = Tally::default();
+    let (before, warm) = baseline(&proxy).await;
+    let mut tally = warm;
     let total = mib * 1024 * 1024;
     let chunk = Bytes::from(vec![7u8; 64 * 1024]);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
@@ -583,11 +599,11 @@ pub async fn large_bodies(bin: &Path, mib: u64) -> Report {
     let req = Request::post(format!("http://{}/", proxy.addr))
         .body(body)
         .expect("a request");
-    tally.sent = 1;
+    tally.sent += 1;
     let mut peak = before.0;
     match client.request(req).await {
         Ok(res) => {
-            tally.answered = 1;
+            tally.answered += 1;
             let mut body = res.into_body();
             let mut got = 0u64;
             loop {
