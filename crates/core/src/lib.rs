@@ -88,13 +88,16 @@ extern crate std;
 mod error;
 mod pool;
 mod schedule;
+mod smooth;
 mod url;
 
 pub use error::Error;
 pub use pool::Pool;
 #[cfg(target_has_atomic = "64")]
 pub use schedule::AtomicCursor;
-pub use schedule::{Cursor, Schedule, MAX_SMOOTH_PERIOD};
+#[allow(deprecated)]
+pub use schedule::MAX_SMOOTH_PERIOD;
+pub use schedule::{Cursor, Schedule};
 pub use url::ServerUrl;
 
 #[cfg(feature = "std")]
