@@ -204,3 +204,68 @@ fn picker_follows_changes_and_reports_errors() {
     rr.upsert_servers([("a", Some(0)), ("b", Some(0))]).unwrap();
     assert_eq!(picker.next_server(), Err(Error::AllWeightsZero));
 }
+
+/// Two proxies given the same pool but different seeds start on different servers,
+/// and each still gives every server its exact quota per period, also after a change.
+#[test]
+fn start_offsets_spread_a_fleet() {
+    let pool = [
+        ("a", Some(3)),
+        ("b", Some(1)),
+        ("c", Some(2)),
+        ("d", Some(2)),
+    ];
+    for policy in [Policy::Interleaved, Policy::Smooth] {
+        let build = |seed| {
+            let rr = RoundRobin::<&str>::builder()
+                .policy(policy)
+                .start_offset(seed)
+                .build();
+            rr.upsert_servers(pool).unwrap();
+            rr
+        };
+        let reference = take(&build(0), 8);
+        // Seed 0 is the default: the reference's restart at the first pick.
+        let default = RoundRobin::<&str>::builder().policy(policy).build();
+        default.upsert_servers(pool).unwrap();
+        assert_eq!(reference, take(&default, 8));
+        let (one, two) = (build(1), build(2));
+        assert_eq!(one.start_offset(), 1);
+        let (first_one, first_two) = (take(&one, 8), take(&two, 8));
+        assert_ne!(first_one[0], first_two[0], "{policy:?}");
+        for (seed, picks) in [(1, &first_one), (2, &first_two)] {
+            // The same sequence, shifted by the seed.
+            let shifted: Vec<&str> = (0..8).map(|k| reference[(k + seed) % 8]).collect();
+            assert_eq!(*picks, shifted, "{policy:?} seed {seed}");
+            for (s, w) in pool {
+                let n = picks.iter().filter(|&&p| p == s).count();
+                assert_eq!(Some(n as u32), w, "{policy:?} seed {seed} server {s}");
+            }
+        }
+        // A change restarts at seed % the new period (now 9: a has 4).
+        for (seed, rr) in [(1, &one), (2, &two)] {
+            rr.upsert_server("a", Some(4)).unwrap();
+            let fresh = RoundRobin::<&str>::builder().policy(policy).build();
+            fresh.upsert_servers(pool).unwrap();
+            fresh.upsert_server("a", Some(4)).unwrap();
+            let reference = take(&fresh, 9);
+            assert_eq!(take(rr, 1)[0], reference[seed], "{policy:?} seed {seed}");
+        }
+        let huge = build(u64::MAX);
+        assert_eq!(take(&huge, 1)[0], reference[(u64::MAX % 8) as usize]);
+    }
+}
+
+#[test]
+fn weights_lists_every_server_in_order() {
+    let rr = RoundRobin::<String>::builder().default_weight(2).build();
+    assert!(rr.weights().is_empty());
+    rr.upsert_servers([("x".to_string(), None), ("y".to_string(), Some(0))])
+        .unwrap();
+    rr.upsert_server("z".to_string(), Some(7)).unwrap();
+    rr.upsert_server("x".to_string(), Some(1)).unwrap();
+    rr.remove_server(&"y".to_string()).unwrap();
+    assert_eq!(rr.weights(), [("x".to_string(), 1), ("z".to_string(), 7)]);
+    assert_eq!(rr.server_weight(&"z".to_string()), Some(7));
+    assert_eq!(rr.server_weight(&"y".to_string()), None);
+}

@@ -179,13 +179,18 @@ proptest! {
     #[test]
     fn balancer_follows_changes(
         policy in prop_oneof![Just(Policy::Interleaved), Just(Policy::Smooth)],
+        seed in prop_oneof![Just(0u64), any::<u64>()],
         ops in prop::collection::vec(
             (0..12u8, prop::option::of(0..=64u32), any::<bool>(), 0..40usize),
             1..40,
         ),
     ) {
-        let rr = RoundRobin::<u8>::builder().policy(policy).default_weight(3).build();
-        let mut pool = Pool::new(policy, 3);
+        let rr = RoundRobin::<u8>::builder()
+            .policy(policy)
+            .default_weight(3)
+            .start_offset(seed)
+            .build();
+        let mut pool = Pool::new(policy, 3).with_start_offset(seed);
         let mut model: Vec<(u8, u32)> = Vec::new();
         let mut generation = 0;
         // The expected schedule and cursor, restarted on every accepted change.
@@ -220,7 +225,7 @@ proptest! {
             if changed {
                 generation += 1;
                 expected = Schedule::new(&weights, policy).ok().map(|s| {
-                    let c = s.start();
+                    let c = s.start_at(seed);
                     (s, c)
                 });
             }
@@ -230,6 +235,10 @@ proptest! {
             prop_assert_eq!(pool.weights(), &weights[..]);
             for &(s, w) in &model {
                 prop_assert_eq!(rr.server_weight(&s), Some(w));
+            }
+            prop_assert_eq!(rr.weights(), model.clone());
+            for absent in (0..12u8).filter(|s| !servers.contains(s)) {
+                prop_assert_eq!(rr.server_weight(&absent), None);
             }
             match &mut expected {
                 None => {
