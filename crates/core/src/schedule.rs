@@ -27,7 +27,7 @@ const PROBE: usize = 4;
 ///
 /// Memory is O(n) whatever the weights ([`Schedule::heap_bytes`]):
 /// [`Policy::Interleaved`] keeps a max tree over the weights (at most `4n` `u32`s),
-/// [`Policy::Smooth`] an apportionment tree (`n - 1` nodes of 40 bytes) plus, when the
+/// [`Policy::Smooth`] an apportionment tree (`n - 1` nodes of 32 bytes) plus, when the
 /// period is at most `4n` picks, the period itself as a table of `u32` indices.
 ///
 /// ```
@@ -501,7 +501,7 @@ mod tests {
     fn smooth_huge_weights() {
         let s = Schedule::new(&[u32::MAX, 1], Policy::Smooth).unwrap();
         assert_eq!(s.period(), u64::from(u32::MAX) + 1);
-        assert_eq!(s.heap_bytes(), 40);
+        assert_eq!(s.heap_bytes(), 32);
         let mut c = s.start_at(s.period() / 2 - 1);
         assert_eq!([s.next(&mut c), s.next(&mut c)], [0, 1]);
         let mut counts = [0u64; 2];
@@ -548,7 +548,7 @@ mod tests {
     #[test]
     fn debug_leaves_the_tables_out() {
         let s = Schedule::new(&[4096; 64], Policy::Smooth).unwrap();
-        assert_eq!(s.heap_bytes(), 63 * 40 + 64 * 4);
+        assert_eq!(s.heap_bytes(), 63 * 32 + 64 * 4);
         assert_eq!(
             std::format!("{s:?}"),
             "Schedule { policy: Smooth, period: 64, .. }"

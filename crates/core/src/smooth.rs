@@ -44,8 +44,6 @@ pub(crate) const MAX_SERVERS: usize = LEAF as usize;
 struct Node {
     total: u64,
     first_w: u64,
-    /// `floor(total / 2)`: the rounding offset.
-    half: u64,
     /// `u64::MAX / total`: division by multiplication (see [`div_small`]).
     magic: u64,
     first: u32,
@@ -56,7 +54,7 @@ impl Node {
     /// The rank, among this node's positions, of the `j`-th position of its first
     /// (`first`) or second child: the inverse of the split.
     fn parent_rank(&self, j: u64, first: bool, narrow: bool) -> u64 {
-        let (t, a, h) = (self.total, self.first_w, self.half);
+        let (t, a, h) = (self.total, self.first_w, self.total / 2);
         if narrow {
             // j < t < 2^32: no overflow.
             if first {
@@ -163,7 +161,40 @@ impl Tree {
         };
         tree.bound_sum = tree.worst_path_sum();
         tree.order_equal_weights(active);
+        tree.preorder();
         tree
+    }
+
+    /// Renumbers the nodes in depth-first order, root first: a node's first (heavier,
+    /// more often taken) child comes right after it in memory.
+    fn preorder(&mut self) {
+        if self.root & LEAF != 0 {
+            return;
+        }
+        let mut order: Vec<Node> = Vec::with_capacity(self.nodes.len());
+        let mut new_id = vec![0u32; self.nodes.len()];
+        let mut stack = vec![self.root];
+        while let Some(v) = stack.pop() {
+            let Some(&node) = self.nodes.get(v as usize) else {
+                continue;
+            };
+            new_id[v as usize] = order.len() as u32;
+            order.push(node);
+            for child in [node.second, node.first] {
+                if child & LEAF == 0 {
+                    stack.push(child);
+                }
+            }
+        }
+        for node in &mut order {
+            for child in [&mut node.first, &mut node.second] {
+                if *child & LEAF == 0 {
+                    *child = new_id[*child as usize];
+                }
+            }
+        }
+        self.nodes = order.into_boxed_slice();
+        self.root = 0;
     }
 
     /// Gives servers of equal weight their first picks in pool order (equal weights
@@ -284,7 +315,7 @@ impl Tree {
                 continue;
             }
             let node = &self.nodes[id as usize];
-            let q = ((u128::from(m) * u128::from(node.first_w) + u128::from(node.half))
+            let q = ((u128::from(m) * u128::from(node.first_w) + u128::from(node.total / 2))
                 / u128::from(node.total)) as u64;
             stack.push((node.first, q));
             stack.push((node.second, m - q));
@@ -335,7 +366,6 @@ fn merge(nodes: &mut Vec<Node>, a: Item, b: Item) -> Item {
     nodes.push(Node {
         total,
         first_w: first.weight,
-        half: total / 2,
         magic: u64::MAX / total,
         first: first.id,
         second: second.id,
@@ -351,7 +381,7 @@ fn merge(nodes: &mut Vec<Node>, a: Item, b: Item) -> Item {
 /// division: `q = mulhi(x, floor((2^64 - 1) / T))` is `x / T` or one less.
 #[inline(always)]
 fn div_small(node: &Node, m: u64) -> (u64, u64) {
-    let x = m * node.first_w + node.half;
+    let x = m * node.first_w + node.total / 2;
     let q = ((u128::from(x) * u128::from(node.magic)) >> 64) as u64;
     let r = x - q * node.total;
     if r >= node.total {
@@ -364,7 +394,7 @@ fn div_small(node: &Node, m: u64) -> (u64, u64) {
 /// The same in `u128` for periods of 2^32 picks and more.
 #[inline(always)]
 fn div_wide(node: &Node, m: u64) -> (u64, u64) {
-    let x = u128::from(m) * u128::from(node.first_w) + u128::from(node.half);
+    let x = u128::from(m) * u128::from(node.first_w) + u128::from(node.total / 2);
     let t = u128::from(node.total);
     ((x / t) as u64, (x % t) as u64)
 }
