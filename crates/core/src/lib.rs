@@ -60,8 +60,9 @@
 //! positions it owns to its children by a centred Bresenham rule: of its first `m`
 //! positions, the heavy child gets `floor((m·A + floor(T/2)) / T)`. The root owns every
 //! position, so the server at position `k` is found by walking down from the root, one
-//! integer division (by multiplication with a precomputed reciprocal) per level, and
-//! every node's children get exactly `A` and `B` of every `T` positions: exact quotas.
+//! 64×64-bit multiplication per level (the node's ratios in exact fixed point while the
+//! period is below 2^32 picks, `u128` divisions beyond), and every node's children get
+//! exactly `A` and `B` of every `T` positions: exact quotas.
 //!
 //! Write `D_v(k) = c_v(k) - k·W_v/W` for the lag of node `v` after `k` picks. The rule
 //! gives `D_child = (W_child / W_v)·D_v + e` with `|e| <= 1/2`, and `D_root = 0`, so a

@@ -501,7 +501,7 @@ mod tests {
     fn smooth_huge_weights() {
         let s = Schedule::new(&[u32::MAX, 1], Policy::Smooth).unwrap();
         assert_eq!(s.period(), u64::from(u32::MAX) + 1);
-        assert_eq!(s.heap_bytes(), 32);
+        assert_eq!(s.heap_bytes(), 24);
         let mut c = s.start_at(s.period() / 2 - 1);
         assert_eq!([s.next(&mut c), s.next(&mut c)], [0, 1]);
         let mut counts = [0u64; 2];

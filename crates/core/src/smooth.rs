@@ -5,8 +5,9 @@
 //! positions of the sequence and hands them to its children by a centred Bresenham
 //! rule: of the node's first `m` positions, the heavy child gets
 //! `floor((m·A + floor(T/2)) / T)`, the light child the rest. The root owns every
-//! position, so position `k` is walked down from the root: at each node one division
-//! gives the child and the position's rank among that child's positions. Over a period
+//! position, so position `k` is walked down from the root: at each node one fixed-point
+//! multiplication (a division in `u128` for periods of 2^32 picks and more) gives the
+//! child and the position's rank among that child's positions. Over a period
 //! (`m` from 0 to `T`) the heavy child gets exactly `A`: quotas are exact at every node.
 //!
 //! Lag. Write `D_v(k) = c_v(k) - k·W_v/W` for the count of node `v` after `k` picks.
@@ -44,10 +45,42 @@ pub(crate) const MAX_SERVERS: usize = LEAF as usize;
 struct Node {
     total: u64,
     first_w: u64,
-    /// `u64::MAX / total`: division by multiplication (see [`div_small`]).
-    magic: u64,
     first: u32,
     second: u32,
+}
+
+/// A node of a tree whose totals are all below 2^32, in fixed point: with
+/// `V = m·f + h` (128 bits), `V >> 64` is `floor((m·A + floor(T/2)) / T)` exactly and
+/// the low 64 bits reach `g` exactly when position `m` goes to the first child. One
+/// multiplication a level, no division (see [`Fast::new`]).
+#[derive(Clone, Copy, Debug)]
+struct Fast {
+    /// `ceil(A·2^64 / T)`.
+    f: u64,
+    /// `ceil(floor(T/2)·2^64 / T)`.
+    h: u64,
+    /// `ceil((T - A)·2^64 / T)`.
+    g: u64,
+    first: u32,
+    second: u32,
+}
+
+impl Fast {
+    /// For `T < 2^32`: the exact value `2^64·(m·A + h)/T` is `2^64·(q + j/T)` with
+    /// `j < T`, and `V` exceeds it by less than `m + 1 <= T`, which is below the gap
+    /// `2^64/T` between multiples of `2^64/T`: `V` has the same high word `q`, and its
+    /// low word is at least `g` exactly when `j >= T - A`.
+    fn new(node: &Node) -> Self {
+        let (t, a) = (u128::from(node.total), u128::from(node.first_w));
+        let up = |x: u128| ((x << 64).div_ceil(t)) as u64;
+        Self {
+            f: up(a),
+            h: up(t / 2),
+            g: up(t - a),
+            first: node.first,
+            second: node.second,
+        }
+    }
 }
 
 impl Node {
@@ -76,8 +109,11 @@ impl Node {
 /// The apportionment tree of one pool state.
 #[derive(Clone, Debug)]
 pub(crate) struct Tree {
-    /// Internal nodes, the root last; children refer to earlier nodes or to leaves.
+    /// Internal nodes (empty once converted to `fast`), children referring to other
+    /// nodes or to leaves.
     nodes: Box<[Node]>,
+    /// The same nodes in fixed point, when the tree is `narrow` (else empty).
+    fast: Box<[Fast]>,
     root: u32,
     /// Every node total is below 2^32, so `m·A + T/2` fits in a `u64`.
     narrow: bool,
@@ -155,6 +191,7 @@ impl Tree {
         let narrow = top.weight < 1 << 32;
         let mut tree = Self {
             nodes: nodes.into_boxed_slice(),
+            fast: Box::default(),
             root: top.id,
             narrow,
             bound_sum: 0.0,
@@ -162,6 +199,10 @@ impl Tree {
         tree.bound_sum = tree.worst_path_sum();
         tree.order_equal_weights(active);
         tree.preorder();
+        if tree.narrow {
+            tree.fast = tree.nodes.iter().map(Fast::new).collect();
+            tree.nodes = Box::default();
+        }
         tree
     }
 
@@ -271,28 +312,47 @@ impl Tree {
 
     /// Heap bytes held by the tree.
     pub(crate) fn heap_bytes(&self) -> usize {
-        size_of_val(&*self.nodes)
+        size_of_val(&*self.nodes) + size_of_val(&*self.fast)
     }
 
     /// The server index at position `pos` (below the period).
     #[inline]
     pub(crate) fn at(&self, pos: u64) -> usize {
         if self.narrow {
-            self.walk(pos, div_small)
+            self.walk_fast(pos)
         } else {
-            self.walk(pos, div_wide)
+            self.walk_wide(pos)
         }
     }
 
     #[inline(always)]
-    fn walk(&self, mut m: u64, div: impl Fn(&Node, u64) -> (u64, u64)) -> usize {
+    fn walk_fast(&self, mut m: u64) -> usize {
+        let mut id = self.root;
+        while id & LEAF == 0 {
+            let Some(node) = self.fast.get(id as usize) else {
+                break;
+            };
+            let v = u128::from(m) * u128::from(node.f) + u128::from(node.h);
+            let (q, low) = ((v >> 64) as u64, v as u64);
+            // Without a branch: which child is as unpredictable as a coin.
+            let first = u64::from(low >= node.g).wrapping_neg();
+            m = (q & first) | ((m - q) & !first);
+            id = (node.first & first as u32) | (node.second & !(first as u32));
+        }
+        (id & !LEAF) as usize
+    }
+
+    /// Periods of 2^32 picks and more: `u128` divisions.
+    fn walk_wide(&self, mut m: u64) -> usize {
         let mut id = self.root;
         while id & LEAF == 0 {
             let Some(node) = self.nodes.get(id as usize) else {
                 break;
             };
-            let (q, r) = div(node, m);
-            // The floor grows between m and m + 1: position m goes to the heavy child.
+            let x = u128::from(m) * u128::from(node.first_w) + u128::from(node.total / 2);
+            let t = u128::from(node.total);
+            let (q, r) = ((x / t) as u64, (x % t) as u64);
+            // The floor grows between m and m + 1: position m goes to the first child.
             if r >= node.total - node.first_w {
                 id = node.first;
                 m = q;
@@ -314,11 +374,19 @@ impl Tree {
                 counts[(id & !LEAF) as usize] += m;
                 continue;
             }
-            let node = &self.nodes[id as usize];
-            let q = ((u128::from(m) * u128::from(node.first_w) + u128::from(node.total / 2))
-                / u128::from(node.total)) as u64;
-            stack.push((node.first, q));
-            stack.push((node.second, m - q));
+            let (q, first, second) = match self.fast.get(id as usize) {
+                Some(f) => {
+                    let v = u128::from(m) * u128::from(f.f) + u128::from(f.h);
+                    ((v >> 64) as u64, f.first, f.second)
+                }
+                None => {
+                    let node = &self.nodes[id as usize];
+                    let x = u128::from(m) * u128::from(node.first_w) + u128::from(node.total / 2);
+                    ((x / u128::from(node.total)) as u64, node.first, node.second)
+                }
+            };
+            stack.push((first, q));
+            stack.push((second, m - q));
         }
     }
 
@@ -366,7 +434,6 @@ fn merge(nodes: &mut Vec<Node>, a: Item, b: Item) -> Item {
     nodes.push(Node {
         total,
         first_w: first.weight,
-        magic: u64::MAX / total,
         first: first.id,
         second: second.id,
     });
@@ -375,28 +442,6 @@ fn merge(nodes: &mut Vec<Node>, a: Item, b: Item) -> Item {
         min_index: first.min_index.min(second.min_index),
         id,
     }
-}
-
-/// `(x / T, x % T)` for `x = m·A + T/2` when every total is below 2^32, without a
-/// division: `q = mulhi(x, floor((2^64 - 1) / T))` is `x / T` or one less.
-#[inline(always)]
-fn div_small(node: &Node, m: u64) -> (u64, u64) {
-    let x = m * node.first_w + node.total / 2;
-    let q = ((u128::from(x) * u128::from(node.magic)) >> 64) as u64;
-    let r = x - q * node.total;
-    if r >= node.total {
-        (q + 1, r - node.total)
-    } else {
-        (q, r)
-    }
-}
-
-/// The same in `u128` for periods of 2^32 picks and more.
-#[inline(always)]
-fn div_wide(node: &Node, m: u64) -> (u64, u64) {
-    let x = u128::from(m) * u128::from(node.first_w) + u128::from(node.total / 2);
-    let t = u128::from(node.total);
-    ((x / t) as u64, (x % t) as u64)
 }
 
 /// `x % p` for any `x`, without a division, given `magic = u64::MAX / p`.
@@ -569,6 +614,34 @@ mod tests {
                 w.push(next.clamp(0, i64::from(u32::MAX)) as u32);
             }
             check(&w, &starts)?;
+        }
+    }
+
+    proptest! {
+        /// The fixed-point node agrees with the exact integer rule at every position.
+        #[test]
+        fn fixed_point_is_exact(
+            t in prop_oneof![2..=64u64, 2..(1u64 << 32)],
+            a_frac in 0.0..1.0f64,
+            m_frac in 0.0..=1.0f64,
+            edge in 0..4u8,
+        ) {
+            let a = ((t / 2 + t % 2) + ((t / 2) as f64 * a_frac) as u64).min(t - 1).max(1);
+            let m = match edge {
+                0 => 0,
+                1 => t - 1,
+                2 => t,
+                _ => (t as f64 * m_frac) as u64,
+            };
+            let node = Node { total: t, first_w: a, first: 0, second: 0 };
+            let fast = Fast::new(&node);
+            let v = u128::from(m) * u128::from(fast.f) + u128::from(fast.h);
+            let x = u128::from(m) * u128::from(a) + u128::from(t / 2);
+            prop_assert_eq!((v >> 64) as u64, (x / u128::from(t)) as u64);
+            if m < t {
+                let to_first = (x % u128::from(t)) as u64 >= t - a;
+                prop_assert_eq!(v as u64 >= fast.g, to_first);
+            }
         }
     }
 
