@@ -346,6 +346,9 @@ impl Interleaved {
     /// runs between two consecutive distinct weights, every round has the same eligible
     /// servers: walk those segments, then find the round and the rank in it.
     fn position(&self, mut p: u64) -> u64 {
+        if p == 0 {
+            return self.first();
+        }
         let leaves = &self.tree[self.size..self.size + self.n];
         let mut sorted: Vec<u32> = leaves.iter().copied().filter(|&w| w > 0).collect();
         sorted.sort_unstable_by(|a, b| b.cmp(a));
