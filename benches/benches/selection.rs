@@ -197,9 +197,10 @@ fn contenders(n: usize) -> Vec<(&'static str, Box<dyn Contender>)> {
 }
 
 fn selection(c: &mut Criterion) {
-    let mut group = c.benchmark_group("pick/threads=1");
     for n in SIZES {
         for (name, contender) in &contenders(n) {
+            // A group per benchmark: the shorter settings of one do not leak into the next.
+            let mut group = c.benchmark_group("pick/threads=1");
             if *name == "mutex_nginx" && n >= 10_000 {
                 // O(n) a pick: fewer, shorter samples.
                 group.sample_size(10);
@@ -208,9 +209,9 @@ fn selection(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(*name, n), |b| {
                 b.iter_custom(|iters| run(contender.as_ref(), 1, iters))
             });
+            group.finish();
         }
     }
-    group.finish();
     let mut group = c.benchmark_group("pick/threads=2");
     for (name, contender) in &contenders(1000) {
         group.bench_function(BenchmarkId::new(*name, 1000), |b| {
