@@ -441,7 +441,8 @@ fn summary() {
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args();
+    // No plots: rendering them took longer than measuring on a 2-core machine.
+    let mut c = Criterion::default().without_plots().configure_from_args();
     selection(&mut c);
     build(&mut c);
     change(&mut c);
