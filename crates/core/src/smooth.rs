@@ -672,6 +672,14 @@ mod tests {
                 .collect(),
             (0..32).map(|i| 1u32 << i).collect(),
             (0..32).map(|i| (1u32 << i) - 1).collect(),
+            // n = 100k: mixed small, large and drained weights.
+            (0..100_000u32)
+                .map(|i| match i % 7 {
+                    0 => 0,
+                    1 => u32::MAX - i,
+                    _ => i % 4096 + 1,
+                })
+                .collect(),
         ] {
             check(&weights, &starts).unwrap();
         }
