@@ -13,16 +13,27 @@
 //! Lag. Write `D_v(k) = c_v(k) - k·W_v/W` for the count of node `v` after `k` picks.
 //! The rule gives `D_child = (W_child/W_v)·D_v ± e` with `|e| <= 1/2`, and `D_root = 0`,
 //! so a leaf's lag is at most `1/2 · Σ w/W_v` over the nodes `v` of its path below the
-//! root (the leaf included). [`Tree::lag_bound`] is that sum for the worst leaf, a proven
-//! bound for the whole sequence of the schedule.
+//! root (the leaf included). [`Tree::lag_bound`] is half that sum for the worst leaf, a
+//! proven bound for the whole sequence of the schedule.
 //!
 //! The tree: Huffman's (merge the two lightest) keeps the sums small (weights at least
 //! grow like Fibonacci numbers going up), except when a server is paired with a much
 //! lighter sibling: then its parent weighs about what it weighs and the sum gains
-//! almost 1. So a node lighter than half of the next lightest is set aside instead of
-//! merged; the set-aside nodes (each at least twice the previous) are built into a tree
-//! of their own the same way, which becomes the sibling of the main tree. Every merge in
-//! a main tree then pairs weights within a factor 2 of each other.
+//! almost 1 (with Fibonacci-like weights a plain Huffman tree allows sums up to about
+//! 3.36, a bound of 1.68). So a
+//! node lighter than half of the next lightest is set aside instead of merged; the
+//! set-aside nodes are built into a tree of their own the same way, which becomes the
+//! sibling of the main tree (recursively). Why the sum stays below 3:
+//!
+//! - Every merge in a main tree pairs weights within a factor 2, so each step up a path
+//!   multiplies the weight by at least 1.5: a leaf at depth `d` of a main tree sums at
+//!   most `1 + 2/3 + .. + (2/3)^d = 3 - 2·(2/3)^d` up to the main tree's top.
+//! - The lightest item only grows (merged nodes are heavier than what they merge), so
+//!   the nodes set aside in one round more than double one after the other and sum to
+//!   less than twice the last one, itself less than half of an item that ends up in the
+//!   main tree: all set-aside nodes together weigh less than the main tree. Going up the
+//!   chain `main_k + (main_k+1 + (..))`, the weight therefore more than doubles at each
+//!   step, adding less than `2·(2/3)^d` for a leaf of `main_k` at depth `d`.
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
