@@ -20,10 +20,9 @@
 //! grow like Fibonacci numbers going up), except when a server is paired with a much
 //! lighter sibling: then its parent weighs about what it weighs and the sum gains
 //! almost 1 (with Fibonacci-like weights a plain Huffman tree allows sums up to about
-//! 3.36, a bound of 1.68). So a
-//! node lighter than half of the next lightest is set aside instead of merged; the
-//! set-aside nodes are built into a tree of their own the same way, which becomes the
-//! sibling of the main tree (recursively). Why the sum stays below 3:
+//! 3.36, a bound of 1.68). So a node lighter than half of the next lightest is set
+//! aside instead of merged; the set-aside nodes are built into a tree of their own the
+//! same way, which becomes the sibling of the main tree (recursively). Why the sum stays below 3:
 //!
 //! - Every merge in a main tree pairs weights within a factor 2, so each step up a path
 //!   multiplies the weight by at least 1.5: a leaf at depth `d` of a main tree sums at
