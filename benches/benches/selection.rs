@@ -368,14 +368,23 @@ fn summary() {
         return;
     };
     println!("\n## selection summary (medians of this run)\n");
-    println!("ns per pick, one thread; ratio = ours / pingora.\n");
-    println!("| n | interleaved | interleaved picker | smooth | smooth picker | pingora | mutex nginx loop | ratio il / il picker / sm / sm picker |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("One thread: median ns per pick; ratio = ours / pingora (interleaved, interleaved picker, smooth, smooth picker); build time and bytes of one schedule (interleaved / smooth / pingora).\n");
+    println!("| n | interleaved | interleaved picker | smooth | smooth picker | pingora | mutex nginx loop | ratio to pingora | build il / sm / pingora | bytes il / sm / pingora |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---|---|---|");
     for n in SIZES {
         let m = |f: &str| median(&dir, "pick/threads=1", f, n);
         let p = m("pingora");
+        let w = weights(n);
+        let size = |p| {
+            let s = Schedule::new(&w, p).unwrap();
+            size_of::<Schedule>() + s.heap_bytes()
+        };
+        // pingora: the `u16` table (one entry per unit of weight) and the backends.
+        let pingora_bytes = (n <= PINGORA_MAX)
+            .then(|| w.iter().map(|&w| w as usize).sum::<usize>() * 2 + n * size_of::<Backend>());
+        let b = |f: &str| ns(median(&dir, "build", f, n));
         println!(
-            "| {n} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} |",
+            "| {n} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} | {} / {} / {} | {} / {} / {} |",
             ns(m("interleaved")),
             ns(m("interleaved_picker")),
             ns(m("smooth")),
@@ -386,26 +395,9 @@ fn summary() {
             ratio(m("interleaved_picker"), p),
             ratio(m("smooth"), p),
             ratio(m("smooth_picker"), p),
-        );
-    }
-    println!("\nBuild time (one schedule) and bytes held per schedule.\n");
-    println!("| n | interleaved build | smooth build | pingora build | interleaved bytes | smooth bytes | pingora bytes |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for n in SIZES {
-        let w = weights(n);
-        let size = |p| {
-            let s = Schedule::new(&w, p).unwrap();
-            size_of::<Schedule>() + s.heap_bytes()
-        };
-        // pingora: the `u16` table (one entry per unit of weight) and the backends.
-        let pingora_bytes = (n <= PINGORA_MAX)
-            .then(|| w.iter().map(|&w| w as usize).sum::<usize>() * 2 + n * size_of::<Backend>());
-        let m = |f: &str| median(&dir, "build", f, n);
-        println!(
-            "| {n} | {} | {} | {} | {} | {} | {} |",
-            ns(m("interleaved")),
-            ns(m("smooth")),
-            ns(m("pingora")),
+            b("interleaved"),
+            b("smooth"),
+            b("pingora"),
             bytes(size(Policy::Interleaved)),
             bytes(size(Policy::Smooth)),
             pingora_bytes.map_or("–".into(), bytes),
