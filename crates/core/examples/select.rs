@@ -68,11 +68,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
 fn run(args: Args) -> Result<(), Error> {
     let rr = RoundRobin::<String>::builder().policy(args.policy).build();
     rr.upsert_servers(args.servers)?;
-    let servers = rr.servers();
-    let weights: Vec<u32> = servers
-        .iter()
-        .map(|s| rr.server_weight(s).unwrap_or(0))
-        .collect();
+    let (servers, weights): (Vec<String>, Vec<u32>) = rr.weights().into_iter().unzip();
     let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
     let g = weights.iter().fold(0, |g, &w| gcd(g, w));
     let period = if g == 0 { 0 } else { total / u64::from(g) };

@@ -3,7 +3,9 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+use core::hash::Hash;
 use core::marker::PhantomData;
+use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use arc_swap::cache::Cache;
@@ -22,6 +24,12 @@ use crate::{Error, Policy};
 /// builds a new snapshot with a fresh cursor and swaps it in, so the iteration restarts
 /// atomically; changes are serialised among themselves by a lock that picks never take.
 ///
+/// Lookups by server ([`RoundRobin::server_weight`], and finding the server an upsert
+/// or a removal names) go through a hash index kept in the snapshot: O(1) expected,
+/// hence the `S: Eq + Hash` bound of those methods. A change that only sets weights of
+/// servers already in the pool shares the server list and the index with the previous
+/// snapshot; one that adds or removes servers copies them (O(n) clones of `S`).
+///
 /// ```
 /// use roundrobin_core::RoundRobin;
 /// let rr: RoundRobin<&'static str> = RoundRobin::new(); // default weight 1, interleaved
@@ -39,6 +47,7 @@ use crate::{Error, Policy};
 pub struct RoundRobin<S> {
     default_weight: u32,
     policy: Policy,
+    start_offset: u64,
     /// Serialises changes; picks never take it.
     writer: Mutex<()>,
     snapshot: ArcSwap<Snapshot<S>>,
@@ -46,7 +55,9 @@ pub struct RoundRobin<S> {
 
 #[derive(Debug)]
 struct Snapshot<S> {
-    servers: Vec<S>,
+    servers: Arc<[S]>,
+    /// Position of every server in `servers`.
+    index: Arc<HashMap<S, usize>>,
     weights: Vec<u32>,
     generation: u64,
     state: Result<(Schedule, AtomicCursor), Error>,
@@ -55,7 +66,8 @@ struct Snapshot<S> {
 impl<S> Snapshot<S> {
     fn empty() -> Self {
         Self {
-            servers: Vec::new(),
+            servers: Arc::from(Vec::new()),
+            index: Arc::new(HashMap::new()),
             weights: Vec::new(),
             generation: 0,
             state: Err(Error::NoServers),
@@ -129,6 +141,7 @@ impl<S: Clone> Picker<'_, S> {
 pub struct Builder<S> {
     default_weight: u32,
     policy: Policy,
+    start_offset: u64,
     server: PhantomData<fn() -> S>,
 }
 
@@ -137,6 +150,7 @@ impl<S> fmt::Debug for Builder<S> {
         f.debug_struct("Builder")
             .field("default_weight", &self.default_weight)
             .field("policy", &self.policy)
+            .field("start_offset", &self.start_offset)
             .finish()
     }
 }
@@ -146,6 +160,7 @@ impl<S> Clone for Builder<S> {
         Self {
             default_weight: self.default_weight,
             policy: self.policy,
+            start_offset: self.start_offset,
             server: PhantomData,
         }
     }
@@ -170,11 +185,33 @@ impl<S> Builder<S> {
         self
     }
 
+    /// After every change, start the sequence at position `seed % period` instead of
+    /// its first pick (the default, as in the reference, is 0).
+    ///
+    /// Proxies that receive the same configuration otherwise all send their next
+    /// request to the same first server; give each a different seed (the core has no
+    /// randomness: the caller picks it, e.g. at random once per process). Quotas over
+    /// every period stay exact: the sequence is the same, shifted.
+    ///
+    /// ```
+    /// use roundrobin_core::RoundRobin;
+    /// let rr = RoundRobin::<&str>::builder().start_offset(2).build();
+    /// rr.upsert_servers([("a", Some(1)), ("b", Some(1)), ("c", Some(1))])?;
+    /// let picks: Vec<&str> = (0..4).map(|_| rr.next_server()).collect::<Result<_, _>>()?;
+    /// assert_eq!(picks, ["c", "a", "b", "c"]);
+    /// # Ok::<(), roundrobin_core::Error>(())
+    /// ```
+    pub fn start_offset(mut self, seed: u64) -> Self {
+        self.start_offset = seed;
+        self
+    }
+
     /// Builds an empty balancer.
     pub fn build(self) -> RoundRobin<S> {
         RoundRobin {
             default_weight: self.default_weight,
             policy: self.policy,
+            start_offset: self.start_offset,
             writer: Mutex::new(()),
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
         }
@@ -198,8 +235,14 @@ impl<S> RoundRobin<S> {
         Builder {
             default_weight: 1,
             policy: Policy::Interleaved,
+            start_offset: 0,
             server: PhantomData,
         }
+    }
+
+    /// The start position seed set by [`Builder::start_offset`] (0 by default).
+    pub fn start_offset(&self) -> u64 {
+        self.start_offset
     }
 
     /// The policy of the balancer.
@@ -227,19 +270,54 @@ impl<S> RoundRobin<S> {
     }
 }
 
-impl<S: Clone + PartialEq> RoundRobin<S> {
+impl<S: Clone> RoundRobin<S> {
+    /// The servers, in insertion order.
+    pub fn servers(&self) -> Vec<S> {
+        self.snapshot.load().servers.to_vec()
+    }
+
+    /// Every server with its weight, in insertion order, from one snapshot: one pass
+    /// for callers that need them all (instead of a [`RoundRobin::server_weight`] per
+    /// server).
+    ///
+    /// ```
+    /// use roundrobin_core::RoundRobin;
+    /// let rr = RoundRobin::new();
+    /// rr.upsert_servers([("a", Some(3)), ("b", None), ("z", Some(0))])?;
+    /// assert_eq!(rr.weights(), [("a", 3), ("b", 1), ("z", 0)]);
+    /// # Ok::<(), roundrobin_core::Error>(())
+    /// ```
+    pub fn weights(&self) -> Vec<(S, u32)> {
+        let snap = self.snapshot.load();
+        snap.servers
+            .iter()
+            .cloned()
+            .zip(snap.weights.iter().copied())
+            .collect()
+    }
+
+    /// The next server of the sequence, cloned. Lock-free.
+    ///
+    /// Errors: [`Error::NoServers`], [`Error::AllWeightsZero`].
+    #[inline]
+    pub fn next_server(&self) -> Result<S, Error> {
+        self.snapshot.load().pick()
+    }
+}
+
+impl<S: Clone + Eq + Hash> RoundRobin<S> {
     /// Inserts `server` (appended) or updates its weight; `None` means the balancer's
     /// default weight, `Some(0)` drains the server (kept, never picked). The iteration
-    /// restarts from the beginning of the sequence.
+    /// restarts from the beginning of the sequence (or from the
+    /// [start offset](Builder::start_offset)).
     ///
-    /// Errors ([`Error::PeriodTooLong`], [`Error::TooManyServers`]) leave the pool
-    /// unchanged.
+    /// Errors ([`Error::TooManyServers`]) leave the pool unchanged.
     pub fn upsert_server(&self, server: S, weight: Option<u32>) -> Result<(), Error> {
         self.upsert_servers([(server, weight)])
     }
 
     /// Upserts several servers as one change: one rebuild, one restart, one
-    /// generation; all or nothing.
+    /// generation; all or nothing. Each server is found in O(1) expected time.
     ///
     /// ```
     /// use roundrobin_core::RoundRobin;
@@ -254,73 +332,81 @@ impl<S: Clone + PartialEq> RoundRobin<S> {
     where
         I: IntoIterator<Item = (S, Option<u32>)>,
     {
-        self.change(|list, weights| {
-            for (server, weight) in servers {
-                let w = weight.unwrap_or(self.default_weight);
-                match list.iter().position(|s| *s == server) {
-                    Some(i) => weights[i] = w,
-                    None => {
-                        list.push(server);
-                        weights.push(w);
-                    }
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.snapshot.load_full();
+        let mut weights = current.weights.clone();
+        // Copied on the first new server only: weight changes share the lists.
+        let mut index: Option<HashMap<S, usize>> = None;
+        let mut added: Vec<S> = Vec::new();
+        for (server, weight) in servers {
+            let w = weight.unwrap_or(self.default_weight);
+            let found = index.as_ref().unwrap_or(&current.index).get(&server);
+            match found {
+                Some(&i) => weights[i] = w,
+                None => {
+                    let index = index.get_or_insert_with(|| (*current.index).clone());
+                    index.insert(server.clone(), weights.len());
+                    added.push(server);
+                    weights.push(w);
                 }
             }
-            Ok(())
-        })
+        }
+        let (servers, index) = match index {
+            None => (Arc::clone(&current.servers), Arc::clone(&current.index)),
+            Some(index) => {
+                let mut servers = Vec::with_capacity(current.servers.len() + added.len());
+                servers.extend_from_slice(&current.servers);
+                servers.extend(added);
+                (Arc::from(servers), Arc::new(index))
+            }
+        };
+        self.publish(&current, servers, index, weights)
     }
 
     /// Removes `server`; the iteration restarts.
     ///
-    /// Errors: [`Error::ServerNotFound`]. (A removal never lengthens the period: the
-    /// remaining weights have a smaller sum and a gcd at least as large.)
+    /// Errors: [`Error::ServerNotFound`].
     pub fn remove_server(&self, server: &S) -> Result<(), Error> {
-        self.change(|list, weights| {
-            let i = list
-                .iter()
-                .position(|s| s == server)
-                .ok_or(Error::ServerNotFound)?;
-            list.remove(i);
-            weights.remove(i);
-            Ok(())
-        })
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.snapshot.load_full();
+        let i = *current.index.get(server).ok_or(Error::ServerNotFound)?;
+        let mut servers = current.servers.to_vec();
+        servers.remove(i);
+        let mut weights = current.weights.clone();
+        weights.remove(i);
+        let mut index = (*current.index).clone();
+        index.remove(server);
+        for position in index.values_mut() {
+            if *position > i {
+                *position -= 1;
+            }
+        }
+        self.publish(&current, Arc::from(servers), Arc::new(index), weights)
     }
 
-    /// The servers, in insertion order.
-    pub fn servers(&self) -> Vec<S> {
-        self.snapshot.load().servers.clone()
-    }
-
-    /// The weight of `server`, `None` when it is not in the pool.
+    /// The weight of `server`, `None` when it is not in the pool. O(1) expected.
     pub fn server_weight(&self, server: &S) -> Option<u32> {
         let snap = self.snapshot.load();
-        let i = snap.servers.iter().position(|s| s == server)?;
-        Some(snap.weights[i])
+        let &i = snap.index.get(server)?;
+        snap.weights.get(i).copied()
     }
 
-    /// The next server of the sequence, cloned. Lock-free.
-    ///
-    /// Errors: [`Error::NoServers`], [`Error::AllWeightsZero`].
-    #[inline]
-    pub fn next_server(&self) -> Result<S, Error> {
-        self.snapshot.load().pick()
-    }
-
-    /// Applies `edit` to copies of the lists and publishes the result, or nothing.
-    fn change<F>(&self, edit: F) -> Result<(), Error>
-    where
-        F: FnOnce(&mut Vec<S>, &mut Vec<u32>) -> Result<(), Error>,
-    {
-        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = self.snapshot.load();
-        let mut servers = current.servers.clone();
-        let mut weights = current.weights.clone();
-        edit(&mut servers, &mut weights)?;
+    /// Builds the schedule of the new lists and swaps the snapshot in, or changes
+    /// nothing. The caller holds the writer lock.
+    fn publish(
+        &self,
+        current: &Snapshot<S>,
+        servers: Arc<[S]>,
+        index: Arc<HashMap<S, usize>>,
+        weights: Vec<u32>,
+    ) -> Result<(), Error> {
         let state = build(&weights, self.policy)?.map(|s| {
-            let c = AtomicCursor::new(&s);
+            let c = AtomicCursor::from(s.start_at(self.start_offset));
             (s, c)
         });
         let next = Snapshot {
             servers,
+            index,
             weights,
             generation: current.generation + 1,
             state,

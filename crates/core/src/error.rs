@@ -1,6 +1,7 @@
 /// Errors of the weighted-selection core.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+#[allow(deprecated)]
 pub enum Error {
     /// The pool is empty.
     #[error("no servers in the pool")]
@@ -17,8 +18,10 @@ pub enum Error {
     /// The pool would hold more than `u32::MAX` servers.
     #[error("more than u32::MAX servers")]
     TooManyServers,
-    /// The smooth policy's period (`sum(w) / gcd(w)` picks) exceeds the table it may
-    /// precompute; the change was not applied.
+    /// Never returned any more: the smooth policy used to reject periods above
+    /// `MAX_SMOOTH_PERIOD` picks, it now handles any weights in O(n) memory. Kept so
+    /// that code matching on it still compiles.
+    #[deprecated(note = "never returned: the smooth policy accepts any period")]
     #[error("smooth period of {period} picks exceeds the maximum of {max}")]
     PeriodTooLong {
         /// The period the change would have produced.

@@ -29,6 +29,7 @@ pub struct Pool<S> {
     weights: Vec<u32>,
     default_weight: u32,
     policy: Policy,
+    start_offset: u64,
     state: Result<(Schedule, Cursor), Error>,
 }
 
@@ -41,8 +42,25 @@ impl<S> Pool<S> {
             weights: Vec::new(),
             default_weight,
             policy,
+            start_offset: 0,
             state: Err(Error::NoServers),
         }
+    }
+
+    /// After every change, start the sequence at position `seed % period` instead of
+    /// its first pick (see `Builder::start_offset` of the shared balancer).
+    ///
+    /// ```
+    /// use roundrobin_core::{Policy, Pool};
+    /// let mut pool = Pool::new(Policy::Smooth, 1).with_start_offset(1);
+    /// pool.upsert_server("a", None)?;
+    /// pool.upsert_server("b", None)?;
+    /// assert_eq!(pool.next_server(), Ok(&"b"));
+    /// # Ok::<(), roundrobin_core::Error>(())
+    /// ```
+    pub fn with_start_offset(mut self, seed: u64) -> Self {
+        self.start_offset = seed;
+        self
     }
 
     /// The policy of the pool.
@@ -79,7 +97,7 @@ impl<S> Pool<S> {
     /// Rebuilds the schedule from the weights; a rejected pool leaves the state as it was.
     fn rebuild(&mut self) -> Result<(), Error> {
         self.state = build(&self.weights, self.policy)?.map(|s| {
-            let c = s.start();
+            let c = s.start_at(self.start_offset);
             (s, c)
         });
         Ok(())
@@ -90,8 +108,7 @@ impl<S: PartialEq> Pool<S> {
     /// Inserts `server` (appended) or updates its weight; `None` means the pool's
     /// default weight. The iteration restarts.
     ///
-    /// Errors ([`Error::PeriodTooLong`], [`Error::TooManyServers`]) leave the pool
-    /// unchanged.
+    /// Errors ([`Error::TooManyServers`]) leave the pool unchanged.
     pub fn upsert_server(&mut self, server: S, weight: Option<u32>) -> Result<(), Error> {
         let w = weight.unwrap_or(self.default_weight);
         match self.servers.iter().position(|s| *s == server) {

@@ -6,12 +6,13 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::smooth::{self, Tree, MAX_SERVERS};
 use crate::{Error, Policy};
 
-/// Longest period (picks) the smooth policy precomputes: `2^22` picks, a 16 MiB table
-/// at most (a 2-million-pick period took 665 ms to build in the `build/smooth/1000`
-/// bench). Pools whose `sum(w) / gcd(w)` exceeds it are rejected with
-/// [`Error::PeriodTooLong`].
+/// Former cap on the smooth policy's period, when it precomputed the whole period into
+/// a table. The smooth schedule is now O(n) memory whatever the weights, and no change
+/// is rejected for its period.
+#[deprecated(note = "the smooth policy no longer precomputes its period: there is no cap")]
 pub const MAX_SMOOTH_PERIOD: u64 = 1 << 22;
 
 /// How many following servers a pick probes one by one before it searches the max tree.
@@ -24,9 +25,10 @@ const PROBE: usize = 4;
 /// [`AtomicCursor`] (shared, lock-free) holds the position, so a rebuilt schedule with a
 /// fresh cursor restarts the iteration.
 ///
-/// Memory: [`Policy::Interleaved`] keeps a max tree over the weights, at most `4n`
-/// `u32`s, whatever the weights. [`Policy::Smooth`] keeps one `u32` per pick of the
-/// period (`sum(w) / gcd(w)`), capped by [`MAX_SMOOTH_PERIOD`].
+/// Memory is O(n) whatever the weights ([`Schedule::heap_bytes`]):
+/// [`Policy::Interleaved`] keeps a max tree over the weights (at most `4n` `u32`s),
+/// [`Policy::Smooth`] an apportionment tree (`n - 1` nodes of 32 bytes) plus, when the
+/// period is at most `4n` picks, the period itself as a table of `u32` indices.
 ///
 /// ```
 /// use roundrobin_core::{Policy, Schedule};
@@ -35,15 +37,21 @@ const PROBE: usize = 4;
 /// let picks: Vec<usize> = (0..6).map(|_| schedule.next(&mut cursor)).collect();
 /// assert_eq!(picks, [0, 0, 1, 0, 1, 0]);
 /// assert_eq!(schedule.period(), 5);
+/// // The same sequence from its fourth pick (positions count from 0).
+/// let mut cursor = schedule.start_at(3);
+/// assert_eq!(schedule.next(&mut cursor), 0);
+/// assert_eq!(schedule.next(&mut cursor), 1);
 /// # Ok::<(), roundrobin_core::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Schedule {
     kind: Kind,
     period: u64,
+    /// `u64::MAX / period`: positions are reduced modulo the period without a division.
+    magic: u64,
 }
 
-/// Policy and period only: the tables can hold millions of entries.
+/// Policy and period only: the trees can hold many nodes.
 impl fmt::Debug for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Schedule")
@@ -56,7 +64,26 @@ impl fmt::Debug for Schedule {
 #[derive(Clone)]
 enum Kind {
     Interleaved(Interleaved),
-    Smooth(Box<[u32]>),
+    Smooth(Smooth),
+}
+
+/// The smooth sequence: position → server by a walk of the apportionment tree, or by a
+/// table read when the period is short.
+#[derive(Clone)]
+struct Smooth {
+    tree: Tree,
+    /// The whole period, when it has at most `4n` picks.
+    table: Option<Box<[u32]>>,
+}
+
+impl Smooth {
+    #[inline]
+    fn at(&self, pos: u64) -> usize {
+        match &self.table {
+            Some(table) => table.get(pos as usize).map_or(0, |&i| i as usize),
+            None => self.tree.at(pos),
+        }
+    }
 }
 
 /// A position in a [`Schedule`]: the next pick it yields. Cheap to copy.
@@ -64,36 +91,38 @@ enum Kind {
 pub struct Cursor(u64);
 
 impl Schedule {
-    /// Builds the schedule of `weights` (pool order) under `policy`.
+    /// Builds the schedule of `weights` (pool order) under `policy`: O(n) for
+    /// interleaved, O(n log n) for smooth, whatever the weights.
     ///
     /// Errors: [`Error::NoServers`] for an empty slice, [`Error::AllWeightsZero`] when
-    /// no weight is positive, [`Error::TooManyServers`] above `u32::MAX` servers and, for
-    /// the smooth policy, [`Error::PeriodTooLong`] above [`MAX_SMOOTH_PERIOD`].
+    /// no weight is positive, [`Error::TooManyServers`] above `u32::MAX` servers
+    /// (interleaved) or `2^31` servers (smooth).
     pub fn new(weights: &[u32], policy: Policy) -> Result<Self, Error> {
         if weights.is_empty() {
             return Err(Error::NoServers);
         }
-        if u32::try_from(weights.len()).is_err() {
+        let limit = match policy {
+            Policy::Interleaved => u32::MAX as usize,
+            Policy::Smooth => MAX_SERVERS,
+        };
+        if weights.len() > limit {
             return Err(Error::TooManyServers);
         }
         let g = weights.iter().fold(0, |g, &w| gcd(g, w));
         if g == 0 {
             return Err(Error::AllWeightsZero);
         }
+        // At most u32::MAX weights below 2^32 each: the sum fits in a u64.
         let period = weights.iter().map(|&w| u64::from(w / g)).sum::<u64>();
         let kind = match policy {
             Policy::Interleaved => Kind::Interleaved(Interleaved::new(weights, g)),
-            Policy::Smooth => {
-                if period > MAX_SMOOTH_PERIOD {
-                    return Err(Error::PeriodTooLong {
-                        period,
-                        max: MAX_SMOOTH_PERIOD,
-                    });
-                }
-                Kind::Smooth(smooth_table(weights, g, period))
-            }
+            Policy::Smooth => Kind::Smooth(smooth(weights, g, period)),
         };
-        Ok(Self { kind, period })
+        Ok(Self {
+            kind,
+            period,
+            magic: u64::MAX / period,
+        })
     }
 
     /// The policy the schedule follows.
@@ -110,11 +139,51 @@ impl Schedule {
         self.period
     }
 
+    /// Bytes the schedule holds on the heap (its trees and tables), beside the
+    /// `size_of::<Schedule>()` bytes of the value itself.
+    pub fn heap_bytes(&self) -> usize {
+        match &self.kind {
+            Kind::Interleaved(il) => size_of_val(&*il.tree),
+            Kind::Smooth(sm) => {
+                sm.tree.heap_bytes() + sm.table.as_ref().map_or(0, |t| size_of_val(&**t))
+            }
+        }
+    }
+
+    /// For [`Policy::Smooth`], a bound on every server's lag that holds for the whole
+    /// sequence: in every prefix of `k` picks (counted from the start of a period),
+    /// server `i`'s count is within `lag_bound` of `k · w_i / sum(w)`. At most 1.5 (see the
+    /// [crate docs](crate)). `None` for [`Policy::Interleaved`], whose bursts make the lag
+    /// grow with the weights.
+    ///
+    /// ```
+    /// use roundrobin_core::{Policy, Schedule};
+    /// let schedule = Schedule::new(&[5, 1, 1], Policy::Smooth)?;
+    /// assert!(schedule.lag_bound().unwrap() <= 1.5);
+    /// # Ok::<(), roundrobin_core::Error>(())
+    /// ```
+    pub fn lag_bound(&self) -> Option<f64> {
+        match &self.kind {
+            Kind::Interleaved(_) => None,
+            Kind::Smooth(sm) => Some(sm.tree.lag_bound()),
+        }
+    }
+
     /// The cursor at the first pick of the sequence.
     pub fn start(&self) -> Cursor {
         Cursor(match &self.kind {
             Kind::Interleaved(il) => il.first(),
             Kind::Smooth(_) => 0,
+        })
+    }
+
+    /// The cursor at position `offset % period` of the sequence (position 0 is the
+    /// [`Schedule::start`]). O(1) for smooth, O(n log n) for interleaved.
+    pub fn start_at(&self, offset: u64) -> Cursor {
+        let pos = smooth::rem(offset, self.period, self.magic);
+        Cursor(match &self.kind {
+            Kind::Interleaved(il) => il.position(pos),
+            Kind::Smooth(_) => pos,
         })
     }
 
@@ -133,13 +202,10 @@ impl Schedule {
     fn step(&self, pos: u64) -> (usize, u64) {
         match &self.kind {
             Kind::Interleaved(il) => il.step(pos),
-            Kind::Smooth(table) => {
-                let (k, index) = match table.get(pos as usize) {
-                    Some(&i) => (pos, i),
-                    None => (0, table[0]),
-                };
+            Kind::Smooth(sm) => {
+                let k = if pos < self.period { pos } else { 0 };
                 let next = if k + 1 == self.period { 0 } else { k + 1 };
-                (index as usize, next)
+                (sm.at(k), next)
             }
         }
     }
@@ -154,9 +220,9 @@ impl Schedule {
     pub fn next_atomic(&self, cursor: &AtomicCursor) -> usize {
         use core::sync::atomic::Ordering::Relaxed;
         match &self.kind {
-            Kind::Smooth(table) => {
-                let k = cursor.0.fetch_add(1, Relaxed) % self.period;
-                table[k as usize] as usize
+            Kind::Smooth(sm) => {
+                let k = cursor.0.fetch_add(1, Relaxed);
+                sm.at(smooth::rem(k, self.period, self.magic))
             }
             Kind::Interleaved(il) => {
                 let mut pos = cursor.0.load(Relaxed);
@@ -179,7 +245,11 @@ impl Schedule {
 /// let schedule = Schedule::new(&[5, 1, 1], Policy::Smooth)?;
 /// let cursor = AtomicCursor::new(&schedule);
 /// let picks: Vec<usize> = (0..7).map(|_| schedule.next_atomic(&cursor)).collect();
-/// assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
+/// assert_eq!(picks, [0, 1, 0, 0, 0, 2, 0]);
+/// // Or from any position: here the fifth.
+/// let cursor = AtomicCursor::from(schedule.start_at(4));
+/// assert_eq!(schedule.next_atomic(&cursor), 0);
+/// assert_eq!(schedule.next_atomic(&cursor), 2);
 /// # Ok::<(), roundrobin_core::Error>(())
 /// ```
 #[cfg(target_has_atomic = "64")]
@@ -190,8 +260,30 @@ pub struct AtomicCursor(core::sync::atomic::AtomicU64);
 impl AtomicCursor {
     /// A cursor at the start of `schedule`.
     pub fn new(schedule: &Schedule) -> Self {
-        Self(core::sync::atomic::AtomicU64::new(schedule.start().0))
+        Self::from(schedule.start())
     }
+}
+
+#[cfg(target_has_atomic = "64")]
+impl From<Cursor> for AtomicCursor {
+    /// A shared cursor at the position of `cursor` (of the same schedule).
+    fn from(cursor: Cursor) -> Self {
+        Self(core::sync::atomic::AtomicU64::new(cursor.0))
+    }
+}
+
+/// The smooth schedule of `weights` (gcd `g`, period `period`).
+fn smooth(weights: &[u32], g: u32, period: u64) -> Smooth {
+    let active: Vec<(u32, u64)> = weights
+        .iter()
+        .enumerate()
+        .filter(|(_, &w)| w > 0)
+        .map(|(i, &w)| (i as u32, u64::from(w / g)))
+        .collect();
+    let tree = Tree::new(&active);
+    let short = period <= 4 * weights.len() as u64;
+    let table = short.then(|| (0..period).map(|k| tree.at(k) as u32).collect());
+    Smooth { tree, table }
 }
 
 fn gcd(mut a: u32, mut b: u32) -> u32 {
@@ -248,6 +340,40 @@ impl Interleaved {
 
     fn first(&self) -> u64 {
         u64::from(self.first_max)
+    }
+
+    /// The packed position of pick `p` (below the period). While the threshold `cw`
+    /// runs between two consecutive distinct weights, every round has the same eligible
+    /// servers: walk those segments, then find the round and the rank in it.
+    fn position(&self, mut p: u64) -> u64 {
+        if p == 0 {
+            return self.first();
+        }
+        let leaves = &self.tree[self.size..self.size + self.n];
+        let mut sorted: Vec<u32> = leaves.iter().copied().filter(|&w| w > 0).collect();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        let mut i = 0;
+        while i < sorted.len() {
+            let high = sorted[i];
+            let end = i + sorted[i..].iter().take_while(|&&w| w == high).count();
+            let low = sorted.get(end).copied().unwrap_or(0);
+            // Thresholds high..=low+1: `end` eligible servers in each round.
+            let (rounds, per) = (u64::from(high - low), end as u64);
+            if p < rounds * per {
+                let cw = high - (p / per) as u32;
+                let rank = (p % per) as usize;
+                let index = leaves
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &w)| w >= cw)
+                    .nth(rank)
+                    .map_or(self.first_max as usize, |(j, _)| j);
+                return pack(self.rounds - cw, index);
+            }
+            p -= rounds * per;
+            i = end;
+        }
+        self.first()
     }
 
     #[inline]
@@ -331,122 +457,6 @@ fn pack(round: u32, index: usize) -> u64 {
     (u64::from(round) << 32) | index as u64
 }
 
-/// nginx's smooth weighted round robin over one period, computed with a kinetic
-/// tournament: a pick costs O(log n) plus one step per change of a node's leader
-/// (the textbook loop costs O(n) a pick).
-///
-/// Before pick `s` (1-based) server `i`'s `current` is `s * w_i - W * c_i` (`c_i` its
-/// picks so far, `W` the total); the largest wins, the first on ties. Each tree node
-/// keeps its winner and the first step at which its loser overtakes it.
-fn smooth_table(weights: &[u32], g: u32, period: u64) -> Box<[u32]> {
-    let active: Vec<(u32, i64)> = weights
-        .iter()
-        .enumerate()
-        .filter(|(_, &w)| w > 0)
-        .map(|(i, &w)| (i as u32, i64::from(w / g)))
-        .collect();
-    let mut t = Tournament::new(&active, period as i64);
-    let mut table = Vec::with_capacity(period as usize);
-    for s in 1..=period as i64 {
-        let winner = t.pick(s);
-        table.push(active[winner].0);
-    }
-    table.into_boxed_slice()
-}
-
-const NEVER: i64 = i64::MAX;
-
-struct Tournament {
-    /// Scaled weight of each active server.
-    weight: Vec<i64>,
-    /// Picks so far of each active server.
-    count: Vec<i64>,
-    total: i64,
-    size: usize,
-    /// Winner of each node (`u32::MAX` for an empty subtree).
-    winner: Vec<u32>,
-    /// The earliest step at which some certificate in the subtree expires.
-    expiry: Vec<i64>,
-}
-
-impl Tournament {
-    fn new(active: &[(u32, i64)], total: i64) -> Self {
-        let size = active.len().next_power_of_two();
-        let mut winner = vec![u32::MAX; 2 * size];
-        for (i, slot) in winner[size..size + active.len()].iter_mut().enumerate() {
-            *slot = i as u32;
-        }
-        let mut expiry = vec![NEVER; 2 * size];
-        expiry[1..size].fill(0);
-        Self {
-            weight: active.iter().map(|a| a.1).collect(),
-            count: vec![0; active.len()],
-            total,
-            size,
-            winner,
-            expiry,
-        }
-    }
-
-    fn pick(&mut self, s: i64) -> usize {
-        self.refresh(1, s);
-        let w = self.winner[1] as usize;
-        self.count[w] += 1;
-        let mut v = (self.size + w) / 2;
-        while v > 0 {
-            self.expiry[v] = 0;
-            v /= 2;
-        }
-        w
-    }
-
-    fn current(&self, i: usize, s: i64) -> i64 {
-        s * self.weight[i] - self.total * self.count[i]
-    }
-
-    fn refresh(&mut self, v: usize, s: i64) {
-        if self.expiry[v] > s {
-            return;
-        }
-        let (l, r) = (2 * v, 2 * v + 1);
-        self.refresh(l, s);
-        self.refresh(r, s);
-        let (a, b) = (self.winner[l], self.winner[r]);
-        let (win, cert) = if b == u32::MAX {
-            (a, NEVER)
-        } else if a == u32::MAX {
-            (b, NEVER)
-        } else {
-            let (a, b) = (a as usize, b as usize);
-            // `a` has the smaller index, so it wins ties.
-            let (win, lose) = if self.current(a, s) >= self.current(b, s) {
-                (a, b)
-            } else {
-                (b, a)
-            };
-            (win as u32, self.overtake(win, lose))
-        };
-        self.winner[v] = win;
-        self.expiry[v] = cert.min(self.expiry[l]).min(self.expiry[r]);
-    }
-
-    /// The first step at which `lose` beats `win`, given their current counts.
-    fn overtake(&self, win: usize, lose: usize) -> i64 {
-        let d = self.weight[lose] - self.weight[win];
-        if d <= 0 {
-            return NEVER;
-        }
-        // `lose` wins at step s when s * d > k, or s * d >= k when it has the
-        // smaller index; `k > 0` because it loses now.
-        let k = self.total * (self.count[lose] - self.count[win]);
-        if lose < win {
-            k.div_euclid(d) + i64::from(k.rem_euclid(d) != 0)
-        } else {
-            k.div_euclid(d) + 1
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,8 +475,17 @@ mod tests {
     }
 
     #[test]
-    fn nginx_example() {
-        assert_eq!(seq(&[5, 1, 1], Policy::Smooth, 7), [0, 0, 1, 0, 2, 0, 0]);
+    fn smooth_pinned_sequences() {
+        // nginx gives `a a b a c a a`: the apportionment tree gives `b` its share one
+        // pick earlier and `c` one pick later (same quotas, lag 0.71 instead of 0.57).
+        assert_eq!(seq(&[5, 1, 1], Policy::Smooth, 7), [0, 1, 0, 0, 0, 2, 0]);
+        // Same as nginx: `a a b a a a a b a a a b a a`.
+        assert_eq!(
+            seq(&[11, 3], Policy::Smooth, 14),
+            [0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0]
+        );
+        assert_eq!(seq(&[1, 1], Policy::Smooth, 3), [0, 1, 0]);
+        assert_eq!(seq(&[0, 2, 0, 1], Policy::Smooth, 6), [1, 3, 1, 1, 3, 1]);
     }
 
     #[test]
@@ -478,14 +497,46 @@ mod tests {
                 Error::AllWeightsZero
             );
         }
-        let big = [u32::MAX, 1];
-        assert_eq!(
-            Schedule::new(&big, Policy::Smooth).unwrap_err(),
-            Error::PeriodTooLong {
-                period: u64::from(u32::MAX) + 1,
-                max: MAX_SMOOTH_PERIOD
+    }
+
+    /// Periods of 2^32 picks and more take the `u128` walk.
+    #[test]
+    fn smooth_huge_weights() {
+        let s = Schedule::new(&[u32::MAX, 1], Policy::Smooth).unwrap();
+        assert_eq!(s.period(), u64::from(u32::MAX) + 1);
+        assert_eq!(s.heap_bytes(), 24);
+        let mut c = s.start_at(s.period() / 2 - 1);
+        assert_eq!([s.next(&mut c), s.next(&mut c)], [0, 1]);
+        let mut counts = [0u64; 2];
+        let Kind::Smooth(sm) = &s.kind else {
+            panic!("smooth")
+        };
+        sm.tree.counts_before(s.period(), &mut counts);
+        assert_eq!(counts, [u64::from(u32::MAX), 1]);
+        let s = Schedule::new(&[u32::MAX; 3], Policy::Smooth).unwrap();
+        assert_eq!(s.period(), 3);
+        let s = Schedule::new(&[u32::MAX, u32::MAX - 1, 1], Policy::Smooth).unwrap();
+        assert_eq!(s.period(), 2 * u64::from(u32::MAX));
+        assert!(s.lag_bound().unwrap() <= 1.5);
+        let c = AtomicCursor::from(s.start_at(u64::MAX));
+        assert!(s.next_atomic(&c) < 3);
+    }
+
+    #[test]
+    fn start_at_is_the_same_sequence_shifted() {
+        for policy in [Policy::Interleaved, Policy::Smooth] {
+            for weights in [&[3u32, 2, 0][..], &[7, 1, 4, 0, 9, 2], &[5, 5, 5], &[1]] {
+                let all = seq(weights, policy, 60);
+                let s = Schedule::new(weights, policy).unwrap();
+                let p = s.period() as usize;
+                for offset in 0..2 * p {
+                    let mut c = s.start_at(offset as u64);
+                    let got: Vec<usize> = (0..10).map(|_| s.next(&mut c)).collect();
+                    let want: Vec<usize> = (0..10).map(|j| all[(offset % p) + j]).collect();
+                    assert_eq!(got, want, "{policy:?} {weights:?} offset {offset}");
+                }
             }
-        );
+        }
     }
 
     #[test]
@@ -500,6 +551,7 @@ mod tests {
     #[test]
     fn debug_leaves_the_tables_out() {
         let s = Schedule::new(&[4096; 64], Policy::Smooth).unwrap();
+        assert_eq!(s.heap_bytes(), 63 * 32 + 64 * 4);
         assert_eq!(
             std::format!("{s:?}"),
             "Schedule { policy: Smooth, period: 64, .. }"
@@ -518,5 +570,10 @@ mod tests {
         let smooth = Schedule::new(&[1, 1], Policy::Smooth).unwrap();
         let mut c = Cursor(99);
         assert_eq!(smooth.next(&mut c), 0);
+        let long = Schedule::new(&[1000, 999], Policy::Smooth).unwrap();
+        let mut c = Cursor(99);
+        assert_eq!(long.next(&mut c), 1);
+        let mut c = Cursor(u64::MAX);
+        assert_eq!(long.next(&mut c), 0);
     }
 }

@@ -1,7 +1,7 @@
 //! The sequences and errors DESIGN.md §2 and the issue pin, through the public API.
 #![cfg(feature = "std")]
 
-use roundrobin_core::{Error, Policy, Pool, RoundRobin, MAX_SMOOTH_PERIOD};
+use roundrobin_core::{Error, Policy, Pool, RoundRobin};
 
 fn take(rr: &RoundRobin<&'static str>, n: usize) -> Vec<&'static str> {
     (0..n).map(|_| rr.next_server().unwrap()).collect()
@@ -50,12 +50,16 @@ fn period_counts_are_exact() {
     assert_eq!(take(&rr, 6), picks, "the sequence repeats every period");
 }
 
+/// nginx's example. nginx gives `a a b a c a a`; the smooth policy's apportionment
+/// tree (not nginx's loop) gives `a b a a a c a`: same quotas, `b` one pick earlier and
+/// `c` one later (updated when the period table was replaced, issue 9).
 #[test]
-fn nginx_smooth_example() {
+fn smooth_example() {
     let rr = RoundRobin::<&str>::builder().smooth().build();
     rr.upsert_servers([("a", Some(5)), ("b", Some(1)), ("c", Some(1))])
         .unwrap();
-    assert_eq!(take(&rr, 7), ["a", "a", "b", "a", "c", "a", "a"]);
+    assert_eq!(take(&rr, 7), ["a", "b", "a", "a", "a", "c", "a"]);
+    assert_eq!(take(&rr, 7), ["a", "b", "a", "a", "a", "c", "a"]);
 }
 
 #[test]
@@ -111,40 +115,44 @@ fn generation_counts_accepted_changes() {
     assert_eq!(rr.generation(), 2);
     assert!(rr.remove_server(&"x").is_err());
     assert_eq!(rr.generation(), 2);
-    // Rejected: the smooth period would be u32::MAX + 2 picks.
-    let err = rr.upsert_server("b", Some(u32::MAX)).unwrap_err();
-    assert!(matches!(err, Error::PeriodTooLong { max, .. } if max == MAX_SMOOTH_PERIOD));
-    assert_eq!(rr.generation(), 2);
-    assert_eq!(rr.servers(), ["a"]);
-    rr.remove_server(&"a").unwrap();
+    // Accepted whatever the period (here u32::MAX + 2 picks): no table to fill.
+    rr.upsert_server("b", Some(u32::MAX)).unwrap();
     assert_eq!(rr.generation(), 3);
+    assert_eq!(rr.servers(), ["a", "b"]);
+    rr.remove_server(&"a").unwrap();
+    assert_eq!(rr.generation(), 4);
 }
 
+/// Pools the smooth policy used to reject (`PeriodTooLong` above 2^22 picks) are
+/// accepted, with exact quotas and the same pool semantics.
 #[test]
-fn rejected_changes_leave_the_pool_as_it_was() {
+fn smooth_accepts_any_weights() {
     const BIG: u32 = 1 << 25;
     let rr = RoundRobin::<&str>::builder().smooth().build();
-    // gcd 2^25: the period is 3 picks; any odd weight makes it 2^26 + 2^25 + odd.
     rr.upsert_servers([("a", Some(BIG)), ("b", Some(BIG)), ("c", Some(BIG))])
         .unwrap();
-    assert!(rr.upsert_server("c", Some(3)).is_err());
-    assert_eq!(rr.server_weight(&"c"), Some(BIG));
-    assert!(rr
-        .upsert_servers([("d", Some(BIG)), ("e", Some(1))])
-        .is_err());
-    assert_eq!(rr.servers(), ["a", "b", "c"]);
-    assert_eq!(rr.generation(), 1);
-    assert_eq!(rr.next_server(), Ok("a"));
+    assert_eq!(take(&rr, 3), ["a", "b", "c"]);
+    // gcd 1: a period of 2^26 + 3 picks, c picked 3 times in it.
+    rr.upsert_server("c", Some(3)).unwrap();
+    assert_eq!(rr.server_weight(&"c"), Some(3));
+    assert_eq!(take(&rr, 4), ["a", "b", "a", "b"]);
+    rr.upsert_servers([("d", Some(u32::MAX)), ("e", Some(1))])
+        .unwrap();
+    assert_eq!(rr.servers(), ["a", "b", "c", "d", "e"]);
+    assert_eq!(rr.generation(), 3);
+    assert_eq!(rr.next_server(), Ok("d"));
 
     let mut pool = Pool::new(Policy::Smooth, 1);
     for s in ["a", "b", "c"] {
         pool.upsert_server(s, Some(BIG)).unwrap();
     }
-    assert!(pool.upsert_server("c", Some(3)).is_err());
-    assert!(pool.upsert_server("d", None).is_err());
-    assert_eq!(pool.servers(), ["a", "b", "c"]);
-    assert_eq!(pool.weights(), [BIG; 3]);
-    assert_eq!(pool.next_server(), Ok(&"a"));
+    pool.upsert_server("c", Some(3)).unwrap();
+    pool.upsert_server("d", Some(u32::MAX)).unwrap();
+    assert_eq!(pool.servers(), ["a", "b", "c", "d"]);
+    assert_eq!(pool.weights(), [BIG, BIG, 3, u32::MAX]);
+    assert_eq!(pool.next_server(), Ok(&"d"));
+    let period = pool.schedule().unwrap().period();
+    assert_eq!(period, 2 * u64::from(BIG) + 3 + u64::from(u32::MAX));
 }
 
 #[test]
@@ -195,4 +203,69 @@ fn picker_follows_changes_and_reports_errors() {
     assert_eq!(picks, ["b", "b", "a", "b"]);
     rr.upsert_servers([("a", Some(0)), ("b", Some(0))]).unwrap();
     assert_eq!(picker.next_server(), Err(Error::AllWeightsZero));
+}
+
+/// Two proxies given the same pool but different seeds start on different servers,
+/// and each still gives every server its exact quota per period, also after a change.
+#[test]
+fn start_offsets_spread_a_fleet() {
+    let pool = [
+        ("a", Some(3)),
+        ("b", Some(1)),
+        ("c", Some(2)),
+        ("d", Some(2)),
+    ];
+    for policy in [Policy::Interleaved, Policy::Smooth] {
+        let build = |seed| {
+            let rr = RoundRobin::<&str>::builder()
+                .policy(policy)
+                .start_offset(seed)
+                .build();
+            rr.upsert_servers(pool).unwrap();
+            rr
+        };
+        let reference = take(&build(0), 8);
+        // Seed 0 is the default: the reference's restart at the first pick.
+        let default = RoundRobin::<&str>::builder().policy(policy).build();
+        default.upsert_servers(pool).unwrap();
+        assert_eq!(reference, take(&default, 8));
+        let (one, two) = (build(1), build(2));
+        assert_eq!(one.start_offset(), 1);
+        let (first_one, first_two) = (take(&one, 8), take(&two, 8));
+        assert_ne!(first_one[0], first_two[0], "{policy:?}");
+        for (seed, picks) in [(1, &first_one), (2, &first_two)] {
+            // The same sequence, shifted by the seed.
+            let shifted: Vec<&str> = (0..8).map(|k| reference[(k + seed) % 8]).collect();
+            assert_eq!(*picks, shifted, "{policy:?} seed {seed}");
+            for (s, w) in pool {
+                let n = picks.iter().filter(|&&p| p == s).count();
+                assert_eq!(Some(n as u32), w, "{policy:?} seed {seed} server {s}");
+            }
+        }
+        // A change restarts at seed % the new period (now 9: a has 4).
+        for (seed, rr) in [(1, &one), (2, &two)] {
+            rr.upsert_server("a", Some(4)).unwrap();
+            let fresh = RoundRobin::<&str>::builder().policy(policy).build();
+            fresh.upsert_servers(pool).unwrap();
+            fresh.upsert_server("a", Some(4)).unwrap();
+            let reference = take(&fresh, 9);
+            assert_eq!(take(rr, 1)[0], reference[seed], "{policy:?} seed {seed}");
+        }
+        let huge = build(u64::MAX);
+        assert_eq!(take(&huge, 1)[0], reference[(u64::MAX % 8) as usize]);
+    }
+}
+
+#[test]
+fn weights_lists_every_server_in_order() {
+    let rr = RoundRobin::<String>::builder().default_weight(2).build();
+    assert!(rr.weights().is_empty());
+    rr.upsert_servers([("x".to_string(), None), ("y".to_string(), Some(0))])
+        .unwrap();
+    rr.upsert_server("z".to_string(), Some(7)).unwrap();
+    rr.upsert_server("x".to_string(), Some(1)).unwrap();
+    rr.remove_server(&"y".to_string()).unwrap();
+    assert_eq!(rr.weights(), [("x".to_string(), 1), ("z".to_string(), 7)]);
+    assert_eq!(rr.server_weight(&"z".to_string()), Some(7));
+    assert_eq!(rr.server_weight(&"y".to_string()), None);
 }

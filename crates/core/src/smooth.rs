@@ -1,0 +1,697 @@
+//! The smooth policy: hierarchical apportionment over a weight tree.
+//!
+//! The active servers (weight > 0, divided by the gcd) are the leaves of a binary tree;
+//! an internal node of total weight `T` with children of weights `A >= B` owns some
+//! positions of the sequence and hands them to its children by a centred Bresenham
+//! rule: of the node's first `m` positions, the heavy child gets
+//! `floor((m·A + floor(T/2)) / T)`, the light child the rest. The root owns every
+//! position, so position `k` is walked down from the root: at each node one fixed-point
+//! multiplication (a division in `u128` for periods of 2^32 picks and more) gives the
+//! child and the position's rank among that child's positions. Over a period
+//! (`m` from 0 to `T`) the heavy child gets exactly `A`: quotas are exact at every node.
+//!
+//! Lag. Write `D_v(k) = c_v(k) - k·W_v/W` for the count of node `v` after `k` picks.
+//! The rule gives `D_child = (W_child/W_v)·D_v ± e` with `|e| <= 1/2`, and `D_root = 0`,
+//! so a leaf's lag is at most `1/2 · Σ w/W_v` over the nodes `v` of its path below the
+//! root (the leaf included). [`Tree::lag_bound`] is half that sum for the worst leaf, a
+//! proven bound for the whole sequence of the schedule.
+//!
+//! The tree: Huffman's (merge the two lightest) keeps the sums small (weights at least
+//! grow like Fibonacci numbers going up), except when a server is paired with a much
+//! lighter sibling: then its parent weighs about what it weighs and the sum gains
+//! almost 1 (with Fibonacci-like weights a plain Huffman tree allows sums up to about
+//! 3.36, a bound of 1.68). So a node lighter than half of the next lightest is set
+//! aside instead of merged; the set-aside nodes are built into a tree of their own the
+//! same way, which becomes the sibling of the main tree (recursively). Why the sum stays below 3:
+//!
+//! - Every merge in a main tree pairs weights within a factor 2, so each step up a path
+//!   multiplies the weight by at least 1.5: a leaf at depth `d` of a main tree sums at
+//!   most `1 + 2/3 + .. + (2/3)^d = 3 - 2·(2/3)^d` up to the main tree's top.
+//! - The lightest item only grows (merged nodes are heavier than what they merge), so
+//!   the nodes set aside in one round more than double one after the other and sum to
+//!   less than twice the last one, itself less than half of an item that ends up in the
+//!   main tree: all set-aside nodes together weigh less than the main tree. Going up the
+//!   chain `main_k + (main_k+1 + (..))`, the weight therefore more than doubles at each
+//!   step, adding less than `2·(2/3)^d` for a leaf of `main_k` at depth `d`.
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cmp::Reverse;
+
+/// Marks a child id as a leaf: the low bits are the server's index in the pool.
+const LEAF: u32 = 1 << 31;
+
+/// Pools of up to this many active servers give equal weights their turns in pool
+/// order (see [`Tree::order_equal_weights`]).
+pub(crate) const ORDERED_MAX: usize = 4096;
+
+/// Servers beyond this index cannot be leaves (the top bit marks leaves).
+pub(crate) const MAX_SERVERS: usize = LEAF as usize;
+
+/// An internal node: it hands `first_w` of every `total` of its positions to `first`.
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    total: u64,
+    first_w: u64,
+    first: u32,
+    second: u32,
+}
+
+/// A node of a tree whose totals are all below 2^32, in fixed point: with
+/// `V = m·f + h` (128 bits), `V >> 64` is `floor((m·A + floor(T/2)) / T)` exactly and
+/// the low 64 bits reach `g` exactly when position `m` goes to the first child. One
+/// multiplication a level, no division (see [`Fast::new`]).
+#[derive(Clone, Copy, Debug)]
+struct Fast {
+    /// `ceil(A·2^64 / T)`.
+    f: u64,
+    /// `ceil(floor(T/2)·2^64 / T)`.
+    h: u64,
+    /// `ceil((T - A)·2^64 / T)`.
+    g: u64,
+    first: u32,
+    second: u32,
+}
+
+impl Fast {
+    /// For `T < 2^32`: the exact value `2^64·(m·A + h)/T` is `2^64·(q + j/T)` with
+    /// `j < T`, and `V` exceeds it by less than `m + 1 <= T`, which is below the gap
+    /// `2^64/T` between multiples of `2^64/T`: `V` has the same high word `q`, and its
+    /// low word is at least `g` exactly when `j >= T - A`.
+    fn new(node: &Node) -> Self {
+        let (t, a) = (node.total, node.first_w);
+        // `floor(a·2^64 / t)` and whether it is exact, by two 32-bit steps of long
+        // division (a < t < 2^32): far cheaper than a `u128` division.
+        let (hi, r) = ((a << 32) / t, (a << 32) % t);
+        let (lo, r) = ((r << 32) / t, (r << 32) % t);
+        let floor = (hi << 32) | lo;
+        let f = floor + u64::from(r != 0);
+        // (t - a)·2^64 / t = 2^64 - a·2^64 / t; floor >= 2^63 as a >= t/2.
+        let g = 0u64.wrapping_sub(floor);
+        // floor(t/2)·2^64 / t is 2^63 for an even t, 2^63 - 2^63/t for an odd one.
+        let h = if t % 2 == 0 {
+            1 << 63
+        } else {
+            (1u64 << 63) - (1u64 << 63) / t
+        };
+        Self {
+            f,
+            h,
+            g,
+            first: node.first,
+            second: node.second,
+        }
+    }
+}
+
+impl Node {
+    /// The rank, among this node's positions, of the `j`-th position of its first
+    /// (`first`) or second child: the inverse of the split.
+    fn parent_rank(&self, j: u64, first: bool, narrow: bool) -> u64 {
+        let (t, a, h) = (self.total, self.first_w, self.total / 2);
+        if narrow {
+            // j < t < 2^32: no overflow.
+            if first {
+                ((j + 1) * t - h).div_ceil(a) - 1
+            } else {
+                (j * t + h) / (t - a)
+            }
+        } else {
+            let (j, t, a, h) = (u128::from(j), u128::from(t), u128::from(a), u128::from(h));
+            (if first {
+                ((j + 1) * t - h).div_ceil(a) - 1
+            } else {
+                (j * t + h) / (t - a)
+            }) as u64
+        }
+    }
+}
+
+/// The apportionment tree of one pool state.
+#[derive(Clone, Debug)]
+pub(crate) struct Tree {
+    /// Internal nodes (empty once converted to `fast`), children referring to other
+    /// nodes or to leaves.
+    nodes: Box<[Node]>,
+    /// The same nodes in fixed point, when the tree is `narrow` (else empty).
+    fast: Box<[Fast]>,
+    root: u32,
+    /// Every node total is below 2^32, so `m·A + T/2` fits in a `u64`.
+    narrow: bool,
+    /// The worst leaf's `Σ w / W_v` (see the module docs); the lag is at most half of it.
+    bound_sum: f64,
+}
+
+/// A node or leaf while building: weight, the smallest server index below (the tie
+/// break), and its id.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Item {
+    weight: u64,
+    min_index: u32,
+    id: u32,
+}
+
+impl Tree {
+    /// Builds the tree over `active`: `(server index, scaled weight)`, weights > 0,
+    /// indices below [`MAX_SERVERS`], at least one entry, sum below 2^64.
+    pub(crate) fn new(active: &[(u32, u64)]) -> Self {
+        let mut nodes: Vec<Node> = Vec::with_capacity(active.len().saturating_sub(1));
+        let mut items: Vec<Item> = active
+            .iter()
+            .map(|&(i, w)| Item {
+                weight: w,
+                min_index: i,
+                id: i | LEAF,
+            })
+            .collect();
+        // The main trees of successive rounds, lightest last.
+        let mut mains: Vec<Item> = Vec::new();
+        // Two-queue Huffman: the sorted leaves, and the merged nodes, which come out in
+        // nondecreasing weight order; the lightest head is the next item.
+        let mut merged: VecDeque<Item> = VecDeque::new();
+        while !items.is_empty() {
+            items.sort_unstable();
+            let mut leaves: VecDeque<Item> = items.drain(..).collect();
+            merged.clear();
+            let pop = |leaves: &mut VecDeque<Item>, merged: &mut VecDeque<Item>| match (
+                leaves.front(),
+                merged.front(),
+            ) {
+                (Some(l), Some(m)) if m < l => merged.pop_front(),
+                (Some(_), _) => leaves.pop_front(),
+                (None, _) => merged.pop_front(),
+            };
+            while let Some(x) = pop(&mut leaves, &mut merged) {
+                let y = match (leaves.front(), merged.front()) {
+                    (Some(l), Some(m)) => *l.min(m),
+                    (Some(l), None) => *l,
+                    (None, Some(m)) => *m,
+                    (None, None) => {
+                        mains.push(x);
+                        break;
+                    }
+                };
+                // `x` is much lighter than anything left: set it aside (see module docs).
+                if 2 * x.weight < y.weight {
+                    items.push(x);
+                    continue;
+                }
+                pop(&mut leaves, &mut merged);
+                merged.push_back(merge(&mut nodes, x, y));
+            }
+        }
+        // Each round's set-aside nodes form the next round: hang them from the right.
+        let mut top = mains.pop().unwrap_or(Item {
+            weight: 1,
+            min_index: 0,
+            id: LEAF,
+        });
+        while let Some(main) = mains.pop() {
+            top = merge(&mut nodes, main, top);
+        }
+        let narrow = top.weight < 1 << 32;
+        let mut tree = Self {
+            nodes: nodes.into_boxed_slice(),
+            fast: Box::default(),
+            root: top.id,
+            narrow,
+            bound_sum: 0.0,
+        };
+        tree.bound_sum = tree.worst_path_sum();
+        tree.order_equal_weights(active);
+        tree.preorder();
+        if tree.narrow {
+            tree.fast = tree.nodes.iter().map(Fast::new).collect();
+            tree.nodes = Box::default();
+        }
+        tree
+    }
+
+    /// Renumbers the nodes in depth-first order, root first: a node's first (heavier,
+    /// more often taken) child comes right after it in memory.
+    fn preorder(&mut self) {
+        if self.root & LEAF != 0 {
+            return;
+        }
+        let mut order: Vec<Node> = Vec::with_capacity(self.nodes.len());
+        let mut new_id = vec![0u32; self.nodes.len()];
+        let mut stack = vec![self.root];
+        while let Some(v) = stack.pop() {
+            let Some(&node) = self.nodes.get(v as usize) else {
+                continue;
+            };
+            new_id[v as usize] = order.len() as u32;
+            order.push(node);
+            for child in [node.second, node.first] {
+                if child & LEAF == 0 {
+                    stack.push(child);
+                }
+            }
+        }
+        for node in &mut order {
+            for child in [&mut node.first, &mut node.second] {
+                if *child & LEAF == 0 {
+                    *child = new_id[*child as usize];
+                }
+            }
+        }
+        self.nodes = order.into_boxed_slice();
+        self.root = 0;
+    }
+
+    /// Gives servers of equal weight their first picks in pool order (equal weights
+    /// then take turns in pool order, as in nginx): swapping two leaves of equal weight
+    /// changes no node's weight, hence neither the quotas nor the lag bound. It walks
+    /// from every leaf to the root (O(n log n) divisions), so only pools of up to
+    /// [`ORDERED_MAX`] active servers are ordered.
+    fn order_equal_weights(&mut self, active: &[(u32, u64)]) {
+        if active.len() > ORDERED_MAX {
+            return;
+        }
+        let mut by_weight: Vec<(u64, u32)> = active.iter().map(|&(i, w)| (w, i)).collect();
+        by_weight.sort_unstable();
+        if self.root & LEAF != 0 || by_weight.windows(2).all(|p| p[0].0 != p[1].0) {
+            return;
+        }
+        // Parent and side of every node and leaf (leaves by their rank in `active`).
+        let none = (u32::MAX, false);
+        let mut node_parent = vec![none; self.nodes.len()];
+        let mut leaf_parent = vec![none; active.len()];
+        let slot = |server: u32| active.binary_search_by_key(&server, |a| a.0).ok();
+        for (v, node) in (0..).zip(self.nodes.iter()) {
+            for (child, first) in [(node.first, true), (node.second, false)] {
+                if child & LEAF == 0 {
+                    node_parent[child as usize] = (v, first);
+                } else if let Some(k) = slot(child & !LEAF) {
+                    leaf_parent[k] = (v, first);
+                }
+            }
+        }
+        // The position of a leaf's first pick: its rank 0, mapped up to the root.
+        let first_pick = |k: usize| {
+            let (mut j, (mut v, mut first)) = (0, leaf_parent[k]);
+            while let Some(node) = self.nodes.get(v as usize) {
+                j = node.parent_rank(j, first, self.narrow);
+                (v, first) = node_parent[v as usize];
+            }
+            j
+        };
+        let mut moves: Vec<(usize, u32)> = Vec::new();
+        let mut group: Vec<(u64, usize)> = Vec::new();
+        for servers in by_weight.chunk_by(|a, b| a.0 == b.0) {
+            if servers.len() < 2 {
+                continue;
+            }
+            group.clear();
+            group.extend(
+                servers
+                    .iter()
+                    .filter_map(|&(_, i)| slot(i))
+                    .map(|k| (first_pick(k), k)),
+            );
+            group.sort_unstable();
+            // `servers` is in index order: the lowest index takes the earliest leaf.
+            moves.extend(group.iter().zip(servers).map(|(&(_, k), &(_, i))| (k, i)));
+        }
+        for (k, server) in moves {
+            let (v, first) = leaf_parent[k];
+            if let Some(node) = self.nodes.get_mut(v as usize) {
+                if first {
+                    node.first = server | LEAF;
+                } else {
+                    node.second = server | LEAF;
+                }
+            }
+        }
+    }
+
+    /// The proven bound on every server's lag: in every prefix of `k` picks a server's
+    /// count is within this of `k·w/W`.
+    pub(crate) fn lag_bound(&self) -> f64 {
+        self.bound_sum / 2.0
+    }
+
+    /// Heap bytes held by the tree.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        size_of_val(&*self.nodes) + size_of_val(&*self.fast)
+    }
+
+    /// The server index at position `pos` (below the period).
+    #[inline]
+    pub(crate) fn at(&self, pos: u64) -> usize {
+        if self.narrow {
+            self.walk_fast(pos)
+        } else {
+            self.walk_wide(pos)
+        }
+    }
+
+    #[inline(always)]
+    fn walk_fast(&self, mut m: u64) -> usize {
+        let mut id = self.root;
+        while id & LEAF == 0 {
+            let Some(node) = self.fast.get(id as usize) else {
+                break;
+            };
+            let v = u128::from(m) * u128::from(node.f) + u128::from(node.h);
+            let (q, low) = ((v >> 64) as u64, v as u64);
+            // Without a branch: which child is as unpredictable as a coin.
+            let first = u64::from(low >= node.g).wrapping_neg();
+            m = (q & first) | ((m - q) & !first);
+            id = (node.first & first as u32) | (node.second & !(first as u32));
+        }
+        (id & !LEAF) as usize
+    }
+
+    /// Periods of 2^32 picks and more: `u128` divisions.
+    fn walk_wide(&self, mut m: u64) -> usize {
+        let mut id = self.root;
+        while id & LEAF == 0 {
+            let Some(node) = self.nodes.get(id as usize) else {
+                break;
+            };
+            let x = u128::from(m) * u128::from(node.first_w) + u128::from(node.total / 2);
+            let t = u128::from(node.total);
+            let (q, r) = ((x / t) as u64, (x % t) as u64);
+            // The floor grows between m and m + 1: position m goes to the first child.
+            if r >= node.total - node.first_w {
+                id = node.first;
+                m = q;
+            } else {
+                id = node.second;
+                m -= q;
+            }
+        }
+        (id & !LEAF) as usize
+    }
+
+    /// The count of every server among the positions `0..pos` (`pos` up to the
+    /// period), added into `counts` (indexed by server index).
+    #[cfg(test)]
+    pub(crate) fn counts_before(&self, pos: u64, counts: &mut [u64]) {
+        let mut stack = alloc::vec![(self.root, pos)];
+        while let Some((id, m)) = stack.pop() {
+            if id & LEAF != 0 {
+                counts[(id & !LEAF) as usize] += m;
+                continue;
+            }
+            let (q, first, second) = match self.fast.get(id as usize) {
+                Some(f) => {
+                    let v = u128::from(m) * u128::from(f.f) + u128::from(f.h);
+                    ((v >> 64) as u64, f.first, f.second)
+                }
+                None => {
+                    let node = &self.nodes[id as usize];
+                    let x = u128::from(m) * u128::from(node.first_w) + u128::from(node.total / 2);
+                    ((x / u128::from(node.total)) as u64, node.first, node.second)
+                }
+            };
+            stack.push((first, q));
+            stack.push((second, m - q));
+        }
+    }
+
+    /// `max over leaves of Σ w / W_v`, over the path's nodes below the root (the leaf's
+    /// own term, 1, included).
+    fn worst_path_sum(&self) -> f64 {
+        // Per node: the weights of its path from the root, as Σ 1/W_v (root excluded).
+        let mut worst = 1.0f64;
+        let mut stack: Vec<(u32, f64)> = Vec::new();
+        if self.root & LEAF == 0 {
+            let root = &self.nodes[self.root as usize];
+            stack.push((root.first, 0.0));
+            stack.push((root.second, 0.0));
+        }
+        while let Some((id, inv_sum)) = stack.pop() {
+            if id & LEAF != 0 {
+                continue;
+            }
+            let node = &self.nodes[id as usize];
+            let inv = inv_sum + 1.0 / node.total as f64;
+            for (child, w) in [
+                (node.first, node.first_w),
+                (node.second, node.total - node.first_w),
+            ] {
+                if child & LEAF != 0 {
+                    worst = worst.max(1.0 + w as f64 * inv);
+                } else {
+                    stack.push((child, inv));
+                }
+            }
+        }
+        worst
+    }
+}
+
+/// Merges two items into a new node, the heavier first (ties: the lower server index).
+fn merge(nodes: &mut Vec<Node>, a: Item, b: Item) -> Item {
+    let (first, second) = if (a.weight, Reverse(a.min_index)) >= (b.weight, Reverse(b.min_index)) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let total = first.weight + second.weight;
+    let id = nodes.len() as u32;
+    nodes.push(Node {
+        total,
+        first_w: first.weight,
+        first: first.id,
+        second: second.id,
+    });
+    Item {
+        weight: total,
+        min_index: first.min_index.min(second.min_index),
+        id,
+    }
+}
+
+/// `x % p` for any `x`, without a division, given `magic = u64::MAX / p`.
+#[inline(always)]
+pub(crate) fn rem(x: u64, p: u64, magic: u64) -> u64 {
+    let q = ((u128::from(x) * u128::from(magic)) >> 64) as u64;
+    let r = x - q * p;
+    if r >= p {
+        r - p
+    } else {
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+
+    /// The active servers of `weights`, scaled by their gcd, and the period.
+    fn scaled(weights: &[u32]) -> (Vec<(u32, u64)>, u64) {
+        let g = weights.iter().fold(0, |g, &w| gcd(g, u64::from(w)));
+        let active: Vec<(u32, u64)> = (0..)
+            .zip(weights)
+            .filter(|(_, &w)| w > 0)
+            .map(|(i, &w)| (i, u64::from(w) / g))
+            .collect();
+        let period = active.iter().map(|a| a.1).sum();
+        (active, period)
+    }
+
+    /// `2·|c·P - k·q| <= 2·bound·P`, in exact integers (`bound2` = 2·bound, rounded up
+    /// to an integer number of half picks by the caller: 3 for 1.5).
+    fn within(c: u64, k: u64, q: u64, period: u64, bound2: u128) -> bool {
+        let (a, b) = (
+            u128::from(c) * u128::from(period),
+            u128::from(k) * u128::from(q),
+        );
+        2 * a.abs_diff(b) <= bound2 * u128::from(period)
+    }
+
+    /// Walks `len` picks from position `start`, checking every server's count against
+    /// its exact share at each pick (just before and just after it, where the lag
+    /// peaks) and the counts the closed form gives at the end. Returns the largest
+    /// lag seen, in picks.
+    fn walk_window(
+        tree: &Tree,
+        weights: &[u32],
+        active: &[(u32, u64)],
+        period: u64,
+        start: u64,
+        len: u64,
+    ) -> Result<f64, TestCaseError> {
+        let mut q = vec![0u64; weights.len()];
+        for &(i, w) in active {
+            q[i as usize] = w;
+        }
+        let mut counts = vec![0u64; weights.len()];
+        tree.counts_before(start, &mut counts);
+        let mut worst = 0.0f64;
+        let lag = |c: u64, k: u64, q: u64| {
+            let d = (u128::from(c) * u128::from(period)).abs_diff(u128::from(k) * u128::from(q));
+            d as f64 / period as f64
+        };
+        for &(i, w) in active {
+            let i = i as usize;
+            prop_assert!(
+                within(counts[i], start, w, period, 3),
+                "server {} at {}",
+                i,
+                start
+            );
+            worst = worst.max(lag(counts[i], start, w));
+        }
+        let end = period.min(start + len);
+        for k in start..end {
+            let i = tree.at(k);
+            prop_assert!(weights[i] > 0, "drained server {} picked at {}", i, k);
+            prop_assert!(
+                within(counts[i], k, q[i], period, 3),
+                "server {} before {}",
+                i,
+                k
+            );
+            worst = worst.max(lag(counts[i], k, q[i]));
+            counts[i] += 1;
+            prop_assert!(
+                within(counts[i], k + 1, q[i], period, 3),
+                "server {} after {}",
+                i,
+                k
+            );
+            worst = worst.max(lag(counts[i], k + 1, q[i]));
+        }
+        let mut closed = vec![0u64; weights.len()];
+        tree.counts_before(end, &mut closed);
+        prop_assert_eq!(closed, counts);
+        Ok(worst)
+    }
+
+    fn check(weights: &[u32], starts: &[u64]) -> Result<(), TestCaseError> {
+        let (active, period) = scaled(weights);
+        if active.is_empty() {
+            return Ok(());
+        }
+        let tree = Tree::new(&active);
+        let bound = tree.lag_bound();
+        prop_assert!(bound <= 1.5, "bound {} for {:?}", bound, weights);
+        // Exact quotas over the period.
+        let mut counts = vec![0u64; weights.len()];
+        tree.counts_before(period, &mut counts);
+        for &(i, w) in &active {
+            prop_assert_eq!(counts[i as usize], w);
+        }
+        if period <= 200_000 {
+            let worst = walk_window(&tree, weights, &active, period, 0, period)?;
+            prop_assert!(worst <= bound + 1e-9, "lag {} above bound {}", worst, bound);
+        } else {
+            for &s in starts {
+                let worst = walk_window(&tree, weights, &active, period, s % period, 3_000)?;
+                prop_assert!(worst <= bound + 1e-9, "lag {} above bound {}", worst, bound);
+            }
+        }
+        Ok(())
+    }
+
+    fn weights() -> impl Strategy<Value = Vec<u32>> {
+        let one = prop_oneof![
+            1 => Just(0u32),
+            2 => 1..=8u32,
+            4 => 0..=u32::from(u16::MAX),
+            1 => Just(u32::MAX),
+            1 => (u32::MAX - 8)..=u32::MAX,
+        ];
+        prop_oneof![
+            4 => prop::collection::vec(one, 0..=2000),
+            1 => prop::collection::vec(prop_oneof![Just(1u32), Just(u32::MAX)], 0..=64),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn quotas_exact_and_lag_within_bound(
+            weights in weights(),
+            starts in prop::collection::vec(any::<u64>(), 3),
+        ) {
+            check(&weights, &starts)?;
+        }
+
+        /// Weights growing like Fibonacci numbers (with noise): the shape where a
+        /// weight tree accumulates the most lag.
+        #[test]
+        fn fibonacci_like_weights(
+            noise in prop::collection::vec(-2i64..=2, 2..=45),
+            starts in prop::collection::vec(any::<u64>(), 3),
+        ) {
+            let mut w: Vec<u32> = vec![1, 1];
+            for d in &noise {
+                let next = i64::from(w[w.len() - 1]) + i64::from(w[w.len() - 2]) + d;
+                w.push(next.clamp(0, i64::from(u32::MAX)) as u32);
+            }
+            check(&w, &starts)?;
+        }
+    }
+
+    proptest! {
+        /// The fixed-point node agrees with the exact integer rule at every position.
+        #[test]
+        fn fixed_point_is_exact(
+            t in prop_oneof![2..=64u64, 2..(1u64 << 32)],
+            a_frac in 0.0..1.0f64,
+            m_frac in 0.0..=1.0f64,
+            edge in 0..4u8,
+        ) {
+            let a = ((t / 2 + t % 2) + ((t / 2) as f64 * a_frac) as u64).min(t - 1).max(1);
+            let m = match edge {
+                0 => 0,
+                1 => t - 1,
+                2 => t,
+                _ => (t as f64 * m_frac) as u64,
+            };
+            let node = Node { total: t, first_w: a, first: 0, second: 0 };
+            let fast = Fast::new(&node);
+            let v = u128::from(m) * u128::from(fast.f) + u128::from(fast.h);
+            let x = u128::from(m) * u128::from(a) + u128::from(t / 2);
+            prop_assert_eq!((v >> 64) as u64, (x / u128::from(t)) as u64);
+            if m < t {
+                let to_first = (x % u128::from(t)) as u64 >= t - a;
+                prop_assert_eq!(v as u64 >= fast.g, to_first);
+            }
+        }
+    }
+
+    #[test]
+    fn extremes() {
+        let starts = [0, 1 << 31, u64::MAX];
+        for weights in [
+            vec![u32::MAX],
+            vec![u32::MAX, 1],
+            vec![1, u32::MAX, 1, u32::MAX, 0, 1],
+            vec![u32::MAX; 2000],
+            vec![u32::MAX - 1, u32::MAX, u32::MAX - 2],
+            (0..2000)
+                .map(|i| if i % 3 == 0 { u32::MAX } else { 1 })
+                .collect(),
+            (0..32).map(|i| 1u32 << i).collect(),
+            (0..32).map(|i| (1u32 << i) - 1).collect(),
+            // n = 100k: mixed small, large and drained weights.
+            (0..100_000u32)
+                .map(|i| match i % 7 {
+                    0 => 0,
+                    1 => u32::MAX - i,
+                    _ => i % 4096 + 1,
+                })
+                .collect(),
+        ] {
+            check(&weights, &starts).unwrap();
+        }
+    }
+}
