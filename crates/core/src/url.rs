@@ -10,7 +10,7 @@ use crate::Error;
 /// The identity of an HTTP backend: scheme, host (with port) and path.
 ///
 /// Query, user info and fragment are dropped when parsing, so two URLs that differ
-/// only there are the same server (DESIGN.md §2). Scheme and host are lowercased, the
+/// only there are the same server. Scheme and host are lowercased, the
 /// port is written without leading zeros, the path is kept exactly as written (an
 /// empty path stays empty). See [`ServerUrl::parse`] for what is accepted.
 ///

@@ -1,4 +1,4 @@
-//! The sequences and errors DESIGN.md §2 and the issue pin, through the public API.
+//! The sequences and errors the reference and the issues pin, through the public API.
 #![cfg(feature = "std")]
 
 use roundrobin_core::{Error, Policy, Pool, RoundRobin};

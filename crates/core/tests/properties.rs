@@ -1,7 +1,7 @@
 //! Property tests over random pools (0..=200 servers, weights 0..=4096; 0..=2000
 //! servers, weights 0..=u16::MAX and u32 extremes for smooth) and random upsert/remove
 //! interleavings (through `RoundRobin` and `Pool` alike): the interleaved sequence
-//! against a straightforward reference implementation of DESIGN.md §2 kept here, the
+//! against a straightforward implementation of the reference (oxy) loop kept here, the
 //! smooth one against its properties (exact quotas, lag within 1.5 picks, drained
 //! servers never picked).
 #![cfg(feature = "std")]
@@ -20,7 +20,7 @@ fn gcd(a: u32, b: u32) -> u32 {
     }
 }
 
-/// DESIGN.md §2 verbatim: `index = -1`, `cw = 0`; step the index, lower `cw` by the gcd
+/// The reference (oxy) loop verbatim: `index = -1`, `cw = 0`; step the index, lower `cw` by the gcd
 /// when it wraps to 0 (back to the max when it reaches 0), pick when `w >= cw`.
 struct Reference {
     weights: Vec<u32>,

@@ -159,6 +159,39 @@ impl Jitter {
     }
 }
 
+/// How often [`spawn_stepper`] looks for due work at the least, so an ejection a
+/// recorder asked for waits at most this long.
+pub const STEPPER_TICK: Duration = Duration::from_millis(50);
+
+/// Drives `pool`'s steps from a task instead of the request threads: sleeps until
+/// [`Rebalancer::next_step_due`] (at most [`STEPPER_TICK`]) and runs
+/// [`Rebalancer::step_if_due`]. Use it with
+/// [`RebalancerBuilder::step_on_record(false)`](roundrobin_rebalancer::RebalancerBuilder::step_on_record),
+/// so that schedule rebuilds (O(n log n), most of a millisecond at 10,000 servers with
+/// the smooth policy) never run on a request's thread. Runs until the handle is
+/// aborted.
+pub fn spawn_stepper(pool: Arc<Rebalancer<ServerUrl>>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let now = pool.now();
+            // Refused steps are counted and logged by the rebalancer.
+            let _ = pool.step_if_due(now);
+            let tick = tokio::time::Instant::now() + STEPPER_TICK;
+            let wake = match pool.next_step_due() {
+                Some(due) => {
+                    let wait = due.saturating_duration_since(pool.now());
+                    (tokio::time::Instant::now() + wait).min(tick)
+                }
+                None => tokio::time::Instant::now(),
+            };
+            tokio::time::sleep_until(
+                wake.max(tokio::time::Instant::now() + Duration::from_millis(1)),
+            )
+            .await;
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

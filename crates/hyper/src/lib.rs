@@ -100,7 +100,7 @@ pub use forward::{
 };
 pub use future::ResponseFuture;
 pub use headers::{remove_hop_by_hop, ClientAddr};
-pub use health::HealthCheck;
+pub use health::{spawn_stepper, HealthCheck, STEPPER_TICK};
 pub use layer::{BalancerLayer, Builder};
 pub use manage::Manage;
 pub use retry::{Retry, RetryOn};

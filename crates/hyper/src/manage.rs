@@ -45,10 +45,9 @@ impl Manage for RoundRobin<ServerUrl> {
         Ok(Self::remove_server(self, server)?)
     }
     fn snapshot(&self) -> Vec<ServerState<ServerUrl>> {
-        Self::servers(self)
+        self.weights()
             .into_iter()
-            .filter_map(|server| Some((self.server_weight(&server)?, server)))
-            .map(|(weight, server)| ServerState {
+            .map(|(server, weight)| ServerState {
                 server,
                 original_weight: weight,
                 current_weight: weight,

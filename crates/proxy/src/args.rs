@@ -24,6 +24,11 @@ pub(crate) struct Args {
     /// The selection sequence.
     #[arg(long, value_enum, default_value_t = PolicyArg::Interleaved)]
     pub(crate) policy: PolicyArg,
+    /// Start the sequence at a random position after every change, so that a fleet of
+    /// proxies given the same servers does not send its next requests to the same one
+    /// (default: the reference's restart at the first server).
+    #[arg(long)]
+    pub(crate) random_start: bool,
     /// Weight of backends given without one.
     #[arg(long, default_value_t = 1)]
     pub(crate) default_weight: u32,

@@ -22,7 +22,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use roundrobin_core::{Policy, RoundRobin, ServerUrl};
-use roundrobin_hyper::{pooled_client, serve, serve_with, Admin, Balancer, Forwarder};
+use roundrobin_hyper::{
+    pooled_client, serve, serve_with, spawn_stepper, Admin, Balancer, Forwarder,
+};
 use roundrobin_rebalancer::Rebalancer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -36,13 +38,18 @@ fn pool(args: &Args) -> Arc<Rebalancer<ServerUrl>> {
         PolicyArg::Interleaved => Policy::Interleaved,
         PolicyArg::Smooth => Policy::Smooth,
     };
-    let balancer = RoundRobin::<ServerUrl>::builder()
+    let mut balancer = RoundRobin::<ServerUrl>::builder()
         .default_weight(args.default_weight)
-        .policy(policy)
-        .build();
+        .policy(policy);
+    if args.random_start {
+        balancer = balancer.start_offset(random_seed());
+    }
+    let balancer = balancer.build();
     let r = &args.resilience;
     let rebalancer = Rebalancer::builder(balancer)
         .rebalance(args.rebalance)
+        // steps and ejections run on the stepper task, never on a request's thread
+        .step_on_record(false)
         .backoff(args.backoff)
         .ejection(r.ejection())
         .checks(r.checks())
@@ -52,6 +59,19 @@ fn pool(args: &Args) -> Arc<Rebalancer<ServerUrl>> {
         Ok(rebalancer) => Arc::new(rebalancer),
         Err(e) => usage_error(&format!("--rebalance: {e}")),
     }
+}
+
+/// A seed that differs between processes and runs (the core takes no randomness of
+/// its own).
+fn random_seed() -> u64 {
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = time ^ (u64::from(std::process::id()) << 32) ^ 0x9e37_79b9_7f4a_7c15;
+    // splitmix64's finaliser: spreads the bits of time and pid over the whole word
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 async fn shutdown_signal(mut stop: watch::Receiver<bool>) {
@@ -164,6 +184,7 @@ async fn run(args: Args) -> ExitCode {
         .body_timeout(r.body_timeout);
     let balancer = builder.retry(r.retry()).service(forwarder);
     let checks = r.health_check().map(|check| check.spawn(Arc::clone(&pool)));
+    let stepper = spawn_stepper(Arc::clone(&pool));
     tasks.spawn(serve_with(
         listener,
         balancer,
@@ -181,5 +202,6 @@ async fn run(args: Args) -> ExitCode {
     if let Some(checks) = checks {
         checks.abort();
     }
+    stepper.abort();
     code
 }

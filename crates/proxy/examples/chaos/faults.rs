@@ -250,6 +250,9 @@ pub struct Report {
     pub fds_after: usize,
     /// Client connections still open in the proxy after the clients left.
     pub client_connections_after: usize,
+    /// Failures after the warm-up (100 clients for 300 ms), where a faulty backend
+    /// usually costs its failures before it is ejected.
+    pub late_failures: u64,
 }
 
 impl Report {
@@ -264,6 +267,8 @@ struct Tally {
     sent: u64,
     answered: u64,
     failed: BTreeMap<String, u64>,
+    /// Failures of the tallies added after the first one.
+    late: u64,
 }
 
 /// `clients` keep-alive clients send `GET /` to `addr`, each at most one request every
@@ -346,6 +351,7 @@ fn report(
         fds_before: before.1,
         fds_after: after.1,
         client_connections_after: proxy.client_connections(),
+        late_failures: tally.late,
     }
 }
 
@@ -361,6 +367,7 @@ async fn baseline(proxy: &Proxy) -> ((u64, usize), Tally) {
 
 impl Tally {
     fn add(mut self, other: Self) -> Self {
+        self.late += other.failed.values().sum::<u64>();
         self.sent += other.sent;
         self.answered += other.answered;
         for (k, v) in other.failed {
