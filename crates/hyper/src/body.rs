@@ -44,6 +44,7 @@ pub(crate) struct BodyEnd {
     server: roundrobin_core::ServerUrl,
     status: u16,
     latency: core::time::Duration,
+    access: Option<crate::access::Access>,
 }
 
 impl BodyEnd {
@@ -52,12 +53,14 @@ impl BodyEnd {
         server: roundrobin_core::ServerUrl,
         status: u16,
         latency: core::time::Duration,
+        access: Option<crate::access::Access>,
     ) -> Self {
         Self {
             sink,
             server,
             status,
             latency,
+            access,
         }
     }
 
@@ -72,6 +75,9 @@ impl Drop for BodyEnd {
     fn drop(&mut self) {
         self.sink
             .record_end(&self.server, self.status, self.latency);
+        if let Some(access) = self.access.take() {
+            access.log(self.status);
+        }
     }
 }
 

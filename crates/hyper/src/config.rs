@@ -16,6 +16,7 @@ pub(crate) struct Config<P, H> {
     pub(crate) sticky: Option<CachedIndex>,
     pub(crate) retry: Retry,
     pub(crate) max_body: Option<u64>,
+    pub(crate) access_log: bool,
 }
 
 /// The server chosen for a request.

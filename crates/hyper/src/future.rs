@@ -149,7 +149,11 @@ where
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(e)) => {
                             let error = Error::from_inner(e.into());
-                            return Poll::Ready(Ok(pending.fail(&error)));
+                            let response = pending.fail(&error);
+                            if let Some(pending) = this.pending.as_mut() {
+                                pending.log(response.status().as_u16());
+                            }
+                            return Poll::Ready(Ok(response));
                         }
                         Poll::Ready(Ok(())) => match this.request.take() {
                             Some(request) => State::Call {
@@ -169,15 +173,18 @@ where
                     };
                     match judge(pending, this.replay.as_ref(), result) {
                         Next::Answer(response) => return Poll::Ready(Ok(response)),
-                        Next::Retry(fallback, pending) => {
-                            match retry(&pending, this.replay.as_mut()) {
+                        Next::Retry(fallback, mut pending) => {
+                            match retry(&mut pending, this.replay.as_mut()) {
                                 Some((again, request)) => {
                                     *this.pending = Some(again);
                                     *this.request = Some(request);
                                     State::Ready
                                 }
                                 // No other server to try: the failed try's answer stands.
-                                None => return Poll::Ready(Ok(fallback)),
+                                None => {
+                                    pending.log(fallback.status().as_u16());
+                                    return Poll::Ready(Ok(fallback));
+                                }
                             }
                         }
                     }
@@ -226,6 +233,8 @@ where
                 tracing::debug!(%error, server = %pending.server(), "retrying on another server");
                 return Next::Retry(response, pending);
             }
+            let mut pending = pending;
+            pending.log(response.status().as_u16());
             Next::Answer(response)
         }
     }
@@ -235,7 +244,10 @@ where
 type NextTry<P, H, B> = (Pending<P, H>, Request<RequestBody<B>>);
 
 /// The next try: another server, and the request pointed at it.
-fn retry<P, H, B>(pending: &Pending<P, H>, replay: Option<&mut Replay>) -> Option<NextTry<P, H, B>>
+fn retry<P, H, B>(
+    pending: &mut Pending<P, H>,
+    replay: Option<&mut Replay>,
+) -> Option<NextTry<P, H, B>>
 where
     P: Select,
     H: ErrorHandler,
@@ -243,10 +255,11 @@ where
     let replay = replay?;
     replay.left = replay.left.checked_sub(1)?;
     replay.tried.push(pending.server().clone());
-    let config = pending.config();
+    let config = std::sync::Arc::clone(pending.config());
     let chosen = config.choose_other(&replay.tried)?;
     let mut parts = replay.parts.clone();
     config.point_at(&mut parts, &chosen.server).ok()?;
-    let again = Pending::new(std::sync::Arc::clone(config), chosen);
+    let access = pending.take_access();
+    let again = Pending::new(config, chosen, access);
     Some((again, Request::from_parts(parts, RequestBody::empty())))
 }

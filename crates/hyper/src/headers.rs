@@ -9,7 +9,7 @@ use http::{Request, Version};
 
 /// The address of the client that sent a request, as a request extension.
 ///
-/// [`serve`](crate::serve) inserts it; the [`Forwarder`] appends its IP to
+/// [`serve`](crate::serve) inserts it; the [`Forwarder`](crate::Forwarder) appends its IP to
 /// `X-Forwarded-For`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);

@@ -16,6 +16,7 @@ pub struct Builder<P, H = DefaultErrorHandler> {
     sticky: Option<StickySession>,
     retry: Retry,
     max_body: Option<u64>,
+    access_log: bool,
 }
 
 impl<P, H> core::fmt::Debug for Builder<P, H> {
@@ -36,6 +37,7 @@ impl<P: Select> Balancer<(), P> {
             sticky: None,
             retry: Retry::default(),
             max_body: None,
+            access_log: false,
         }
     }
 }
@@ -50,7 +52,17 @@ impl<P: Select, H: ErrorHandler> Builder<P, H> {
             sticky: self.sticky,
             retry: self.retry,
             max_body: self.max_body,
+            access_log: self.access_log,
         }
+    }
+
+    /// Emits one `tracing` event per request on the target
+    /// [`ACCESS_LOG_TARGET`](crate::ACCESS_LOG_TARGET) (client, method, path, server,
+    /// status, latency, retries). Off by default: it costs a copy of the path per
+    /// request.
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
     }
 
     /// The largest request body forwarded, in bytes: a larger `Content-Length` is
@@ -95,6 +107,7 @@ impl<P: Select, H: ErrorHandler> Builder<P, H> {
                 sticky: self.sticky.map(CachedIndex::new),
                 retry: self.retry,
                 max_body: self.max_body,
+                access_log: self.access_log,
             }),
         }
     }

@@ -70,6 +70,7 @@
 //!   `serde_json`, and `sha2` and `subtle` for the token comparison).
 #![forbid(unsafe_code)]
 
+mod access;
 #[cfg(feature = "admin")]
 mod admin;
 mod body;
@@ -90,6 +91,7 @@ mod server;
 mod service;
 mod timeout;
 
+pub use access::ACCESS_LOG_TARGET;
 #[cfg(feature = "admin")]
 pub use admin::{Admin, ADMIN_MAX_BODY, ADMIN_MAX_WEIGHT};
 pub use body::{ClientBodyError, RequestBody, ResponseBody};

@@ -7,6 +7,7 @@ use std::time::Instant;
 use http::Response;
 use roundrobin_core::ServerUrl;
 
+use crate::access::Access;
 use crate::body::{BodyEnd, RecordEnd};
 use crate::config::{Chosen, Config};
 use crate::{Error, ErrorHandler, ResponseBody, Select};
@@ -25,15 +26,33 @@ pub(crate) struct Pending<P: Select, H: ErrorHandler> {
     config: Arc<Config<P, H>>,
     chosen: Chosen,
     start: Instant,
+    access: Option<Access>,
 }
 
 impl<P: Select, H: ErrorHandler> Pending<P, H> {
-    pub(crate) fn new(config: Arc<Config<P, H>>, chosen: Chosen) -> Self {
+    pub(crate) fn new(config: Arc<Config<P, H>>, chosen: Chosen, access: Option<Access>) -> Self {
         let start = config.pool.now();
+        let mut access = access;
+        if let Some(access) = &mut access {
+            access.tried(&chosen.server);
+        }
         Self {
             config,
             chosen,
             start,
+            access,
+        }
+    }
+
+    /// The access-log record, for the next try.
+    pub(crate) fn take_access(&mut self) -> Option<Access> {
+        self.access.take()
+    }
+
+    /// Logs the request (when the access log is on) with the status the client got.
+    pub(crate) fn log(&mut self, status: u16) {
+        if let Some(access) = self.access.take() {
+            access.log(status);
         }
     }
 
@@ -68,16 +87,19 @@ impl<P: Select, H: ErrorHandler> Pending<P, H> {
         P: 'static,
         H: 'static,
     {
+        let mut this = self;
         let mut res = res;
-        self.config.stick(&self.chosen, res.headers_mut());
+        this.config.stick(&this.chosen, res.headers_mut());
         let status = res.status().as_u16();
         if res.body().is_end_stream() {
-            self.record(status);
+            this.record(status);
+            this.log(status);
             return res.map(ResponseBody::upstream);
         }
-        let latency = self.config.pool.now().saturating_duration_since(self.start);
-        let sink: Arc<dyn RecordEnd> = self.config;
-        let end = BodyEnd::new(sink, self.chosen.server, status, latency);
+        let latency = this.config.pool.now().saturating_duration_since(this.start);
+        let access = this.access.take();
+        let sink: Arc<dyn RecordEnd> = this.config;
+        let end = BodyEnd::new(sink, this.chosen.server, status, latency, access);
         res.map(|body| ResponseBody::recorded(body, end))
     }
 

@@ -8,11 +8,13 @@ use http::{header, Method, Request, Response, Version};
 use http_body::Body;
 use tower_service::Service;
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::future::{Replay, ResponseFuture};
 use crate::outcome::Pending;
 use crate::{
-    BoxError, DefaultErrorHandler, Error, ErrorHandler, RequestBody, ResponseBody, Select,
+    BoxError, ClientAddr, DefaultErrorHandler, Error, ErrorHandler, RequestBody, ResponseBody,
+    Select,
 };
 
 /// The load balancer as a service: picks a server from the pool, rewrites the request
@@ -24,7 +26,7 @@ use crate::{
 /// errors mark a failed upload as the client's fault.
 ///
 /// The request URI becomes the server's scheme and authority, with the server's path
-/// (if any) as a prefix of the request's path; the query is kept ([`rewrite_uri`]).
+/// (if any) as a prefix of the request's path; the query is kept ([`rewrite_uri`](crate::rewrite_uri)).
 /// When the request has no `Host` header, the original authority is put there so the
 /// forwarder can report it in `X-Forwarded-Host`.
 ///
@@ -113,13 +115,28 @@ where
     P: Select,
     H: ErrorHandler,
 {
+    let access = config.access_log.then(|| {
+        let client = req.extensions().get::<ClientAddr>().map(|c| c.0);
+        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        Access::new(client, req.method(), path)
+    });
     if let Err(e) = conform(&req, config.max_body) {
         tracing::debug!(error = %e, "request refused");
-        return ResponseFuture::done(config.handler.handle(&e));
+        let res = config.handler.handle(&e);
+        if let Some(access) = access {
+            access.log(res.status().as_u16());
+        }
+        return ResponseFuture::done(res);
     }
     let chosen = match config.choose(req.headers()) {
         Ok(chosen) => chosen,
-        Err(e) => return ResponseFuture::done(config.handler.handle(&e)),
+        Err(e) => {
+            let res = config.handler.handle(&e);
+            if let Some(access) = access {
+                access.log(res.status().as_u16());
+            }
+            return ResponseFuture::done(res);
+        }
     };
     let (mut parts, body) = req.into_parts();
     // A request without a body can be sent again: keep it as the client sent it.
@@ -128,13 +145,16 @@ where
     if let Err(e) = config.point_at(&mut parts, &chosen.server) {
         let mut res = config.handler.handle(&Error::Uri(e));
         config.stick(&chosen, res.headers_mut());
+        if let Some(access) = access {
+            access.log(res.status().as_u16());
+        }
         return ResponseFuture::done(res);
     }
     let body = match config.max_body {
         Some(max) => RequestBody::limited(body, max),
         None => RequestBody::new(body),
     };
-    let pending = Pending::new(config, chosen);
+    let pending = Pending::new(config, chosen, access);
     let req = Request::from_parts(parts, body);
     ResponseFuture::send(pending, inner, req, ready, replay)
 }

@@ -9,6 +9,7 @@ use roundrobin_core::ServerUrl;
 use roundrobin_sticky::codec::{Aes, Hash, Hmac, Raw};
 use roundrobin_sticky::StickySession;
 
+use crate::logs::AccessLog;
 use crate::resilience::Resilience;
 
 /// A weighted round-robin reverse proxy.
@@ -68,6 +69,10 @@ pub(crate) struct Args {
     /// Threads that serve connections (default: one per core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) workers: Option<u16>,
+    /// One line per request on stdout: client, method, path, server, status, latency,
+    /// retries (off when absent).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub(crate) access_log: Option<AccessLog>,
     #[command(flatten)]
     pub(crate) resilience: Resilience,
 }

@@ -14,6 +14,7 @@
 //! requests finish. Logs go to stderr (`RUST_LOG` filters them; default `info`).
 
 mod args;
+mod logs;
 mod resilience;
 
 use std::io::Write as _;
@@ -104,14 +105,7 @@ async fn signals(stop: watch::Sender<bool>) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    logs::init(args.access_log);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = args.workers {
         runtime.worker_threads(usize::from(workers));
@@ -182,7 +176,10 @@ async fn run(args: Args) -> ExitCode {
     let forwarder = Forwarder::with_client(pooled_client(r.connect_timeout))
         .timeout(args.timeout)
         .body_timeout(r.body_timeout);
-    let balancer = builder.retry(r.retry()).service(forwarder);
+    let balancer = builder
+        .retry(r.retry())
+        .access_log(args.access_log.is_some())
+        .service(forwarder);
     let checks = r.health_check().map(|check| check.spawn(Arc::clone(&pool)));
     let stepper = spawn_stepper(Arc::clone(&pool));
     tasks.spawn(serve_with(

@@ -1,0 +1,82 @@
+//! The access log: one `tracing` event per request, on the target
+//! [`ACCESS_LOG_TARGET`], when [`Builder::access_log`](crate::Builder::access_log) is
+//! on.
+
+use core::net::SocketAddr;
+use std::time::Instant;
+
+use http::Method;
+use roundrobin_core::ServerUrl;
+
+/// The `tracing` target of access-log events: route it to its own output (the proxy
+/// writes it to stdout as text or JSON) and filter it apart from diagnostics.
+///
+/// Fields: `client` (IP and port, `-` when unknown), `method`, `path` (with the query),
+/// `server` (`-` when none was chosen), `status` (what the client got; 499 when it went
+/// away first), `latency_ms` (from the request's arrival to its last byte), `retries`.
+pub const ACCESS_LOG_TARGET: &str = "roundrobin::access";
+
+/// What the access log says of one request; logs it once, when told the outcome or,
+/// failing that, when dropped (the client went away: 499).
+pub(crate) struct Access {
+    client: Option<SocketAddr>,
+    method: Method,
+    path: String,
+    server: Option<ServerUrl>,
+    retries: u32,
+    start: Instant,
+    done: bool,
+}
+
+impl Access {
+    pub(crate) fn new(client: Option<SocketAddr>, method: &Method, path: &str) -> Self {
+        Self {
+            client,
+            method: method.clone(),
+            path: path.to_owned(),
+            server: None,
+            retries: 0,
+            start: Instant::now(),
+            done: false,
+        }
+    }
+
+    /// The server of the current try.
+    pub(crate) fn tried(&mut self, server: &ServerUrl) {
+        if self.server.is_some() {
+            self.retries += 1;
+        }
+        self.server = Some(server.clone());
+    }
+
+    /// Logs the request with the status the client got.
+    pub(crate) fn log(mut self, status: u16) {
+        self.emit(status);
+    }
+
+    fn emit(&mut self, status: u16) {
+        self.done = true;
+        let client = self
+            .client
+            .map_or_else(|| "-".to_owned(), |c| c.to_string());
+        let server = self.server.as_ref().map_or("-", ServerUrl::as_str);
+        tracing::info!(
+            target: ACCESS_LOG_TARGET,
+            client = %client,
+            method = %self.method,
+            path = %self.path,
+            server = %server,
+            status,
+            latency_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            retries = self.retries,
+        );
+    }
+}
+
+impl Drop for Access {
+    fn drop(&mut self) {
+        if !self.done {
+            self.emit(499);
+        }
+    }
+}
