@@ -115,6 +115,8 @@ where
 }
 
 /// What a finished try leads to.
+// A value returned and matched at once, never stored: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Next<RB, P: Select, H: ErrorHandler> {
     /// The answer for the client.
     Answer(Response<ResponseBody<RB>>),
