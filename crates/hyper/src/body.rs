@@ -45,6 +45,7 @@ pub(crate) struct BodyEnd {
     status: u16,
     latency: core::time::Duration,
     access: Option<crate::access::Access>,
+    in_flight: Option<crate::metrics::InFlight>,
 }
 
 impl BodyEnd {
@@ -54,6 +55,7 @@ impl BodyEnd {
         status: u16,
         latency: core::time::Duration,
         access: Option<crate::access::Access>,
+        in_flight: Option<crate::metrics::InFlight>,
     ) -> Self {
         Self {
             sink,
@@ -61,6 +63,7 @@ impl BodyEnd {
             status,
             latency,
             access,
+            in_flight,
         }
     }
 
@@ -77,6 +80,10 @@ impl Drop for BodyEnd {
             .record_end(&self.server, self.status, self.latency);
         if let Some(access) = self.access.take() {
             access.log(self.status);
+        }
+        if let Some(mut in_flight) = self.in_flight.take() {
+            in_flight.metrics().response(self.status, self.latency);
+            in_flight.done();
         }
     }
 }

@@ -17,6 +17,7 @@ pub(crate) struct Config<P, H> {
     pub(crate) retry: Retry,
     pub(crate) max_body: Option<u64>,
     pub(crate) access_log: bool,
+    pub(crate) metrics: Option<std::sync::Arc<crate::Metrics>>,
 }
 
 /// The server chosen for a request.

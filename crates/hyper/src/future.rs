@@ -143,7 +143,7 @@ where
                     return Poll::Ready(Ok(response.map(ResponseBody::local)));
                 }
                 StateProj::Ready => {
-                    let (Some(inner), Some(pending)) = (this.inner.as_mut(), this.pending.as_ref())
+                    let (Some(inner), Some(pending)) = (this.inner.as_mut(), this.pending.as_mut())
                     else {
                         return Poll::Ready(Ok(Response::default().map(ResponseBody::local)));
                     };
@@ -152,9 +152,7 @@ where
                         Poll::Ready(Err(e)) => {
                             let error = Error::from_inner(e.into());
                             let response = pending.fail(&error);
-                            if let Some(pending) = this.pending.as_mut() {
-                                pending.log(response.status().as_u16());
-                            }
+                            pending.log(response.status().as_u16());
                             return Poll::Ready(Ok(response));
                         }
                         Poll::Ready(Ok(())) => match this.request.take() {
@@ -216,8 +214,10 @@ where
         Ok(response) => {
             let status = response.status().as_u16();
             if replayable && policy.on.status(status) {
+                let mut pending = pending;
                 let mut response = response.map(ResponseBody::upstream);
                 pending.finish(&mut response);
+                pending.retried();
                 return Next::Retry(response, pending);
             }
             Next::Answer(pending.answer(response))
@@ -230,12 +230,13 @@ where
                 e if e.is_reset() => replayable && policy.on.reset,
                 _ => false,
             };
+            let mut pending = pending;
             let response = pending.fail(&error);
             if retried {
                 tracing::debug!(%error, server = %pending.server(), "retrying on another server");
+                pending.retried();
                 return Next::Retry(response, pending);
             }
-            let mut pending = pending;
             pending.log(response.status().as_u16());
             Next::Answer(response)
         }

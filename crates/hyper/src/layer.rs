@@ -6,7 +6,7 @@ use roundrobin_sticky::{CachedIndex, StickySession};
 use tower_layer::Layer;
 
 use crate::config::Config;
-use crate::{Balancer, DefaultErrorHandler, ErrorHandler, Retry, RewriteHook, Select};
+use crate::{Balancer, DefaultErrorHandler, ErrorHandler, Metrics, Retry, RewriteHook, Select};
 
 /// Configures a [`Balancer`] or a [`BalancerLayer`]; from [`Balancer::builder`].
 pub struct Builder<P, H = DefaultErrorHandler> {
@@ -17,6 +17,7 @@ pub struct Builder<P, H = DefaultErrorHandler> {
     retry: Retry,
     max_body: Option<u64>,
     access_log: bool,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<P, H> core::fmt::Debug for Builder<P, H> {
@@ -38,6 +39,7 @@ impl<P: Select> Balancer<(), P> {
             retry: Retry::default(),
             max_body: None,
             access_log: false,
+            metrics: None,
         }
     }
 }
@@ -53,7 +55,15 @@ impl<P: Select, H: ErrorHandler> Builder<P, H> {
             retry: self.retry,
             max_body: self.max_body,
             access_log: self.access_log,
+            metrics: self.metrics,
         }
+    }
+
+    /// Counts every try in `metrics` (requests by status class, errors by kind,
+    /// latency, in flight, retries), served by [`Admin::metrics`](crate::Admin::metrics).
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Emits one `tracing` event per request on the target
@@ -108,6 +118,7 @@ impl<P: Select, H: ErrorHandler> Builder<P, H> {
                 retry: self.retry,
                 max_body: self.max_body,
                 access_log: self.access_log,
+                metrics: self.metrics,
             }),
         }
     }

@@ -31,6 +31,11 @@ pub trait Manage: Send + Sync + 'static {
             .any(|s| s.server == *server)
             .then_some(Health::Up)
     }
+
+    /// Steps of a rebalancer that changed weights; 0 for pools without one.
+    fn steps(&self) -> u64 {
+        0
+    }
 }
 
 impl Manage for RoundRobin<ServerUrl> {
@@ -71,6 +76,9 @@ impl Manage for Rebalancer<ServerUrl> {
     fn health(&self, server: &ServerUrl) -> Option<Health> {
         Self::health(self, server)
     }
+    fn steps(&self) -> u64 {
+        Self::steps(self)
+    }
 }
 
 impl<P: Manage + ?Sized> Manage for Arc<P> {
@@ -85,5 +93,8 @@ impl<P: Manage + ?Sized> Manage for Arc<P> {
     }
     fn health(&self, server: &ServerUrl) -> Option<Health> {
         (**self).health(server)
+    }
+    fn steps(&self) -> u64 {
+        (**self).steps()
     }
 }

@@ -10,6 +10,7 @@ use roundrobin_core::ServerUrl;
 use crate::access::Access;
 use crate::body::{BodyEnd, RecordEnd};
 use crate::config::{Chosen, Config};
+use crate::metrics::InFlight;
 use crate::{Error, ErrorHandler, ResponseBody, Select};
 
 impl<P: Select, H: Send + Sync> RecordEnd for Config<P, H> {
@@ -27,6 +28,7 @@ pub(crate) struct Pending<P: Select, H: ErrorHandler> {
     chosen: Chosen,
     start: Instant,
     access: Option<Access>,
+    in_flight: Option<InFlight>,
 }
 
 impl<P: Select, H: ErrorHandler> Pending<P, H> {
@@ -36,11 +38,13 @@ impl<P: Select, H: ErrorHandler> Pending<P, H> {
         if let Some(access) = &mut access {
             access.tried(&chosen.server);
         }
+        let in_flight = config.metrics.as_ref().map(|m| m.start(&chosen.server));
         Self {
             config,
             chosen,
             start,
             access,
+            in_flight,
         }
     }
 
@@ -65,16 +69,27 @@ impl<P: Select, H: ErrorHandler> Pending<P, H> {
     }
 
     /// Records `status` for this try's server.
-    pub(crate) fn record(&self, status: u16) {
+    pub(crate) fn record(&mut self, status: u16) {
         let now = self.config.pool.now();
         let latency = now.saturating_duration_since(self.start);
         self.config
             .pool
             .record(&self.chosen.server, status, latency, now);
+        if let Some(in_flight) = &mut self.in_flight {
+            in_flight.metrics().response(status, latency);
+            in_flight.done();
+        }
+    }
+
+    /// Counts this try as one the policy sends to another server.
+    pub(crate) fn retried(&self) {
+        if let Some(in_flight) = &self.in_flight {
+            in_flight.metrics().retried();
+        }
     }
 
     /// Records the response's status and sets the sticky cookie if needed.
-    pub(crate) fn finish<B>(&self, res: &mut Response<B>) {
+    pub(crate) fn finish<B>(&mut self, res: &mut Response<B>) {
         self.record(res.status().as_u16());
         self.config.stick(&self.chosen, res.headers_mut());
     }
@@ -98,17 +113,24 @@ impl<P: Select, H: ErrorHandler> Pending<P, H> {
         }
         let latency = this.config.pool.now().saturating_duration_since(this.start);
         let access = this.access.take();
+        let in_flight = this.in_flight.take();
         let sink: Arc<dyn RecordEnd> = this.config;
-        let end = BodyEnd::new(sink, this.chosen.server, status, latency, access);
+        let end = BodyEnd::new(sink, this.chosen.server, status, latency, access, in_flight);
         res.map(|body| ResponseBody::recorded(body, end))
     }
 
     /// The response for `error`: recorded against the server unless the client caused
     /// it.
-    pub(crate) fn fail<B>(&self, error: &Error) -> Response<ResponseBody<B>> {
+    pub(crate) fn fail<B>(&mut self, error: &Error) -> Response<ResponseBody<B>> {
         tracing::debug!(%error, server = %self.chosen.server, "proxy error");
         let mut res = self.config.handler.handle(error).map(ResponseBody::local);
+        if let Some(in_flight) = &self.in_flight {
+            in_flight.metrics().error(error);
+        }
         if error.is_client_error() {
+            if let Some(in_flight) = &mut self.in_flight {
+                in_flight.done();
+            }
             return res;
         }
         self.finish(&mut res);

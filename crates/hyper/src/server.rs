@@ -35,7 +35,7 @@ pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// | `shutdown_timeout`: how long a graceful shutdown waits before closing what is left | 30 s | `hard-stop-after` | `worker_shutdown_timeout` |
 /// | `max_headers`: request header fields → 431 above | 100 | `tune.http.maxhdr` 101 | — |
 /// | `max_header_bytes`: request head size → 431 above (at least 8 KiB) | 64 KiB | `tune.bufsize` 16 KiB | `large_client_header_buffers` 4×8 KiB |
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ServerLimits {
     /// From the first byte of a request to the end of its head (slowloris).
     pub header_timeout: Duration,
@@ -49,6 +49,8 @@ pub struct ServerLimits {
     pub max_headers: usize,
     /// Bytes of a request head (431 above).
     pub max_header_bytes: usize,
+    /// Counts open and accepted client connections when set.
+    pub metrics: Option<Arc<crate::Metrics>>,
 }
 
 impl Default for ServerLimits {
@@ -60,6 +62,7 @@ impl Default for ServerLimits {
             shutdown_timeout: Duration::from_secs(30),
             max_headers: 100,
             max_header_bytes: 64 * 1024,
+            metrics: None,
         }
     }
 }
@@ -145,6 +148,9 @@ pub async fn serve_with<S, B>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        if let Some(metrics) = &limits.metrics {
+            metrics.connection_opened();
+        }
         let state = ConnState::new();
         let svc = {
             let (service, state) = (service.clone(), Arc::clone(&state));
@@ -198,6 +204,9 @@ pub async fn serve_with<S, B>(
                         }
                     }
                 }
+            }
+            if let Some(metrics) = &limits.metrics {
+                metrics.connection_closed();
             }
             drop(permit);
         });

@@ -24,7 +24,8 @@ use std::sync::Arc;
 use clap::Parser;
 use roundrobin_core::{Policy, RoundRobin, ServerUrl};
 use roundrobin_hyper::{
-    pooled_client, serve, serve_with, spawn_stepper, Admin, Balancer, Forwarder,
+    pooled_client, serve, serve_with, spawn_stepper, Admin, Balancer, Forwarder, Metrics,
+    ServerLimits,
 };
 use roundrobin_rebalancer::Rebalancer;
 use tokio::net::TcpListener;
@@ -137,6 +138,7 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let (stop, stopped) = watch::channel(false);
+    let metrics = Metrics::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
@@ -164,6 +166,7 @@ async fn run(args: Args) -> ExitCode {
                 Admin::new(Arc::clone(&pool))
             }
         };
+        let api = api.metrics(Arc::clone(&metrics));
         tasks.spawn(serve(admin, api, shutdown_signal(stopped.clone())));
     }
     let _ = out.flush();
@@ -177,6 +180,7 @@ async fn run(args: Args) -> ExitCode {
         .timeout(args.timeout)
         .body_timeout(r.body_timeout);
     let balancer = builder
+        .metrics(Arc::clone(&metrics))
         .retry(r.retry())
         .access_log(args.access_log.is_some())
         .service(forwarder);
@@ -186,7 +190,10 @@ async fn run(args: Args) -> ExitCode {
         listener,
         balancer,
         shutdown_signal(stopped),
-        r.limits(),
+        ServerLimits {
+            metrics: Some(metrics),
+            ..r.limits()
+        },
     ));
     tokio::spawn(signals(stop));
     let mut code = ExitCode::SUCCESS;

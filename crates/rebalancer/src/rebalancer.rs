@@ -172,6 +172,8 @@ pub struct Rebalancer<S> {
     step_on_record: bool,
     /// Steps whose weights the balancer refused.
     refused: AtomicU64,
+    /// Steps of the state machine that changed weights.
+    steps: AtomicU64,
 }
 
 impl<S> fmt::Debug for Rebalancer<S> {
@@ -362,6 +364,7 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> RebalancerBuilde
             fsm: Mutex::new(()),
             step_on_record: self.step_on_record,
             refused: AtomicU64::new(0),
+            steps: AtomicU64::new(0),
             rebalance: self.rebalance,
             ejection: self.ejection,
             checks: self.checks,
@@ -674,7 +677,10 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
         // Keep the other recorders on the fast path while this one steps.
         self.deadline
             .store(at.saturating_add(self.backoff_nanos), Ordering::Release);
-        if !self.step(now, at).map_err(|e| self.refused(e))? {
+        let changed = self.step(now, at).map_err(|e| self.refused(e))?;
+        if changed {
+            self.steps.fetch_add(1, Ordering::Relaxed);
+        } else {
             let idle = self.backoff_nanos.min(IDLE_RECHECK_NANOS);
             self.deadline
                 .store(at.saturating_add(idle), Ordering::Release);
@@ -696,6 +702,11 @@ impl<S: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> Rebalancer<S> {
     )]
     pub fn poll_at(&self, now: Instant) -> bool {
         self.step_if_due(now).is_ok_and(|ran| ran)
+    }
+
+    /// How many steps of the state machine changed weights.
+    pub fn steps(&self) -> u64 {
+        self.steps.load(Ordering::Relaxed)
     }
 
     /// How many steps the balancer refused (their weights were not applied).

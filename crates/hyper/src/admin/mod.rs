@@ -40,6 +40,8 @@ pub const ADMIN_MAX_BODY: usize = 64 * 1024;
 #[derive(Clone)]
 struct Settings {
     token: Option<Token>,
+    /// Served at `GET /metrics` when set.
+    metrics: Option<Arc<crate::Metrics>>,
     /// Set by `allowed_hosts` / `any_host`; else derived from whether there is a token.
     hosts: Option<Hosts>,
 }
@@ -158,6 +160,7 @@ impl<P: Manage + ?Sized> Admin<P> {
             pool,
             settings: Arc::new(Settings {
                 token: None,
+                metrics: None,
                 hosts: None,
             }),
         }
@@ -196,6 +199,14 @@ impl<P: Manage + ?Sized> Admin<P> {
     #[must_use]
     pub fn any_host(mut self) -> Self {
         Arc::make_mut(&mut self.settings).hosts = Some(Hosts::Any);
+        self
+    }
+
+    /// Serves `metrics` (and the pool's weights, ratings and health) at
+    /// `GET /metrics` in the OpenMetrics text format; without it `/metrics` is 404.
+    #[must_use]
+    pub fn metrics(mut self, metrics: Arc<crate::Metrics>) -> Self {
+        Arc::make_mut(&mut self.settings).metrics = Some(metrics);
         self
     }
 
@@ -274,11 +285,15 @@ impl<P: Manage + ?Sized> Admin<P> {
             ("/", &Method::GET) => dashboard::page(),
             ("/servers", &Method::GET) => self.list(StatusCode::OK),
             ("/stats", &Method::GET) => self.stats(),
+            ("/metrics", &Method::GET) => match &self.settings.metrics {
+                Some(metrics) => openmetrics(metrics.encode(&*self.pool)),
+                None => message(StatusCode::NOT_FOUND, "no metrics on this admin API"),
+            },
             ("/servers", &Method::PUT | &Method::DELETE) => match read_body(req).await {
                 Ok(body) => self.change(&method, &body, who),
                 Err(res) => *res,
             },
-            ("/" | "/stats", _) => not_allowed("GET"),
+            ("/" | "/stats" | "/metrics", _) => not_allowed("GET"),
             ("/servers", _) => not_allowed("GET, PUT, DELETE"),
             _ => message(
                 StatusCode::NOT_FOUND,
@@ -356,4 +371,16 @@ where
         let this = self.clone();
         Box::pin(async move { Ok(this.respond(req).await) })
     }
+}
+
+/// A `GET /metrics` answer.
+fn openmetrics(text: String) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(text)));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    res
 }
