@@ -236,37 +236,37 @@ fn gauge(
 
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let servers = self.metrics.servers.load();
+        let guard = self.metrics.servers.load();
+        let servers: &HashMap<ServerUrl, Arc<ServerMetrics>> = &guard;
         let mut urls: Vec<&ServerUrl> = servers.keys().collect();
         urls.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let urls = &urls;
         let label = |url: &ServerUrl| ("server", url.as_str().to_owned());
+        // One row per server and name of `names`, the value from `values`.
+        let rows = move |key: &'static str,
+                         names: &'static [&'static str],
+                         values: fn(&ServerMetrics) -> &[AtomicU64]| {
+            urls.iter().flat_map(move |url| {
+                let m = &servers[*url];
+                names.iter().zip(values(m)).map(move |(name, v)| {
+                    (
+                        vec![label(url), (key, (*name).to_owned())],
+                        v.load(Ordering::Relaxed),
+                    )
+                })
+            })
+        };
         counter(
             &mut encoder,
             "roundrobin_server_requests",
             "Responses by server and status class (every try, retried ones included).",
-            urls.iter().flat_map(|url| {
-                let m = &servers[*url];
-                CLASSES.iter().enumerate().map(move |(i, class)| {
-                    (
-                        vec![label(url), ("code_class", (*class).to_owned())],
-                        m.requests[i].load(Ordering::Relaxed),
-                    )
-                })
-            }),
+            rows("code_class", &CLASSES, |m| &m.requests),
         )?;
         counter(
             &mut encoder,
             "roundrobin_server_errors",
             "Failed tries by server and kind: connect, timeout, upstream, client_closed.",
-            urls.iter().flat_map(|url| {
-                let m = &servers[*url];
-                KINDS.iter().enumerate().map(move |(i, kind)| {
-                    (
-                        vec![label(url), ("kind", (*kind).to_owned())],
-                        m.errors[i].load(Ordering::Relaxed),
-                    )
-                })
-            }),
+            rows("kind", &KINDS, |m| &m.errors),
         )?;
         counter(
             &mut encoder,
@@ -295,7 +295,7 @@ impl Collector for Scrape {
                 None,
                 MetricType::Histogram,
             )?;
-            for url in &urls {
+            for url in urls {
                 let m = &servers[*url];
                 let mut cumulative = 0;
                 let buckets: Vec<(f64, u64)> = BUCKETS

@@ -90,7 +90,9 @@ fn metrics_count_requests_per_server_and_show_the_pool() {
                 ));
                 assert_eq!(retried, refused, "{metrics}");
                 assert!(
-                    metrics.contains(&format!("roundrobin_server_weight{{server=\"{live}\"}} 1.0")),
+                    metrics.contains(&format!(
+                        "roundrobin_server_weight{{server=\"{live}\"}} 1.0"
+                    )),
                     "{metrics}"
                 );
                 assert!(

@@ -396,76 +396,40 @@ pub async fn backend_killed(bin: &Path, run: Duration) -> Report {
     report("backend killed and restarted", tally, &proxy, before, after)
 }
 
+/// A good backend and `faulty` (a URL), under steady load with `extra` flags.
+async fn beside_a_good_one(
+    bin: &Path,
+    name: &'static str,
+    faulty: String,
+    extra: &[&str],
+    run: Duration,
+) -> Report {
+    let a = Backend::start("a", Mode::Ok).await;
+    let proxy = Proxy::start(bin, &args(&[a.url(), faulty], extra)).await;
+    let (before, warm) = baseline(&proxy).await;
+    let until = Instant::now() + run;
+    let tally = warm.add(load(proxy.addr, 8, Duration::from_millis(5), until).await);
+    let fds = proxy.settle(before.1, Duration::from_secs(5)).await;
+    report(name, tally, &proxy, before, (proxy.usage().0, fds))
+}
+
 /// A backend that accepts and never answers, beside a good one (`--timeout 300ms`).
 pub async fn backend_hangs(bin: &Path, run: Duration) -> Report {
-    let a = Backend::start("a", Mode::Ok).await;
     let h = Backend::start("h", Mode::Hang).await;
-    let proxy = Proxy::start(bin, &args(&[a.url(), h.url()], &["--timeout", "300ms"])).await;
-    let (before, warm) = baseline(&proxy).await;
-    let tally = load(
-        proxy.addr,
-        8,
-        Duration::from_millis(5),
-        Instant::now() + run,
-    )
-    .await;
-    let tally = warm.add(tally);
-    let fds = proxy.settle(before.1, Duration::from_secs(5)).await;
-    report(
-        "backend never answers",
-        tally,
-        &proxy,
-        before,
-        (proxy.usage().0, fds),
-    )
+    let name = "backend never answers";
+    beside_a_good_one(bin, name, h.url(), &["--timeout", "300ms"], run).await
 }
 
 /// A backend that sends half a response and closes, beside a good one.
 pub async fn backend_half_response(bin: &Path, run: Duration) -> Report {
-    let a = Backend::start("a", Mode::Ok).await;
     let h = Backend::start("h", Mode::Half).await;
-    let proxy = Proxy::start(bin, &args(&[a.url(), h.url()], &[])).await;
-    let (before, warm) = baseline(&proxy).await;
-    let tally = load(
-        proxy.addr,
-        8,
-        Duration::from_millis(5),
-        Instant::now() + run,
-    )
-    .await;
-    let tally = warm.add(tally);
-    let fds = proxy.settle(before.1, Duration::from_secs(5)).await;
-    report(
-        "backend sends half a response",
-        tally,
-        &proxy,
-        before,
-        (proxy.usage().0, fds),
-    )
+    beside_a_good_one(bin, "backend sends half a response", h.url(), &[], run).await
 }
 
 /// A backend whose port refuses connections, beside a good one.
 pub async fn backend_refuses(bin: &Path, run: Duration) -> Report {
-    let a = Backend::start("a", Mode::Ok).await;
     let refused = refused_url().await;
-    let proxy = Proxy::start(bin, &args(&[a.url(), refused], &[])).await;
-    let (before, warm) = baseline(&proxy).await;
-    let tally = load(
-        proxy.addr,
-        8,
-        Duration::from_millis(5),
-        Instant::now() + run,
-    )
-    .await;
-    let tally = warm.add(tally);
-    let fds = proxy.settle(before.1, Duration::from_secs(5)).await;
-    report(
-        "backend refuses connections",
-        tally,
-        &proxy,
-        before,
-        (proxy.usage().0, fds),
-    )
+    beside_a_good_one(bin, "backend refuses connections", refused, &[], run).await
 }
 
 /// 200 clients dribbling request heads (`--header-timeout 500ms`) and 100 that hang up
