@@ -75,6 +75,21 @@ async fn backend(name: &'static str) -> (String, oneshot::Sender<()>) {
     (format!("http://{addr}"), tx)
 }
 
+/// A backend that answers `slow` after `delay`.
+async fn slow_backend(delay: Duration) -> (String, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let svc = service_fn(move |_req: Request<Incoming>| async move {
+        tokio::time::sleep(delay).await;
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("slow"))))
+    });
+    tokio::spawn(serve(listener, svc, async {
+        let _ = rx.await;
+    }));
+    (format!("http://{addr}"), tx)
+}
+
 /// The running proxy, its addresses and its stderr so far.
 struct Proxy {
     child: Child,
@@ -171,12 +186,17 @@ impl Proxy {
 
     /// The body of `GET /` through the proxy.
     async fn get(&self) -> String {
+        let (status, body) = self.get_status().await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// `GET /` through the proxy.
+    async fn get_status(&self) -> (u16, String) {
         let req = Request::get(format!("http://{}/", self.listen))
             .body(Full::default())
             .unwrap();
-        let (status, body) = send(req).await;
-        assert_eq!(status, 200, "{body}");
-        body
+        send(req).await
     }
 
     fn hup(&self) {
@@ -423,5 +443,21 @@ fn without_a_file_sighup_is_ignored_and_reload_says_so() {
         proxy.hup();
         proxy.stderr_contains("SIGHUP ignored").await;
         assert_eq!(proxy.get().await, "a");
+    });
+}
+
+#[test]
+fn the_files_timeout_applies_and_the_timeout_flag_wins() {
+    run(async {
+        let (slow, _slow) = slow_backend(Duration::from_millis(800)).await;
+        let file = TempFile::new(
+            "timeout",
+            &config(core::slice::from_ref(&slow), "timeout = \"200ms\""),
+        );
+        let proxy = Proxy::start(&["--config", file.arg()]).await;
+        assert_eq!(proxy.get_status().await.0, 504);
+        drop(proxy);
+        let proxy = Proxy::start(&["--config", file.arg(), "--timeout", "5s"]).await;
+        assert_eq!(proxy.get_status().await, (200, "slow".to_owned()));
     });
 }
