@@ -16,6 +16,10 @@ use crate::resilience::Resilience;
 #[derive(Debug, Parser)]
 #[command(name = "roundrobin-proxy", version)]
 pub(crate) struct Args {
+    /// A TOML file with the same settings as keys (`servers`, `listen`, `retries`, ...);
+    /// flags given beside it win. SIGHUP or `POST /reload` re-read its servers.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub(crate) listen: SocketAddr,

@@ -14,6 +14,7 @@
 //! requests finish. Logs go to stderr (`RUST_LOG` filters them; default `info`).
 
 mod args;
+mod config;
 mod logs;
 mod resilience;
 
@@ -21,7 +22,6 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use roundrobin_core::{Policy, RoundRobin, ServerUrl};
 use roundrobin_hyper::{
     pooled_client, serve, serve_with, spawn_stepper, Admin, Balancer, Forwarder, Metrics,
@@ -105,14 +105,14 @@ async fn signals(stop: watch::Sender<bool>) {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let (args, config) = config::parse();
     logs::init(args.access_log);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = args.workers {
         runtime.worker_threads(usize::from(workers));
     }
     match runtime.enable_all().build() {
-        Ok(runtime) => runtime.block_on(run(args)),
+        Ok(runtime) => runtime.block_on(run(args, config)),
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
             ExitCode::FAILURE
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> ExitCode {
+async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
     let admin_token = admin_token(&args).unwrap_or_else(|e| usage_error(&e));
     check_admin(&args, admin_token.is_some()).unwrap_or_else(|e| usage_error(&e));
     let sticky = sticky(&args).unwrap_or_else(|e| usage_error(&e));
@@ -130,6 +130,8 @@ async fn run(args: Args) -> ExitCode {
             usage_error(&format!("--backend {url}: {e}"));
         }
     }
+    let reloader = config.map(|c| Arc::new(config::Reloader::new(c, Arc::clone(&pool), &args)));
+    config::reload_on_sighup(reloader.clone());
     let listener = match TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -165,6 +167,13 @@ async fn run(args: Args) -> ExitCode {
                 );
                 Admin::new(Arc::clone(&pool))
             }
+        };
+        let api = match &reloader {
+            Some(reloader) => {
+                let reloader = Arc::clone(reloader);
+                api.on_reload(move || reloader.answer())
+            }
+            None => api,
         };
         let api = api.metrics(Arc::clone(&metrics));
         tasks.spawn(serve(admin, api, shutdown_signal(stopped.clone())));

@@ -36,6 +36,10 @@ pub const ADMIN_MAX_WEIGHT: u32 = 1_000_000;
 /// The largest request body the admin API reads; larger ones are answered 413.
 pub const ADMIN_MAX_BODY: usize = 64 * 1024;
 
+/// What `POST /reload` runs: `Ok(json)` is answered 200 with that JSON document,
+/// `Err(message)` 400 with `{"error": message}`.
+type ReloadHook = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
 /// What every clone of one [`Admin`] shares.
 #[derive(Clone)]
 struct Settings {
@@ -44,6 +48,8 @@ struct Settings {
     metrics: Option<Arc<crate::Metrics>>,
     /// Set by `allowed_hosts` / `any_host`; else derived from whether there is a token.
     hosts: Option<Hosts>,
+    /// Set by `on_reload`.
+    reload: Option<ReloadHook>,
 }
 
 impl Settings {
@@ -65,6 +71,7 @@ impl Settings {
 /// | `GET /stats` | `{"servers":[{"url":..,"weight":..,"original_weight":..,"rating":..,"ready":..,"health":..,"share":..}],"total_weight":..}`; `health` is `up`, `slow-start`, `ejected` or `down`; `share` is the server's weight over the total, its expected share of the picks |
 /// | `PUT /servers` `{"url":..,"weight":N}` | upsert (weight optional, `0..=`[`ADMIN_MAX_WEIGHT`]), 200 with the list |
 /// | `DELETE /servers` `{"url":..}` | 200 with the list, or 404 when the server is absent |
+/// | `POST /reload` | runs the [`on_reload`](Self::on_reload) hook: 200 with its JSON answer, or 400 `{"error":..}`; 404 without a hook |
 ///
 /// Bad input (malformed JSON, unknown fields, a weight out of range, a URL that is not
 /// `http(s)://host[:port][/path]`, see [`ServerUrl::parse`]) is answered 400 with
@@ -148,6 +155,7 @@ impl<P: ?Sized> core::fmt::Debug for Admin<P> {
         f.debug_struct("Admin")
             .field("token", &self.settings.token.is_some())
             .field("hosts", self.settings.hosts())
+            .field("reload", &self.settings.reload.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -162,6 +170,7 @@ impl<P: Manage + ?Sized> Admin<P> {
                 token: None,
                 metrics: None,
                 hosts: None,
+                reload: None,
             }),
         }
     }
@@ -207,6 +216,46 @@ impl<P: Manage + ?Sized> Admin<P> {
     #[must_use]
     pub fn metrics(mut self, metrics: Arc<crate::Metrics>) -> Self {
         Arc::make_mut(&mut self.settings).metrics = Some(metrics);
+        self
+    }
+
+    /// Answers `POST /reload` by calling `hook` (on the connection's task: keep it
+    /// short, e.g. re-reading a small configuration file): `Ok(json)` is answered 200
+    /// with `json` as the body (`application/json`, sent as is), `Err(message)` 400
+    /// with `{"error": message}`. The request passes the same `Host` and token checks
+    /// as any other; its body is ignored. Without a hook `POST /reload` answers 404.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::sync::Arc;
+    /// use http_body_util::{BodyExt, Full};
+    /// use hyper::service::Service;
+    /// use roundrobin_core::RoundRobin;
+    /// use roundrobin_hyper::Admin;
+    ///
+    /// let post = || http::Request::post("/reload").body(Full::<bytes::Bytes>::default()).unwrap();
+    /// let admin = Admin::new(Arc::new(RoundRobin::new()));
+    /// assert_eq!(admin.call(post()).await.unwrap().status(), 404);
+    ///
+    /// let admin = admin.on_reload(|| Err("line 3: unknown field `listn`".to_owned()));
+    /// let res = admin.call(post()).await.unwrap();
+    /// assert_eq!(res.status(), 400);
+    /// let body = res.into_body().collect().await.unwrap().to_bytes();
+    /// assert_eq!(body, r#"{"error":"line 3: unknown field `listn`"}"#);
+    ///
+    /// let admin = admin.on_reload(|| Ok(r#"{"added":[]}"#.to_owned()));
+    /// assert_eq!(admin.call(post()).await.unwrap().status(), 200);
+    /// let get = http::Request::get("/reload").body(Full::<bytes::Bytes>::default()).unwrap();
+    /// assert_eq!(admin.call(get).await.unwrap().status(), 405);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn on_reload(
+        mut self,
+        hook: impl Fn() -> Result<String, String> + Send + Sync + 'static,
+    ) -> Self {
+        Arc::make_mut(&mut self.settings).reload = Some(Arc::new(hook));
         self
     }
 
@@ -293,12 +342,28 @@ impl<P: Manage + ?Sized> Admin<P> {
                 Ok(body) => self.change(&method, &body, who),
                 Err(res) => *res,
             },
+            ("/reload", &Method::POST) => self.reload(),
             ("/" | "/stats" | "/metrics", _) => not_allowed("GET"),
+            ("/reload", _) => not_allowed("POST"),
             ("/servers", _) => not_allowed("GET, PUT, DELETE"),
             _ => message(
                 StatusCode::NOT_FOUND,
-                "not found: try / (dashboard), /servers or /stats",
+                "not found: try / (dashboard), /servers, /stats or POST /reload",
             ),
+        }
+    }
+
+    /// `POST /reload`: the hook's answer.
+    fn reload(&self) -> Response<Full<Bytes>> {
+        let Some(hook) = &self.settings.reload else {
+            return message(
+                StatusCode::NOT_FOUND,
+                "nothing to reload: no configuration file (no reload hook is set)",
+            );
+        };
+        match hook() {
+            Ok(json) => api::with_type(StatusCode::OK, Bytes::from(json), "application/json"),
+            Err(e) => message(StatusCode::BAD_REQUEST, &e),
         }
     }
 
