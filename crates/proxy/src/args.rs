@@ -70,7 +70,8 @@ pub(crate) struct Args {
     /// `Authorization: Bearer <token>`.
     #[arg(long, value_name = "FILE", requires = "admin")]
     pub(crate) admin_token_file: Option<PathBuf>,
-    /// Threads that serve connections (default: one per core).
+    /// Worker threads serving connections, each with its own runtime, listening socket
+    /// (`SO_REUSEPORT`) and upstream pool (default: one per core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) workers: Option<u16>,
     /// One line per request on stdout: client, method, path, server, status, latency,

@@ -17,6 +17,7 @@ mod args;
 mod config;
 mod logs;
 mod resilience;
+mod workers;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -30,6 +31,7 @@ use roundrobin_hyper::{
 use roundrobin_rebalancer::Rebalancer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_layer::Layer as _;
 
 use crate::args::{admin_token, check_admin, sticky, usage_error, Args, PolicyArg};
 
@@ -107,11 +109,12 @@ async fn signals(stop: watch::Sender<bool>) {
 fn main() -> ExitCode {
     let (args, config) = config::parse();
     logs::init(args.access_log);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = args.workers {
-        runtime.worker_threads(usize::from(workers));
-    }
-    match runtime.enable_all().build() {
+    // The control plane (admin, health checks, rebalancer steps, signals) runs here;
+    // requests run on the workers' own runtimes.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    match runtime {
         Ok(runtime) => runtime.block_on(run(args, config)),
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -132,22 +135,31 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
     }
     let reloader = config.map(|c| Arc::new(config::Reloader::new(c, Arc::clone(&pool), &args)));
     config::reload_on_sighup(reloader.clone());
-    let listener = match TcpListener::bind(args.listen).await {
+    let workers = workers::count(args.workers);
+    let mut listeners = Vec::with_capacity(workers);
+    let first = match workers::bind(args.listen) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("cannot listen on {}: {e}", args.listen);
             return ExitCode::FAILURE;
         }
     };
+    let listen = first.local_addr().unwrap_or(args.listen);
+    listeners.push(first);
+    for _ in 1..workers {
+        match workers::bind(listen) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                eprintln!("cannot listen on {listen} again for another worker: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let (stop, stopped) = watch::channel(false);
     let metrics = Metrics::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "listening on {}",
-        listener.local_addr().unwrap_or(args.listen)
-    );
+    let _ = writeln!(out, "listening on {listen}");
     if let Some(addr) = args.admin {
         let admin = match TcpListener::bind(addr).await {
             Ok(l) => l,
@@ -185,27 +197,52 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
         builder = builder.sticky(session);
     }
     let r = &args.resilience;
-    let forwarder = Forwarder::with_client(pooled_client(r.connect_timeout))
-        .timeout(args.timeout)
-        .body_timeout(r.body_timeout);
-    let balancer = builder
+    let layer = builder
         .metrics(Arc::clone(&metrics))
         .retry(r.retry())
         .access_log(args.access_log.is_some())
-        .service(forwarder);
+        .layer();
     let checks = r.health_check().map(|check| check.spawn(Arc::clone(&pool)));
     let stepper = spawn_stepper(Arc::clone(&pool));
-    tasks.spawn(serve_with(
-        listener,
-        balancer,
-        shutdown_signal(stopped),
-        ServerLimits {
-            metrics: Some(metrics),
-            ..r.limits()
-        },
-    ));
+    let limits = ServerLimits {
+        metrics: Some(metrics),
+        ..r.limits()
+    };
+    let mut threads = Vec::with_capacity(workers);
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let listener = match listener.into_std() {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cannot hand the listener to worker {i}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Each worker: its own upstream connection pool, the shared balancer.
+        let forwarder = Forwarder::with_client(pooled_client(r.connect_timeout))
+            .timeout(args.timeout)
+            .body_timeout(r.body_timeout);
+        let balancer = layer.layer(forwarder);
+        let (limits, stopped) = (limits.clone(), stopped.clone());
+        let work = move |listener| serve_with(listener, balancer, shutdown_signal(stopped), limits);
+        match workers::spawn(i, listener, work) {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                eprintln!("cannot start worker {i}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     tokio::spawn(signals(stop));
     let mut code = ExitCode::SUCCESS;
+    for thread in threads {
+        if tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            eprintln!("a worker thread failed");
+            code = ExitCode::FAILURE;
+        }
+    }
     while let Some(done) = tasks.join_next().await {
         if let Err(e) = done {
             eprintln!("server task failed: {e}");
