@@ -167,6 +167,7 @@ fn ci() -> Result {
     )?;
     // Each library crate and the binary must stay publishable on its own: package them
     // (sibling crates resolved from the local packages) and build each package alone.
+    forget_packaged_siblings();
     run(
         "package",
         cargo().args([
@@ -184,6 +185,48 @@ fn ci() -> Result {
 }
 
 /// The demo; its arguments pass through (`--seconds N`, `--web` for the dashboard).
+/// Removes what earlier `cargo package` runs left of this workspace's crates: their
+/// unpacked sources in cargo's local staging registry and the verify builds in
+/// `target/package`. Cargo keeps both by name and version, so a sibling packaged again
+/// under the same version would otherwise be verified against its stale copy.
+fn forget_packaged_siblings() {
+    let target =
+        env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let _ = std::fs::remove_dir_all(target.join("package"));
+    let home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let Some(home) = home else { return };
+    for kind in ["src", "cache"] {
+        let Ok(registries) = std::fs::read_dir(home.join("registry").join(kind)) else {
+            continue;
+        };
+        for registry in registries.flatten() {
+            // The staging registry has no host name: its directory starts with `-`.
+            if !registry.file_name().to_string_lossy().starts_with('-') {
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(registry.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("roundrobin-")
+                {
+                    let path = entry.path();
+                    let _ = if path.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                }
+            }
+        }
+    }
+}
+
 fn demo(args: &[String]) -> Result {
     run(
         "demo",
