@@ -120,7 +120,7 @@ async fn start_proxy(args: &[&str]) -> (Child, SocketAddr) {
     (child, listen)
 }
 
-/// Which backends answer `n` requests through the proxy.
+/// Which backends answer `n` requests through the proxy (`status N` for an error).
 async fn answered_by(proxy: SocketAddr, n: usize) -> BTreeSet<String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut seen = BTreeSet::new();
@@ -129,9 +129,13 @@ async fn answered_by(proxy: SocketAddr, n: usize) -> BTreeSet<String> {
             .get(format!("http://{proxy}/").parse().unwrap())
             .await
             .unwrap();
-        assert_eq!(res.status(), 200);
+        let status = res.status();
         let body = res.into_body().collect().await.unwrap().to_bytes();
-        seen.insert(String::from_utf8(body.to_vec()).unwrap());
+        seen.insert(if status == 200 {
+            String::from_utf8(body.to_vec()).unwrap()
+        } else {
+            format!("status {status}")
+        });
     }
     seen
 }
@@ -243,6 +247,40 @@ async fn static_backends_stay_beside_named_ones() {
             .unwrap()
             .insert("svc.test".into(), vec![Ipv4Addr::new(127, 0, 0, 3)]);
         eventually(listen, &["127.0.0.2", "127.0.0.3"]).await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_does_not_resolve_at_start_is_tried_again() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let port = two_backends().await;
+        let records: Records = Arc::default();
+        let dns = dns_server(Arc::clone(&records)).await;
+        let (_proxy, listen) = start_proxy(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            &format!("http://svc.test:{port}"),
+            "--resolver",
+            &dns.to_string(),
+            "--dns-refresh",
+            "200ms",
+        ])
+        .await;
+        // NXDOMAIN: the proxy serves anyway, with no backend yet
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let res = client
+            .get(format!("http://{listen}/").parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 503);
+        records
+            .lock()
+            .unwrap()
+            .insert("svc.test".into(), vec![Ipv4Addr::new(127, 0, 0, 3)]);
+        eventually(listen, &["127.0.0.3"]).await;
     })
     .await
     .expect("test timed out");
