@@ -43,7 +43,7 @@ impl From<Vec<(ServerUrl, u32)>> for Discovered {
     }
 }
 
-/// A source of servers: DNS ([`DnsDiscovery`]), or your own (Kubernetes
+/// A source of servers: DNS (`DnsDiscovery`, feature `dns`), or your own (Kubernetes
 /// EndpointSlices, Consul, a file...). [`spawn_discovery`] calls
 /// [`resolve`](Self::resolve) every refresh period and makes the pool follow the
 /// answer.
@@ -162,19 +162,36 @@ impl<D: Discovery, P: Manage> DiscoveryDriver<D, P> {
         }
     }
 
-    /// Refreshes forever, logging failures (`tracing::warn!`); when a refresh already
-    /// ran, waits the time it asked for first.
+    /// Refreshes forever. A failure is logged with `tracing::warn!` when it starts or
+    /// its message changes (repeats of the same one at `debug`, so a source that stays
+    /// down does not flood the log), and the recovery with `info!`. When a refresh
+    /// already ran, waits the time it asked for first.
     pub async fn run(mut self) {
+        let mut failing: Option<String> = None;
         loop {
             if let Some(wait) = self.wait.take() {
                 tokio::time::sleep(wait).await;
             }
-            if let Err(e) = self.refresh().await {
-                tracing::warn!(
-                    error = %e,
-                    kept = self.owned.len(),
-                    "service discovery failed; keeping the last servers found"
-                );
+            match self.refresh().await {
+                Ok(_) => {
+                    if failing.take().is_some() {
+                        tracing::info!(servers = self.owned.len(), "service discovery recovered");
+                    }
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    let kept = self.owned.len();
+                    if failing.as_ref() == Some(&error) {
+                        tracing::debug!(%error, kept, "service discovery still failing");
+                    } else {
+                        tracing::warn!(
+                            %error,
+                            kept,
+                            "service discovery failed; keeping the last servers found"
+                        );
+                        failing = Some(error);
+                    }
+                }
             }
         }
     }
@@ -222,7 +239,7 @@ impl<D: Discovery, P: Manage> DiscoveryDriver<D, P> {
 
 /// Whether a server URL names its host (`http://api.internal:8080`) rather than
 /// giving an IP address (`http://10.0.0.7:8080`, `http://[::1]`): the servers that
-/// [`DnsDiscovery`] can resolve.
+/// `DnsDiscovery` can resolve.
 pub fn names_a_host(server: &ServerUrl) -> bool {
     let (host, _) = split_authority(server.authority());
     !host.starts_with('[') && host.parse::<core::net::Ipv4Addr>().is_err()
