@@ -8,7 +8,7 @@ use core::time::Duration;
 use std::sync::Arc;
 
 use hickory_server::authority::{AuthorityObject, Catalog, ZoneType};
-use hickory_server::proto::rr::rdata::{A, SOA};
+use hickory_server::proto::rr::rdata::{A, AAAA, SOA};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
 use hickory_server::store::in_memory::InMemoryAuthority;
 use hickory_server::ServerFuture;
@@ -129,5 +129,27 @@ async fn the_pool_follows_a_hickory_zone() {
     assert_eq!(
         servers(&pool),
         ["http://127.0.0.1:9=4", "http://127.0.0.5:8080/p=3"]
+    );
+}
+
+#[tokio::test]
+async fn a_name_with_only_aaaa_records_gives_bracketed_ipv6_servers() {
+    let zone = Zone::start().await;
+    let name = Name::from_ascii("v6.test.").unwrap();
+    for ip in ["::1", "fd00::7"] {
+        let rdata = RData::AAAA(AAAA(ip.parse().unwrap()));
+        let record = Record::from_rdata(name.clone(), 300, rdata);
+        assert!(zone.authority.upsert(record, 2).await);
+    }
+    let pool = Arc::new(RoundRobin::<ServerUrl>::new());
+    let dns = DnsDiscovery::new("https://v6.test:8443", 1)
+        .unwrap()
+        .resolver(zone.addr)
+        .timeout(Duration::from_millis(500));
+    let mut driver = DiscoveryDriver::new(dns, Arc::clone(&pool), Duration::from_secs(60));
+    driver.refresh().await.unwrap();
+    assert_eq!(
+        servers(&pool),
+        ["https://[::1]:8443=1", "https://[fd00::7]:8443=1"]
     );
 }
