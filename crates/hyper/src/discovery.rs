@@ -217,10 +217,20 @@ impl<D: Discovery, P: Manage> DiscoveryDriver<D, P> {
             }
             match self.pool.upsert_server(server.clone(), Some(weight)) {
                 Ok(applied) => {
-                    tracing::info!(%server, weight = applied, "discovered server added");
+                    if owned.is_some() && in_pool.contains(&server) {
+                        tracing::info!(%server, weight = applied, "discovered server re-weighted");
+                    } else {
+                        tracing::info!(%server, weight = applied, "discovered server added");
+                    }
                     next.insert(server, weight);
                 }
-                Err(e) => tracing::warn!(%server, error = %e, "cannot add a discovered server"),
+                Err(e) => {
+                    tracing::warn!(%server, weight, error = %e, "cannot upsert a discovered server");
+                    // Still ours if it was: a refused change must not remove it below.
+                    if let Some(before) = owned {
+                        next.insert(server, before);
+                    }
+                }
             }
         }
         for server in self.owned.keys() {

@@ -365,3 +365,45 @@ async fn a_custom_discovery_owns_only_what_it_added() {
     driver.refresh().await.unwrap();
     assert_eq!(servers(&pool), expect(&[("http://10.0.0.9:80", 4)]));
 }
+
+/// A pool that refuses weight 99.
+struct Refusing(RoundRobin<ServerUrl>);
+
+impl Manage for Refusing {
+    fn upsert_server(
+        &self,
+        server: ServerUrl,
+        weight: Option<u32>,
+    ) -> Result<u32, roundrobin_hyper::Error> {
+        if weight == Some(99) {
+            return Err(roundrobin_core::Error::TooManyServers.into());
+        }
+        Manage::upsert_server(&self.0, server, weight)
+    }
+    fn remove_server(&self, server: &ServerUrl) -> Result<(), roundrobin_hyper::Error> {
+        Manage::remove_server(&self.0, server)
+    }
+    fn snapshot(&self) -> Vec<roundrobin_hyper::ServerState<ServerUrl>> {
+        Manage::snapshot(&self.0)
+    }
+}
+
+#[tokio::test]
+async fn a_refused_weight_change_keeps_the_server() {
+    let list = Arc::new(Mutex::new(Ok(vec![(url("http://10.0.0.1:80"), 1)])));
+    let pool = Arc::new(Refusing(RoundRobin::new()));
+    let mut driver = DiscoveryDriver::new(
+        ListDiscovery(Arc::clone(&list)),
+        Arc::clone(&pool),
+        Duration::from_secs(60),
+    );
+    driver.refresh().await.unwrap();
+    *list.lock().unwrap() = Ok(vec![(url("http://10.0.0.1:80"), 99)]);
+    driver.refresh().await.unwrap();
+    assert_eq!(servers(&pool.0), expect(&[("http://10.0.0.1:80", 1)]));
+    assert_eq!(driver.owned().count(), 1);
+    // still owned: removed when it goes
+    *list.lock().unwrap() = Ok(vec![]);
+    driver.refresh().await.unwrap();
+    assert_eq!(servers(&pool.0), expect(&[]));
+}
