@@ -76,6 +76,7 @@ mod admin;
 mod body;
 mod config;
 mod conn;
+mod discovery;
 mod error;
 mod forward;
 mod future;
@@ -97,6 +98,12 @@ pub use access::ACCESS_LOG_TARGET;
 pub use admin::{Admin, ADMIN_MAX_BODY, ADMIN_MAX_WEIGHT};
 pub use body::{ClientBodyError, RequestBody, ResponseBody};
 pub use conn::TrackedBody;
+#[cfg(feature = "dns")]
+pub use discovery::DnsDiscovery;
+pub use discovery::{
+    names_a_host, spawn_discovery, Discovered, Discovery, DiscoveryDriver, DEFAULT_REFRESH,
+    FAILURE_RETRY, MIN_TTL_REFRESH,
+};
 pub use error::{BoxError, DefaultErrorHandler, Error, ErrorHandler, CLIENT_CLOSED_REQUEST};
 pub use forward::{
     default_client, pooled_client, Forwarder, DEFAULT_CONNECT_TIMEOUT, MAX_IDLE_PER_SERVER,

@@ -26,6 +26,13 @@ pub(crate) struct Args {
     /// A backend, `URL` or `URL=WEIGHT`; repeat for more.
     #[arg(long = "backend", value_name = "URL[=WEIGHT]", value_parser = parse_backend)]
     pub(crate) backends: Vec<(ServerUrl, Option<u32>)>,
+    /// How often a backend given by DNS name is resolved again, each address being a
+    /// backend (sooner when the record's TTL is shorter).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub(crate) dns_refresh: Duration,
+    /// The DNS server that resolves backends given by name, instead of the system's.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) resolver: Option<SocketAddr>,
     /// The selection sequence.
     #[arg(long, value_enum, default_value_t = PolicyArg::Interleaved)]
     pub(crate) policy: PolicyArg,

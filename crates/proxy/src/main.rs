@@ -25,8 +25,8 @@ use std::sync::Arc;
 
 use roundrobin_core::{Policy, RoundRobin, ServerUrl};
 use roundrobin_hyper::{
-    pooled_client, serve, serve_with, spawn_stepper, Admin, Balancer, Forwarder, Metrics,
-    ServerLimits,
+    names_a_host, pooled_client, serve, serve_with, spawn_stepper, Admin, Balancer,
+    DiscoveryDriver, DnsDiscovery, Forwarder, Metrics, ServerLimits,
 };
 use roundrobin_rebalancer::Rebalancer;
 use tokio::net::TcpListener;
@@ -129,12 +129,16 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
     let sticky = sticky(&args).unwrap_or_else(|e| usage_error(&e));
     let pool = pool(&args);
     for (url, weight) in &args.backends {
+        if names_a_host(url) {
+            continue; // resolved by `discover`
+        }
         if let Err(e) = pool.upsert_server(url.clone(), *weight) {
             usage_error(&format!("--backend {url}: {e}"));
         }
     }
     let reloader = config.map(|c| Arc::new(config::Reloader::new(c, Arc::clone(&pool), &args)));
     config::reload_on_sighup(reloader.clone());
+    let discoveries = discover(&args, &pool).await;
     let workers = workers::count(args.workers);
     let mut listeners = Vec::with_capacity(workers);
     let first = match workers::bind(args.listen) {
@@ -253,5 +257,39 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
         checks.abort();
     }
     stepper.abort();
+    discoveries.iter().for_each(tokio::task::JoinHandle::abort);
     code
+}
+
+/// Backends given by DNS name: each address becomes a backend. Resolved once before
+/// serving (for at most 5 s; failing that, logged and tried again in the background),
+/// then every `--dns-refresh` on a task of its own.
+async fn discover(
+    args: &Args,
+    pool: &Arc<Rebalancer<ServerUrl>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut first = tokio::task::JoinSet::new();
+    for (url, weight) in args.backends.iter().filter(|(url, _)| names_a_host(url)) {
+        let mut dns = DnsDiscovery::from_server(url, weight.unwrap_or(args.default_weight));
+        if let Some(server) = args.resolver {
+            dns = dns.resolver(server);
+        }
+        let mut driver = DiscoveryDriver::new(dns, Arc::clone(pool), args.dns_refresh);
+        let url = url.clone();
+        first.spawn(async move {
+            let wait = core::time::Duration::from_secs(5);
+            match tokio::time::timeout(wait, driver.refresh()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(backend = %url, error = %e, "cannot resolve; trying again")
+                }
+                Err(_) => {
+                    tracing::warn!(backend = %url, "no DNS answer within {wait:?}; trying again")
+                }
+            }
+            driver
+        });
+    }
+    let drivers = first.join_all().await;
+    drivers.into_iter().map(DiscoveryDriver::spawn).collect()
 }
