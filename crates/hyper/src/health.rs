@@ -161,7 +161,7 @@ impl Jitter {
 
 /// How often [`spawn_stepper`] looks for due work at the least, so an ejection a
 /// recorder asked for waits at most this long.
-pub const STEPPER_TICK: Duration = Duration::from_millis(50);
+pub const STEPPER_TICK: Duration = Duration::from_millis(10);
 
 /// Drives `pool`'s steps from a task instead of the request threads: sleeps until
 /// [`Rebalancer::next_step_due`] (at most [`STEPPER_TICK`]) and runs
