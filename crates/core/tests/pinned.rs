@@ -52,7 +52,7 @@ fn period_counts_are_exact() {
 
 /// nginx's example. nginx gives `a a b a c a a`; the smooth policy's apportionment
 /// tree (not nginx's loop) gives `a b a a a c a`: same quotas, `b` one pick earlier and
-/// `c` one later (updated when the period table was replaced, issue 9).
+/// `c` one later (updated when the period table was replaced by the weight tree).
 #[test]
 fn smooth_example() {
     let rr = RoundRobin::<&str>::builder().smooth().build();
