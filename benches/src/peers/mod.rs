@@ -154,16 +154,27 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
     let dir = temp.0.as_path();
 
     let workers_flag = help_mentions(&opts.proxy_bin, "--workers");
-    let roundrobin = |workers| Kind::Roundrobin {
+    let roundrobin = |workers, extra| Kind::Roundrobin {
         bin: opts.proxy_bin.clone(),
         workers_flag,
         workers,
+        extra,
     };
+    // The default proxy counts metrics; the two extra rows price metrics and the access
+    // log (`--no-metrics`, `--access-log json` written to the log file).
     let targets = [
         ("haproxy", Kind::Haproxy),
         ("nginx", Kind::Nginx),
-        ("roundrobin, 1 worker", roundrobin(1)),
-        ("roundrobin, 2 workers", roundrobin(2)),
+        ("roundrobin, 1 worker", roundrobin(1, &[])),
+        ("roundrobin, 2 workers", roundrobin(2, &[])),
+        (
+            "roundrobin, 1 worker, no metrics",
+            roundrobin(1, &["--no-metrics"]),
+        ),
+        (
+            "roundrobin, 1 worker, access log",
+            roundrobin(1, &["--access-log", "json"]),
+        ),
         ("haproxy (noise control)", Kind::Haproxy),
     ];
     let ports = free_ports(3 + targets.len())?;

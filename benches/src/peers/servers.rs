@@ -32,6 +32,8 @@ pub(crate) enum Kind {
         workers_flag: bool,
         /// Runtime worker threads.
         workers: u32,
+        /// More flags (`--no-metrics`, `--access-log json`).
+        extra: &'static [&'static str],
     },
 }
 
@@ -110,6 +112,7 @@ pub(crate) fn start_balancer(
             bin,
             workers_flag,
             workers,
+            extra,
         } => {
             let mut cmd = Command::new(bin);
             cmd.arg("--listen").arg(format!("127.0.0.1:{port}"));
@@ -121,6 +124,7 @@ pub(crate) fn start_balancer(
                 cmd.arg("--workers").arg(workers.to_string());
             }
             cmd.env("TOKIO_WORKER_THREADS", workers.to_string());
+            cmd.args(extra.iter());
             Proc::spawn(name, &mut cmd, &dir.join(format!("{file}.log")))?
         }
     };

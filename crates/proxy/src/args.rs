@@ -81,6 +81,9 @@ pub(crate) struct Args {
     /// (`SO_REUSEPORT`) and upstream pool (default: one per core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) workers: Option<u16>,
+    /// Count nothing for `GET /metrics` (to measure what the counting costs).
+    #[arg(long)]
+    pub(crate) no_metrics: bool,
     /// One line per request on stdout: client, method, path, server, status, latency,
     /// retries (off when absent).
     #[arg(long, value_enum, value_name = "FORMAT")]

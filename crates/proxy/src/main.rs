@@ -160,7 +160,7 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
         }
     }
     let (stop, stopped) = watch::channel(false);
-    let metrics = Metrics::new();
+    let metrics = (!args.no_metrics).then(Metrics::new);
     let mut tasks = tokio::task::JoinSet::new();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening on {listen}");
@@ -191,7 +191,10 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
             }
             None => api,
         };
-        let api = api.metrics(Arc::clone(&metrics));
+        let api = match &metrics {
+            Some(metrics) => api.metrics(Arc::clone(metrics)),
+            None => api,
+        };
         tasks.spawn(serve(admin, api, shutdown_signal(stopped.clone())));
     }
     let _ = out.flush();
@@ -201,15 +204,17 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
         builder = builder.sticky(session);
     }
     let r = &args.resilience;
+    if let Some(metrics) = &metrics {
+        builder = builder.metrics(Arc::clone(metrics));
+    }
     let layer = builder
-        .metrics(Arc::clone(&metrics))
         .retry(r.retry())
         .access_log(args.access_log.is_some())
         .layer();
     let checks = r.health_check().map(|check| check.spawn(Arc::clone(&pool)));
     let stepper = spawn_stepper(Arc::clone(&pool));
     let limits = ServerLimits {
-        metrics: Some(metrics),
+        metrics,
         ..r.limits()
     };
     let mut threads = Vec::with_capacity(workers);

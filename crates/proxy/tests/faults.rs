@@ -35,9 +35,12 @@ fn assert_nothing_lost(r: &faults::Report) {
         r.client_connections_after, 0,
         "client connections leaked: {r:?}"
     );
-    // upstream keep-alive connections may stay pooled, within the pool's bound
+    // Upstream keep-alive connections may stay pooled: each worker has its own pool,
+    // bounded per server (`MAX_IDLE_PER_SERVER`); with 2 workers (this machine's
+    // cores) the second pool may hold what the first held after the warm-up.
+    let pools = 2 * roundrobin_hyper::MAX_IDLE_PER_SERVER;
     assert!(
-        r.fds_after <= r.fds_before + 16,
+        r.fds_after <= r.fds_before + pools,
         "descriptors leaked: {r:?}"
     );
 }
