@@ -4,7 +4,6 @@
 
 use core::net::SocketAddr;
 use core::time::Duration;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
@@ -16,45 +15,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-fn proxy() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_roundrobin-proxy"))
-}
-
-fn run<F: core::future::Future<Output = ()>>(f: F) {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(30), f)
-                .await
-                .expect("test timed out");
-        });
-}
-
-/// A file holding `content`, removed when dropped.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, content: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "roundrobin-admin-test-{}-{name}",
-            std::process::id()
-        ));
-        std::fs::write(&path, content).unwrap();
-        Self(path)
-    }
-    fn arg(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+mod support;
+use support::{bin, run, TempFile};
 
 /// The running proxy, the admin address it printed, and its stderr so far.
 struct Proxy {
@@ -65,7 +27,7 @@ struct Proxy {
 
 impl Proxy {
     async fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(proxy())
+        let mut child = Command::new(bin())
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
@@ -158,7 +120,7 @@ fn strip_ansi(text: &str) -> String {
 #[test]
 fn a_token_file_protects_every_admin_request() {
     run(async {
-        let token = TempFile::new("token", "  s3cr3t-token\n");
+        let token = TempFile::new("admin", "token", "  s3cr3t-token\n");
         let p = Proxy::start(&[
             "--admin",
             "127.0.0.1:0",
@@ -252,7 +214,7 @@ fn on_loopback_without_a_token_it_works_and_warns() {
 #[test]
 fn off_loopback_the_token_is_required_and_honoured() {
     run(async {
-        let token = TempFile::new("wide", "tok\n");
+        let token = TempFile::new("admin", "wide", "tok\n");
         let p = Proxy::start(&["--admin", "0.0.0.0:0", "--admin-token-file", token.arg()]).await;
         assert!(p.admin.ip().is_unspecified());
         assert_eq!(p.send("GET", "/servers", None, "").await.0, 401);
@@ -262,10 +224,10 @@ fn off_loopback_the_token_is_required_and_honoured() {
 
 #[test]
 fn bad_admin_setups_exit_2_with_a_message() {
-    let empty = TempFile::new("empty", " \n\t\n");
-    let spaced = TempFile::new("spaced", "two words\n");
+    let empty = TempFile::new("admin", "empty", " \n\t\n");
+    let spaced = TempFile::new("admin", "spaced", "two words\n");
     let missing = std::env::temp_dir().join("roundrobin-admin-test-no-such-file");
-    let token = TempFile::new("ok", "tok");
+    let token = TempFile::new("admin", "ok", "tok");
     for (args, says) in [
         (vec!["--admin", "0.0.0.0:0"], "--admin-token-file"),
         (vec!["--admin", "[::]:0"], "--admin-token-file"),
@@ -316,7 +278,7 @@ fn bad_admin_setups_exit_2_with_a_message() {
         ),
     ] {
         run(async {
-            let mut child = Command::new(proxy())
+            let mut child = Command::new(bin())
                 .args(&args)
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())

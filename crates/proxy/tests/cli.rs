@@ -3,8 +3,6 @@
 
 use core::convert::Infallible;
 use core::net::SocketAddr;
-use core::time::Duration;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -21,27 +19,12 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, Notify};
 
-/// The proxy binary, built by cargo for this test.
-fn example() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_roundrobin-proxy"))
-}
-
-fn run<F: core::future::Future<Output = ()>>(f: F) {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(30), f)
-                .await
-                .expect("test timed out");
-        });
-}
+mod support;
+use support::{bin, run};
 
 /// Starts the proxy and returns it with the addresses it printed.
 async fn start_proxy(args: &[&str]) -> (Child, SocketAddr, Option<SocketAddr>) {
-    let mut child = Command::new(example())
+    let mut child = Command::new(bin())
         .args(args)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -134,7 +117,7 @@ fn bad_flags_exit_2_with_a_message() {
         &["--rebalance", "--backoff", "soon"],
     ] {
         run(async {
-            let out = Command::new(example())
+            let out = Command::new(bin())
                 .args(args)
                 .kill_on_drop(true)
                 .output()

@@ -5,7 +5,6 @@
 use core::convert::Infallible;
 use core::net::SocketAddr;
 use core::time::Duration;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
@@ -22,44 +21,8 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-fn run<F: core::future::Future<Output = ()>>(f: F) {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(30), f)
-                .await
-                .expect("test timed out");
-        });
-}
-
-/// A file in the temporary directory, removed when dropped.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, content: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "roundrobin-config-test-{}-{name}",
-            std::process::id()
-        ));
-        std::fs::write(&path, content).unwrap();
-        Self(path)
-    }
-    fn write(&self, content: &str) {
-        std::fs::write(&self.0, content).unwrap();
-    }
-    fn arg(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+mod support;
+use support::{run, TempFile};
 
 /// A backend answering `name`, until the sender is dropped.
 async fn backend(name: &'static str) -> (String, oneshot::Sender<()>) {
@@ -248,6 +211,7 @@ fn serves_the_files_servers_and_flags_beside_it_win() {
         let (b, _b) = backend("b").await;
         let (c, _c) = backend("c").await;
         let file = TempFile::new(
+            "config",
             "serves",
             &config(
                 &[a.clone(), format!("{b}=2")],
@@ -297,7 +261,11 @@ fn sighup_applies_the_edited_servers() {
         let (a, _a) = backend("a").await;
         let (b, _b) = backend("b").await;
         let (c, _c) = backend("c").await;
-        let file = TempFile::new("sighup", &config(&[a.clone(), format!("{b}=2")], ""));
+        let file = TempFile::new(
+            "config",
+            "sighup",
+            &config(&[a.clone(), format!("{b}=2")], ""),
+        );
         let proxy = Proxy::start(&["--config", file.arg()]).await;
         proxy.servers_become(None, &[(&a, 1), (&b, 2)]).await;
         // a removed, b reweighted, c added
@@ -327,14 +295,14 @@ fn post_reload_applies_the_file_behind_the_token() {
     run(async {
         let (a, _a) = backend("a").await;
         let (b, _b) = backend("b").await;
-        let token = TempFile::new("token", "s3cret\n");
+        let token = TempFile::new("config", "token", "s3cret\n");
         let text = |servers: &[String], extra: &str| {
             config(
                 servers,
                 &format!("admin_token_file = {:?}\n{extra}", token.arg()),
             )
         };
-        let file = TempFile::new("post", &text(core::slice::from_ref(&a), ""));
+        let file = TempFile::new("config", "post", &text(core::slice::from_ref(&a), ""));
         let proxy = Proxy::start(&["--config", file.arg()]).await;
         let t = Some("s3cret");
         proxy.servers_become(t, &[(&a, 1)]).await;
@@ -373,7 +341,7 @@ fn an_invalid_file_is_rejected_whole_and_the_servers_stay() {
     run(async {
         let (a, _a) = backend("a").await;
         let (b, _b) = backend("b").await;
-        let file = TempFile::new("invalid", &config(core::slice::from_ref(&a), ""));
+        let file = TempFile::new("config", "invalid", &config(core::slice::from_ref(&a), ""));
         let proxy = Proxy::start(&["--config", file.arg()]).await;
         proxy.servers_become(None, &[(&a, 1)]).await;
         for (extra, servers, needle) in [
@@ -409,7 +377,11 @@ fn an_invalid_file_is_rejected_whole_and_the_servers_stay() {
 
 #[test]
 fn a_bad_file_at_start_exits_2_naming_the_key() {
-    let file = TempFile::new("start", "listen = \"127.0.0.1:0\"\nlisten_backlog = 5\n");
+    let file = TempFile::new(
+        "config",
+        "start",
+        "listen = \"127.0.0.1:0\"\nlisten_backlog = 5\n",
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_roundrobin-proxy"))
         .args(["--config", file.arg()])
         .output()
@@ -451,6 +423,7 @@ fn the_files_timeout_applies_and_the_timeout_flag_wins() {
     run(async {
         let (slow, _slow) = slow_backend(Duration::from_millis(800)).await;
         let file = TempFile::new(
+            "config",
             "timeout",
             &config(core::slice::from_ref(&slow), "timeout = \"200ms\""),
         );

@@ -1,0 +1,69 @@
+//! What the proxy's process tests share: the binary, a bounded runtime, temporary
+//! files and a raw HTTP/1.1 GET.
+
+#![allow(dead_code)] // each test file takes a part
+
+use core::time::Duration;
+use std::path::PathBuf;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The proxy binary, built by cargo for the tests.
+pub(crate) fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_roundrobin-proxy"))
+}
+
+/// Runs `f` on a fresh 2-thread runtime, failing if it takes longer than 30 s.
+pub(crate) fn run<F: core::future::Future<Output = ()>>(f: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), f)
+                .await
+                .expect("test timed out");
+        });
+}
+
+/// A file in the temporary directory holding `content`, removed when dropped.
+pub(crate) struct TempFile(PathBuf);
+
+impl TempFile {
+    /// `prefix` names the test file, `name` the file within it.
+    pub(crate) fn new(prefix: &str, name: &str, content: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "roundrobin-{prefix}-test-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::write(&path, content).unwrap();
+        Self(path)
+    }
+
+    pub(crate) fn write(&self, content: &str) {
+        std::fs::write(&self.0, content).unwrap();
+    }
+
+    pub(crate) fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `GET path` to `addr` on a fresh connection (`Host` = `addr`, then closed): the
+/// whole answer, head and body, as text.
+pub(crate) async fn get(addr: &str, path: &str) -> String {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    out
+}
