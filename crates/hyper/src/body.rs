@@ -196,6 +196,8 @@ pin_project! {
         inner: Option<B>,
         // Bytes the body may still carry.
         left: u64,
+        // A body read whole beforehand (to be sent again on a retry), sent in one frame.
+        buffered: Option<Bytes>,
     }
 }
 
@@ -210,6 +212,7 @@ impl<B> RequestBody<B> {
         Self {
             inner: Some(body),
             left: max,
+            buffered: None,
         }
     }
 
@@ -218,6 +221,16 @@ impl<B> RequestBody<B> {
         Self {
             inner: None,
             left: 0,
+            buffered: None,
+        }
+    }
+
+    /// A body read whole beforehand, sent as one frame.
+    pub fn buffered(bytes: Bytes) -> Self {
+        Self {
+            inner: None,
+            left: 0,
+            buffered: (!bytes.is_empty()).then_some(bytes),
         }
     }
 }
@@ -242,6 +255,7 @@ pub enum ClientBodyError {
 impl<B> Body for RequestBody<B>
 where
     B: Body,
+    B::Data: From<Bytes>,
     B::Error: Into<BoxError>,
 {
     type Data = B::Data;
@@ -253,7 +267,11 @@ where
     ) -> Poll<Option<Result<Frame<B::Data>, ClientBodyError>>> {
         let this = self.project();
         let Some(body) = this.inner.as_pin_mut() else {
-            return Poll::Ready(None);
+            let frame = this
+                .buffered
+                .take()
+                .map(|b| Ok(Frame::data(B::Data::from(b))));
+            return Poll::Ready(frame);
         };
         let frame = match body.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
@@ -273,10 +291,13 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.buffered.is_none() && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
+        if let Some(bytes) = &self.buffered {
+            return SizeHint::with_exact(bytes.len() as u64);
+        }
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)

@@ -18,6 +18,7 @@ pub(crate) struct Config<P, H> {
     pub(crate) max_body: Option<u64>,
     pub(crate) access_log: bool,
     pub(crate) metrics: Option<std::sync::Arc<crate::Metrics>>,
+    pub(crate) replay_bodies: Option<usize>,
 }
 
 /// The server chosen for a request.

@@ -6,7 +6,7 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::{request, Request, Response};
 use pin_project_lite::pin_project;
 use roundrobin_core::ServerUrl;
@@ -21,6 +21,8 @@ use crate::{BoxError, Error, ErrorHandler, RequestBody, ResponseBody, Select};
 /// and how many tries are left.
 pub(crate) struct Replay {
     parts: request::Parts,
+    /// The request's body when it was read whole beforehand (opt-in).
+    body: Option<Bytes>,
     tried: Vec<ServerUrl>,
     left: u32,
 }
@@ -29,8 +31,40 @@ impl Replay {
     pub(crate) fn new(parts: request::Parts, left: u32) -> Self {
         Self {
             parts,
+            body: None,
             tried: Vec::new(),
             left,
+        }
+    }
+}
+
+/// A request body being read whole before the first try, so that it can be sent
+/// again ([`Builder::replay_bodies`](crate::Builder::replay_bodies)).
+pub(crate) struct Buffering<B> {
+    /// The request pointed at the first server, and as the client sent it.
+    pointed: request::Parts,
+    original: request::Parts,
+    body: Pin<Box<B>>,
+    data: bytes::BytesMut,
+    max: usize,
+    retries: u32,
+}
+
+impl<B> Buffering<B> {
+    pub(crate) fn new(
+        pointed: request::Parts,
+        original: request::Parts,
+        body: B,
+        max: usize,
+        retries: u32,
+    ) -> Self {
+        Self {
+            pointed,
+            original,
+            body: Box::pin(body),
+            data: bytes::BytesMut::new(),
+            max,
+            retries,
         }
     }
 }
@@ -53,6 +87,7 @@ pin_project! {
         request: Option<Request<RequestBody<B>>>,
         pending: Option<Pending<P, H>>,
         replay: Option<Replay>,
+        buffering: Option<Buffering<B>>,
     }
 }
 
@@ -65,6 +100,8 @@ pin_project! {
         Ready,
         // Waiting for the inner service's response.
         Call { #[pin] future: F },
+        // Reading the request body whole before the first try.
+        Buffer,
     }
 }
 
@@ -83,6 +120,19 @@ where
             request: None,
             pending: None,
             replay: None,
+            buffering: None,
+        }
+    }
+
+    /// A request whose body is read whole first, then sent once `inner` is ready.
+    pub(crate) fn buffer(pending: Pending<P, H>, inner: S, buffering: Buffering<B>) -> Self {
+        Self {
+            state: State::Buffer,
+            inner: Some(inner),
+            request: None,
+            pending: Some(pending),
+            replay: None,
+            buffering: Some(buffering),
         }
     }
 
@@ -110,6 +160,7 @@ where
             request,
             pending: Some(pending),
             replay,
+            buffering: None,
         }
     }
 }
@@ -128,6 +179,8 @@ impl<S, B, P, H, RB> Future for ResponseFuture<S, B, P, H>
 where
     S: Service<Request<RequestBody<B>>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
     RB: http_body::Body,
     P: Select,
     H: ErrorHandler,
@@ -141,6 +194,54 @@ where
                 StateProj::Done { response } => {
                     let response = response.take().unwrap_or_default();
                     return Poll::Ready(Ok(response.map(ResponseBody::local)));
+                }
+                StateProj::Buffer => {
+                    let (Some(buffering), Some(pending)) =
+                        (this.buffering.as_mut(), this.pending.as_mut())
+                    else {
+                        return Poll::Ready(Ok(Response::default().map(ResponseBody::local)));
+                    };
+                    match buffering.body.as_mut().poll_frame(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Some(Ok(frame))) => {
+                            if let Ok(mut data) = frame.into_data() {
+                                if buffering.data.len() + data.remaining() > buffering.max {
+                                    let response = pending.fail(&Error::BodyTooLarge);
+                                    pending.log(response.status().as_u16());
+                                    return Poll::Ready(Ok(response));
+                                }
+                                while data.has_remaining() {
+                                    let chunk = data.chunk();
+                                    let n = chunk.len();
+                                    buffering.data.extend_from_slice(chunk);
+                                    data.advance(n);
+                                }
+                            }
+                            continue;
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            let response = pending.fail(&Error::ClientBody(e.into()));
+                            pending.log(response.status().as_u16());
+                            return Poll::Ready(Ok(response));
+                        }
+                        Poll::Ready(None) => {
+                            let Some(b) = this.buffering.take() else {
+                                return Poll::Ready(Ok(
+                                    Response::default().map(ResponseBody::local)
+                                ));
+                            };
+                            let bytes = b.data.freeze();
+                            *this.replay = Some(Replay {
+                                parts: b.original,
+                                body: Some(bytes.clone()),
+                                tried: Vec::new(),
+                                left: b.retries,
+                            });
+                            *this.request =
+                                Some(Request::from_parts(b.pointed, RequestBody::buffered(bytes)));
+                            State::Ready
+                        }
+                    }
                 }
                 StateProj::Ready => {
                     let (Some(inner), Some(pending)) = (this.inner.as_mut(), this.pending.as_mut())
@@ -264,5 +365,9 @@ where
     config.point_at(&mut parts, &chosen.server).ok()?;
     let access = pending.take_access();
     let again = Pending::new(config, chosen, access);
-    Some((again, Request::from_parts(parts, RequestBody::empty())))
+    let body = replay
+        .body
+        .clone()
+        .map_or_else(RequestBody::empty, RequestBody::buffered);
+    Some((again, Request::from_parts(parts, body)))
 }

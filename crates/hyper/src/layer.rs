@@ -18,6 +18,7 @@ pub struct Builder<P, H = DefaultErrorHandler> {
     max_body: Option<u64>,
     access_log: bool,
     metrics: Option<Arc<Metrics>>,
+    replay_bodies: Option<usize>,
 }
 
 impl<P, H> core::fmt::Debug for Builder<P, H> {
@@ -40,6 +41,7 @@ impl<P: Select> Balancer<(), P> {
             max_body: None,
             access_log: false,
             metrics: None,
+            replay_bodies: None,
         }
     }
 }
@@ -56,7 +58,18 @@ impl<P: Select, H: ErrorHandler> Builder<P, H> {
             max_body: self.max_body,
             access_log: self.access_log,
             metrics: self.metrics,
+            replay_bodies: self.replay_bodies,
         }
+    }
+
+    /// Lets the [`Retry`] policy send idempotent requests with a body again: a body
+    /// whose announced size is at most `max_bytes` is read whole before the first try
+    /// (opt-in: that delays the first byte to the server until the upload is done, and
+    /// costs its copy in memory). Larger or unannounced bodies stream and are never
+    /// retried, as without it.
+    pub fn replay_bodies(mut self, max_bytes: usize) -> Self {
+        self.replay_bodies = Some(max_bytes);
+        self
     }
 
     /// Counts every try in `metrics` (requests by status class, errors by kind,
@@ -119,6 +132,7 @@ impl<P: Select, H: ErrorHandler> Builder<P, H> {
                 max_body: self.max_body,
                 access_log: self.access_log,
                 metrics: self.metrics,
+                replay_bodies: self.replay_bodies,
             }),
         }
     }

@@ -10,8 +10,9 @@ use tower_service::Service;
 
 use crate::access::Access;
 use crate::config::Config;
-use crate::future::{Replay, ResponseFuture};
+use crate::future::{Buffering, Replay, ResponseFuture};
 use crate::outcome::Pending;
+use crate::retry::idempotent;
 use crate::{
     BoxError, ClientAddr, DefaultErrorHandler, Error, ErrorHandler, RequestBody, ResponseBody,
     Select,
@@ -140,8 +141,17 @@ where
     };
     let (mut parts, body) = req.into_parts();
     // A request without a body can be sent again: keep it as the client sent it.
-    let replay = (config.retry.retries > 0 && body.is_end_stream())
-        .then(|| Replay::new(parts.clone(), config.retry.retries));
+    let retries = config.retry.retries;
+    let replay = (retries > 0 && body.is_end_stream()).then(|| Replay::new(parts.clone(), retries));
+    // With `replay_bodies`, so can an idempotent one whose body is small enough: it is
+    // read whole first.
+    let buffer = config.replay_bodies.filter(|&max| {
+        retries > 0
+            && replay.is_none()
+            && idempotent(&parts.method)
+            && body.size_hint().upper().is_some_and(|n| n <= max as u64)
+    });
+    let original = buffer.map(|_| parts.clone());
     if let Err(e) = config.point_at(&mut parts, &chosen.server) {
         let mut res = config.handler.handle(&Error::Uri(e));
         config.stick(&chosen, res.headers_mut());
@@ -150,11 +160,16 @@ where
         }
         return ResponseFuture::done(res);
     }
-    let body = match config.max_body {
+    let max_body = config.max_body;
+    let pending = Pending::new(config, chosen, access);
+    if let (Some(max), Some(original)) = (buffer, original) {
+        let buffering = Buffering::new(parts, original, body, max, retries);
+        return ResponseFuture::buffer(pending, inner, buffering);
+    }
+    let body = match max_body {
         Some(max) => RequestBody::limited(body, max),
         None => RequestBody::new(body),
     };
-    let pending = Pending::new(config, chosen, access);
     let req = Request::from_parts(parts, body);
     ResponseFuture::send(pending, inner, req, ready, replay)
 }
@@ -200,6 +215,7 @@ where
     S: Service<Request<RequestBody<B>>, Response = Response<RB>> + Clone,
     S::Error: Into<BoxError>,
     B: Body,
+    B::Error: Into<BoxError>,
     RB: Body,
     P: Select,
     H: ErrorHandler,
@@ -233,6 +249,7 @@ where
     S: Service<Request<RequestBody<B>>, Response = Response<RB>> + Clone,
     S::Error: Into<BoxError>,
     B: Body,
+    B::Error: Into<BoxError>,
     RB: Body,
     P: Select,
     H: ErrorHandler,

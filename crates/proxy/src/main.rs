@@ -207,6 +207,9 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
     if let Some(metrics) = &metrics {
         builder = builder.metrics(Arc::clone(metrics));
     }
+    if r.replay_bodies > 0 {
+        builder = builder.replay_bodies(r.replay_bodies);
+    }
     let layer = builder
         .retry(r.retry())
         .access_log(args.access_log.is_some())

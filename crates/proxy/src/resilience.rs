@@ -19,6 +19,10 @@ pub(crate) struct Resilience {
     /// What is retried: connect, reset, timeout, 502, 503, 504 (comma-separated).
     #[arg(long, value_name = "LIST", default_value = "connect,reset", value_parser = RetryOn::parse)]
     pub(crate) retry_on: RetryOn,
+    /// Also retry idempotent requests with a body of at most this many bytes, read
+    /// whole before the first try (0 = off: only bodiless requests are retried).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub(crate) replay_bodies: usize,
     /// How long connecting to a server may take.
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "3s")]
     pub(crate) connect_timeout: Duration,

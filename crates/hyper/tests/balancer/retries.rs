@@ -220,3 +220,71 @@ impl http_body::Body for BrokenUpload {
         }
     }
 }
+
+/// Answers with the host and the length of the body it read, or refuses for `dead*`.
+fn reading_fleet(
+    seen: Arc<Mutex<Vec<String>>>,
+) -> impl tower::Service<
+    Request<RequestBody<Full<Bytes>>>,
+    Response = Response<Full<Bytes>>,
+    Error = roundrobin_hyper::BoxError,
+    Future = impl Send,
+> + Clone {
+    service_fn(move |req: Request<RequestBody<Full<Bytes>>>| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let host = req.uri().host().unwrap_or_default().to_owned();
+            seen.lock().unwrap().push(host.clone());
+            if host.starts_with("dead") {
+                return Err(Box::new(Error::Connect("connection refused".into()))
+                    as roundrobin_hyper::BoxError);
+            }
+            let body = req.into_body().collect().await?.to_bytes();
+            Ok(Response::new(Full::new(Bytes::from(format!(
+                "{host} {}",
+                body.len()
+            )))))
+        }
+    })
+}
+
+#[tokio::test]
+async fn with_replay_bodies_an_idempotent_request_with_a_small_body_is_retried_whole() {
+    // A fresh pool for each request: its first pick is `dead`, which refuses.
+    let send = |req: Request<Full<Bytes>>| async move {
+        let pool = Arc::new(Recording::new(Instant::now));
+        let seen = Arc::default();
+        let b = Balancer::builder(Arc::clone(&pool))
+            .replay_bodies(1024)
+            .service(reading_fleet(Arc::clone(&seen)));
+        for name in ["dead", "live"] {
+            pool.inner.upsert_server(url(name), None).unwrap();
+        }
+        let res = b.oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let seen = seen.lock().unwrap().clone();
+        (status, body, seen)
+    };
+    let request = |method: http::Method, body: Vec<u8>| {
+        Request::builder()
+            .method(method)
+            .uri("/")
+            .header("host", "x")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let (status, body, seen) = send(request(http::Method::PUT, b"0123456789".to_vec())).await;
+    assert_eq!(
+        (status, &body[..]),
+        (200, &b"live 10"[..]),
+        "the whole body, again"
+    );
+    assert_eq!(seen, ["dead", "live"]);
+    // POST is not idempotent: never buffered, never retried with its body
+    let (status, _, seen) = send(request(http::Method::POST, b"x".to_vec())).await;
+    assert_eq!((status, seen.len()), (502, 1));
+    // above the limit: streamed, not retried
+    let (status, _, seen) = send(request(http::Method::PUT, vec![b'x'; 2048])).await;
+    assert_eq!((status, seen.len()), (502, 1));
+}
