@@ -21,6 +21,46 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::conn::{ConnState, TrackedBody, Verdict, Watched};
 use crate::ClientAddr;
 
+/// A hyper service [`serve`] and [`spawn`] can run: it takes `Request<Incoming>`, is
+/// cloned for each connection and its futures move between tasks. Implemented for
+/// every such service (the bounds, named once).
+pub trait ServeService<B>:
+    Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Future: Send + 'static,
+        Error: Into<Box<dyn StdError + Send + Sync>>,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S, B> ServeService<B> for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Future: Send + 'static,
+            Error: Into<Box<dyn StdError + Send + Sync>>,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A response body [`serve`] can send. Implemented for every such body.
+pub trait ServeBody:
+    Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<B> ServeBody for B where
+    B: Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static
+{
+}
+
 /// How long [`serve`] stops accepting after `accept` failed for a reason other than
 /// one connection's.
 pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -71,12 +111,8 @@ impl Default for ServerLimits {
 /// [`ServerLimits`] until `shutdown` completes; see [`serve_with`].
 pub async fn serve<S, B>(listener: TcpListener, service: S, shutdown: impl Future<Output = ()>)
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S: ServeService<B>,
+    B: ServeBody,
 {
     serve_with(listener, service, shutdown, ServerLimits::default()).await;
 }
@@ -99,12 +135,8 @@ pub async fn serve_with<S, B>(
     shutdown: impl Future<Output = ()>,
     limits: ServerLimits,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S: ServeService<B>,
+    B: ServeBody,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -282,12 +314,8 @@ impl Drop for Serving {
 /// (`127.0.0.1:0` picks a free port; see [`Serving::local_addr`]).
 pub async fn spawn_on<S, B>(addr: impl ToSocketAddrs, service: S) -> io::Result<Serving>
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S: ServeService<B>,
+    B: ServeBody,
 {
     Ok(spawn(TcpListener::bind(addr).await?, service))
 }
@@ -312,12 +340,8 @@ where
 /// ```
 pub fn spawn<S, B>(listener: TcpListener, service: S) -> Serving
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S: ServeService<B>,
+    B: ServeBody,
 {
     let addr = listener
         .local_addr()
