@@ -3,7 +3,6 @@
 
 use core::convert::Infallible;
 use core::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,37 +13,12 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use roundrobin_hyper::serve;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::{oneshot, Notify};
 
 mod support;
-use support::{bin, run};
-
-/// Starts the proxy and returns it with the addresses it printed.
-async fn start_proxy(args: &[&str]) -> (Child, SocketAddr, Option<SocketAddr>) {
-    let mut child = Command::new(bin())
-        .args(args)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next_line().await.unwrap().unwrap();
-    let listen = first
-        .strip_prefix("listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let admin = if args.contains(&"--admin") {
-        let line = lines.next_line().await.unwrap().unwrap();
-        Some(line.strip_prefix("admin on ").unwrap().parse().unwrap())
-    } else {
-        None
-    };
-    (child, listen, admin)
-}
+use support::{bin, run, start_proxy};
 
 /// A backend answering `name`; with a gate, it signals `arrived` and waits for `release`.
 async fn backend(

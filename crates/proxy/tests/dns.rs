@@ -6,8 +6,6 @@ use core::convert::Infallible;
 use core::net::{Ipv4Addr, SocketAddr};
 use core::time::Duration;
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -18,9 +16,10 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use roundrobin_hyper::serve;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
+
+mod support;
 
 type Records = Arc<Mutex<HashMap<String, Vec<Ipv4Addr>>>>;
 
@@ -104,19 +103,7 @@ async fn two_backends() -> u16 {
 }
 
 async fn start_proxy(args: &[&str]) -> (Child, SocketAddr) {
-    let mut child = Command::new(PathBuf::from(env!("CARGO_BIN_EXE_roundrobin-proxy")))
-        .args(args)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next_line().await.unwrap().unwrap();
-    let listen = first
-        .strip_prefix("listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (child, listen, _admin) = support::start_proxy(args).await;
     (child, listen)
 }
 

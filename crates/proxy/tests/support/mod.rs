@@ -6,8 +6,12 @@
 use core::time::Duration;
 use std::path::PathBuf;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use core::net::SocketAddr;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
 
 /// The proxy binary, built by cargo for the tests.
 pub(crate) fn bin() -> PathBuf {
@@ -66,4 +70,29 @@ pub(crate) async fn get(addr: &str, path: &str) -> String {
     let mut out = String::new();
     c.read_to_string(&mut out).await.unwrap();
     out
+}
+
+/// Starts the proxy with `args` and returns it with the addresses it printed
+/// (`admin on` only when `args` has `--admin`).
+pub(crate) async fn start_proxy(args: &[&str]) -> (Child, SocketAddr, Option<SocketAddr>) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().unwrap();
+    let listen = first
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let admin = if args.contains(&"--admin") {
+        let line = lines.next_line().await.unwrap().unwrap();
+        Some(line.strip_prefix("admin on ").unwrap().parse().unwrap())
+    } else {
+        None
+    };
+    (child, listen, admin)
 }
