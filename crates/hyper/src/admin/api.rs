@@ -36,10 +36,9 @@ impl<'a> From<&'a ServerState<ServerUrl>> for Row<'a> {
 /// How `GET /stats` writes one server.
 #[derive(Serialize)]
 struct StatsRow<'a> {
-    url: &'a str,
-    weight: u32,
-    original_weight: u32,
-    rating: f64,
+    /// What `GET /servers` says of it.
+    #[serde(flatten)]
+    row: Row<'a>,
     ready: bool,
     /// `up`, `slow-start`, `ejected` or `down`.
     health: &'static str,
@@ -114,10 +113,7 @@ impl<P: Manage + ?Sized> Admin<P> {
         let rows = servers
             .iter()
             .map(|s| StatsRow {
-                url: s.server.as_str(),
-                weight: s.current_weight,
-                original_weight: s.original_weight,
-                rating: s.rating,
+                row: Row::from(s),
                 ready: s.ready,
                 health: self
                     .pool
