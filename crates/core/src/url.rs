@@ -35,14 +35,17 @@ pub struct ServerUrl {
     path_start: usize,
 }
 
-/// The schemes a [`ServerUrl`] may have: the one place to add one (`h2c`, say). Matched
-/// case-insensitively; anything else is [`Error::InvalidUrl`].
-const SCHEMES: [&str; 2] = ["http", "https"];
+/// The schemes a [`ServerUrl`] may have: `http` (HTTP/1.1), `https` (TLS; HTTP/2 or
+/// HTTP/1.1 as ALPN decides) and `h2c` (cleartext HTTP/2 with prior knowledge, as
+/// Traefik spells it). Matched case-insensitively; anything else is
+/// [`Error::InvalidUrl`].
+const SCHEMES: [&str; 3] = ["http", "https", "h2c"];
 
 impl ServerUrl {
-    /// Parses and normalises a server URL: `http(s)://host[:port][/path]`.
+    /// Parses and normalises a server URL: `scheme://host[:port][/path]`.
     ///
-    /// - The scheme is `http` or `https` (any case).
+    /// - The scheme is `http`, `https` or `h2c` (any case): how the server is spoken
+    ///   to, HTTP/1.1, TLS, or cleartext HTTP/2.
     /// - The host is a DNS name (ASCII letters, digits, `-`, `_`, `.`), an IPv4 address
     ///   (four decimal octets: `999.1.1.1` is refused rather than looked up as a name)
     ///   or an IPv6 address in brackets (`[::1]`, no zone).
@@ -63,7 +66,9 @@ impl ServerUrl {
         let scheme = SCHEMES
             .into_iter()
             .find(|s| s.eq_ignore_ascii_case(scheme))
-            .ok_or(Error::InvalidUrl("unsupported scheme: use http or https"))?;
+            .ok_or(Error::InvalidUrl(
+                "unsupported scheme: use http, https or h2c",
+            ))?;
         // Drop the fragment, then the query.
         let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
         let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
@@ -101,7 +106,7 @@ impl ServerUrl {
         &self.text
     }
 
-    /// The scheme, lowercase (`http`, `https`).
+    /// The scheme, lowercase (`http`, `https`, `h2c`).
     pub fn scheme(&self) -> &str {
         &self.text[..self.scheme_len]
     }
@@ -231,9 +236,10 @@ mod tests {
     }
 
     #[test]
-    fn accepts_http_https_ipv6_and_valid_ports() {
+    fn accepts_http_https_h2c_ipv6_and_valid_ports() {
         for (input, normalised) in [
             ("HTTPS://A:443", "https://a:443"),
+            ("H2C://grpc.local:50051/", "h2c://grpc.local:50051/"),
             ("http://[::1]:8080/x", "http://[::1]:8080/x"),
             ("http://[::FFFF:127.0.0.1]", "http://[::ffff:127.0.0.1]"),
             ("http://a:080", "http://a:80"),
@@ -290,7 +296,7 @@ mod tests {
             "http://a\\b",
             "ftp://x",
             "gopher://x",
-            "h2c://x",
+            "h2://x",
             "file:///etc/passwd",
         ] {
             assert!(ServerUrl::parse(bad).is_err(), "{bad:?}");
