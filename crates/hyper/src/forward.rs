@@ -1,5 +1,5 @@
 //! The default inner service: forwards a request whose URI names the upstream, over
-//! hyper-util's pooled client.
+//! hyper-util's pooled clients.
 
 use core::future::Future;
 use core::pin::Pin;
@@ -12,15 +12,21 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::headers::{prepare, remove_hop_by_hop};
 use crate::timeout::{client_idle, Download, Upload};
+use crate::upstream::{h2c_client, pooled_client_with, Clients, Connector};
 use crate::{BoxError, Error, RequestBody};
 
-/// Forwards requests to the server their URI names, over a pooled HTTP/1.1 client.
+/// Forwards requests to the server their URI names, over pooled clients.
 ///
-/// - hop-by-hop headers are removed both ways;
+/// - the server URL's scheme says how: `http://` is HTTP/1.1, `https://` is TLS with
+///   ALPN `h2` or `http/1.1` (see [`Connector`] and [`UpstreamTls`](crate::UpstreamTls)
+///   for trusted CAs and client certificates), `h2c://` is cleartext HTTP/2 with prior
+///   knowledge; HTTP/2 requests to one server share one connection. Any client version
+///   reaches any server version;
+/// - hop-by-hop headers are removed both ways, except `TE: trailers` (gRPC needs it);
+///   trailers are forwarded;
 /// - `X-Forwarded-For` gets the [`ClientAddr`](crate::ClientAddr) appended (earlier
 ///   hops, across repeated headers, kept), `X-Forwarded-Host` is the request's `Host`,
 ///   `X-Forwarded-Proto` is the configured scheme (`http`);
@@ -49,11 +55,9 @@ use crate::{BoxError, Error, RequestBody};
 /// # }
 /// ```
 ///
-/// Plain HTTP upstreams use [`HttpConnector`]; for HTTPS upstreams build the client
-/// with a TLS connector (e.g. `hyper-rustls`) and pass it to [`Forwarder::with_client`].
 #[derive(Debug)]
-pub struct Forwarder<B = RequestBody<Incoming>, C = HttpConnector> {
-    client: Client<C, Upload<B>>,
+pub struct Forwarder<B = RequestBody<Incoming>, C = Connector> {
+    clients: Clients<C, Upload<B>>,
     timeout: Duration,
     body_timeout: Duration,
     proto: HeaderValue,
@@ -62,7 +66,7 @@ pub struct Forwarder<B = RequestBody<Incoming>, C = HttpConnector> {
 impl<B, C: Clone> Clone for Forwarder<B, C> {
     fn clone(&self) -> Self {
         Self {
-            client: self.client.clone(),
+            clients: self.clients.clone(),
             timeout: self.timeout,
             body_timeout: self.body_timeout,
             proto: self.proto.clone(),
@@ -80,7 +84,21 @@ impl Forwarder {
     /// A forwarder of balanced hyper server requests with a fresh connection pool and
     /// the default timeouts. Needs a tokio runtime when it is used.
     pub fn new() -> Self {
-        Self::with_client(default_client())
+        Self::with_connector(Connector::new(DEFAULT_CONNECT_TIMEOUT))
+    }
+}
+
+impl<B> Forwarder<B, Connector>
+where
+    B: Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// A forwarder whose connections `connector` opens: its connect timeout and TLS
+    /// settings apply to every scheme.
+    pub fn with_connector(connector: Connector) -> Self {
+        let h2c = h2c_client(connector.plain());
+        Self::with_clients(pooled_client_with(connector), h2c)
     }
 }
 
@@ -91,7 +109,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The client a [`Forwarder`] uses by default: [`pooled_client`] with
 /// [`DEFAULT_CONNECT_TIMEOUT`].
-pub fn default_client<B>() -> Client<HttpConnector, B>
+pub fn default_client<B>() -> Client<Connector, B>
 where
     B: Body + Send + 'static + Unpin,
     B::Data: Send,
@@ -100,44 +118,50 @@ where
     pooled_client(DEFAULT_CONNECT_TIMEOUT)
 }
 
-/// Idle keep-alive connections kept per server (nginx's `keepalive` is commonly 32 to
-/// a few hundred; HAProxy keeps what `http-reuse` can use).
-pub const MAX_IDLE_PER_SERVER: usize = 128;
-
-/// A keep-alive pool (at most [`MAX_IDLE_PER_SERVER`] idle connections per server, each
-/// closed after 90 s idle), `TCP_NODELAY`, HTTP/1.1, and
-/// `connect_timeout` for new connections (a connect that takes longer is an
-/// [`Error::Connect`], retried on another server by default).
-pub fn pooled_client<B>(connect_timeout: Duration) -> Client<HttpConnector, B>
+/// A keep-alive client for `http://` and `https://` servers (at most
+/// [`MAX_IDLE_PER_SERVER`](crate::MAX_IDLE_PER_SERVER) idle connections per server,
+/// each closed after 90 s idle), `TCP_NODELAY`, and `connect_timeout` for new
+/// connections (a connect that takes longer is an [`Error::Connect`], retried on
+/// another server by default). [`pooled_client_with`] takes a [`Connector`] with TLS
+/// settings of your own.
+pub fn pooled_client<B>(connect_timeout: Duration) -> Client<Connector, B>
 where
     B: Body + Send + 'static + Unpin,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(MAX_IDLE_PER_SERVER)
-        .set_host(false)
-        .build(connector)
+    pooled_client_with(Connector::new(connect_timeout))
 }
 
-impl<B, C> Forwarder<B, C> {
-    /// Forwards over an existing hyper-util client: one made by [`pooled_client`] with
-    /// another connect timeout, or one with another connector (TLS). Its request body
-    /// type is the forwarder's [`Upload`].
+impl<B, C> Forwarder<B, C>
+where
+    B: Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Forwards to `http://` and `https://` servers over an existing hyper-util
+    /// client: one made by [`pooled_client`] with another connect timeout, or one with
+    /// a connector of your own. `h2c://` servers get a client of their own with
+    /// [`DEFAULT_CONNECT_TIMEOUT`]. The request body type is the forwarder's
+    /// [`Upload`].
     pub fn with_client(client: Client<C, Upload<B>>) -> Self {
+        let mut plain = HttpConnector::new();
+        plain.set_nodelay(true);
+        plain.set_connect_timeout(Some(DEFAULT_CONNECT_TIMEOUT));
+        Self::with_clients(client, h2c_client(plain))
+    }
+
+    fn with_clients(main: Client<C, Upload<B>>, h2c: Client<HttpConnector, Upload<B>>) -> Self {
         Self {
-            client,
+            clients: Clients { main, h2c },
             timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             proto: HeaderValue::from_static("http"),
         }
     }
+}
 
+impl<B, C> Forwarder<B, C> {
     /// How long the upstream may take to send its response head, counted from the end
     /// of the request's upload (default 30 s, HAProxy's `timeout server`).
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -182,7 +206,7 @@ where
         prepare(&mut req, &self.proto);
         let (parts, body) = req.into_parts();
         let (body, upload) = Upload::new(body);
-        let sent = self.client.request(Request::from_parts(parts, body));
+        let sent = self.clients.request(Request::from_parts(parts, body));
         let (timeout, body_timeout) = (self.timeout, self.body_timeout);
         Box::pin(async move {
             let mut sent = core::pin::pin!(sent);

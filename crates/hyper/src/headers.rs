@@ -44,14 +44,35 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Prepares a request for the upstream: HTTP/1.1, no hop-by-hop headers,
-/// `X-Forwarded-For/Proto/Host`, and `Host` = the server's authority.
+/// Whether a `TE` header lists `trailers`.
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
+/// Prepares a request for the upstream: HTTP/1.1 (the client picks HTTP/2 per
+/// server), no hop-by-hop headers but `TE: trailers`, `X-Forwarded-For/Proto/Host`,
+/// and `Host` = the server's authority.
 pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue) {
     // The client speaks HTTP/1.1 upstream whatever the downstream version was.
     *req.version_mut() = Version::HTTP_11;
     let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+    let host = req.headers().get(header::HOST).cloned();
     let headers = req.headers_mut();
+    let trailers = accepts_trailers(headers);
     remove_hop_by_hop(headers);
+    if trailers {
+        // The one `TE` value that crosses a proxy: gRPC servers require it.
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if let Some(ip) = client {
         // Every earlier hop, in order, across repeated headers (RFC 7239's list rule).
         let mut chain = String::new();
@@ -67,7 +88,7 @@ pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue) {
         }
     }
     headers.insert(X_FORWARDED_PROTO, proto.clone());
-    if let Some(host) = headers.get(header::HOST).cloned() {
+    if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host);
     }
     let authority = req
@@ -144,5 +165,28 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_HOST], "front.example");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[header::HOST], "10.0.0.9:81");
+    }
+
+    #[test]
+    fn te_trailers_is_the_one_te_value_kept() {
+        for (te, kept) in [
+            ("trailers", true),
+            ("gzip, Trailers", true),
+            ("trailers;q=0.5", true),
+            ("gzip", false),
+            ("x-trailers", false),
+        ] {
+            let mut req = Request::builder()
+                .uri("http://10.0.0.9:81/p")
+                .header(header::TE, te)
+                .body(())
+                .unwrap();
+            prepare(&mut req, &HeaderValue::from_static("http"));
+            let got = req.headers().get(header::TE);
+            assert_eq!(got.is_some(), kept, "{te}");
+            if kept {
+                assert_eq!(got.unwrap(), "trailers", "{te}");
+            }
+        }
     }
 }

@@ -8,18 +8,19 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Empty;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use roundrobin_core::ServerUrl;
 use roundrobin_rebalancer::Rebalancer;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::pooled_client;
+use crate::upstream::{h2c_client, pooled_client_with, Clients, Connector};
 
 /// HTTP health checks (HAProxy's `option httpchk` + `check`, nginx Plus'
 /// `health_check`, Envoy's `health_checks`): every `interval` (± 10 % jitter, so a
 /// fleet does not check in step), `GET path` on every server of the pool, concurrently;
-/// a check passes when a status in `statuses` arrives within `timeout`. Verdicts go to
+/// a check passes when a status in `statuses` arrives within `timeout`. Checks speak
+/// each server's protocol (`https://`, `h2c://`) through a [`Connector`]: by default
+/// one with the check timeout as connect timeout and the webpki roots; pass the
+/// forwarder's with [`connector`](Self::connector) to share its TLS settings. Verdicts go to
 /// [`Rebalancer::report_check`], whose rise/fall counts mark servers down and back up.
 ///
 /// | | default | HAProxy | nginx Plus |
@@ -47,6 +48,7 @@ pub struct HealthCheck {
     interval: Duration,
     timeout: Duration,
     statuses: RangeInclusive<u16>,
+    connector: Option<Connector>,
 }
 
 impl HealthCheck {
@@ -62,6 +64,7 @@ impl HealthCheck {
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
             statuses: 200..=399,
+            connector: None,
         }
     }
 
@@ -83,13 +86,27 @@ impl HealthCheck {
         self
     }
 
+    /// Connects to servers with `connector` (its TLS settings: private CAs, client
+    /// certificates) instead of a default one.
+    pub fn connector(mut self, connector: Connector) -> Self {
+        self.connector = Some(connector);
+        self
+    }
+
     /// Runs the checks on the current tokio runtime until the handle is aborted.
     pub fn spawn(self, pool: Arc<Rebalancer<ServerUrl>>) -> JoinHandle<()> {
         tokio::spawn(self.run(pool))
     }
 
     async fn run(self, pool: Arc<Rebalancer<ServerUrl>>) {
-        let client: Client<HttpConnector, Empty<Bytes>> = pooled_client(self.timeout);
+        let connector = self
+            .connector
+            .clone()
+            .unwrap_or_else(|| Connector::new(self.timeout));
+        let client: Clients<Connector, Empty<Bytes>> = Clients {
+            h2c: h2c_client(connector.plain()),
+            main: pooled_client_with(connector),
+        };
         let mut jitter = Jitter::seeded(&self.path);
         loop {
             let mut round = JoinSet::new();
@@ -113,7 +130,7 @@ impl HealthCheck {
     }
 
     /// One check of `server`: whether it answered a passing status in time.
-    async fn once(&self, client: &Client<HttpConnector, Empty<Bytes>>, server: &ServerUrl) -> bool {
+    async fn once(&self, client: &Clients<Connector, Empty<Bytes>>, server: &ServerUrl) -> bool {
         let uri = format!(
             "{}://{}{}{}",
             server.scheme(),
@@ -122,6 +139,7 @@ impl HealthCheck {
             self.path
         );
         let Ok(request) = Request::get(uri)
+            .header(http::header::HOST, server.authority())
             .header(http::header::USER_AGENT, "roundrobin-health-check")
             .body(Empty::new())
         else {

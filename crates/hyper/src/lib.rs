@@ -92,6 +92,7 @@ mod select;
 mod server;
 mod service;
 mod timeout;
+mod upstream;
 
 pub use access::ACCESS_LOG_TARGET;
 #[cfg(feature = "admin")]
@@ -105,9 +106,7 @@ pub use discovery::{
     FAILURE_RETRY, MIN_TTL_REFRESH,
 };
 pub use error::{BoxError, DefaultErrorHandler, Error, ErrorHandler, CLIENT_CLOSED_REQUEST};
-pub use forward::{
-    default_client, pooled_client, Forwarder, DEFAULT_CONNECT_TIMEOUT, MAX_IDLE_PER_SERVER,
-};
+pub use forward::{default_client, pooled_client, Forwarder, DEFAULT_CONNECT_TIMEOUT};
 pub use future::ResponseFuture;
 pub use headers::{remove_hop_by_hop, ClientAddr};
 pub use health::{spawn_stepper, HealthCheck, STEPPER_TICK};
@@ -121,3 +120,6 @@ pub use select::Select;
 pub use server::{serve, serve_with, spawn, spawn_on, ServerLimits, Serving, ACCEPT_ERROR_PAUSE};
 pub use service::Balancer;
 pub use timeout::{Download, Upload};
+pub use upstream::{pooled_client_with, Connector, UpstreamIo, MAX_IDLE_PER_SERVER};
+#[cfg(feature = "tls")]
+pub use upstream::{UpstreamTls, UpstreamTlsError};

@@ -1,0 +1,149 @@
+//! Backends and clients of several protocols on 127.0.0.1, all stopping by themselves.
+
+use core::convert::Infallible;
+use core::future::Future;
+use core::net::SocketAddr;
+use core::time::Duration;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use roundrobin_core::{RoundRobin, ServerUrl};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Every test body runs under this bound.
+pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `f` on a fresh runtime, failing if it takes longer than [`TEST_TIMEOUT`].
+pub(crate) fn run<F: Future<Output = ()>>(f: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            tokio::time::timeout(TEST_TIMEOUT, f)
+                .await
+                .expect("test timed out");
+        });
+}
+
+/// What a backend saw of one request, sent back as headers.
+fn answer(name: &'static str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(name)));
+    let h = res.headers_mut();
+    h.insert(
+        "seen-version",
+        format!("{:?}", req.version()).parse().unwrap(),
+    );
+    h.insert("seen-uri", req.uri().to_string().parse().unwrap());
+    for (k, v) in req.headers() {
+        if let Ok(k) = http::HeaderName::from_bytes(format!("seen-{k}").as_bytes()) {
+            h.append(k, v.clone());
+        }
+    }
+    res
+}
+
+/// A backend stopped when dropped.
+pub(crate) struct Backend {
+    pub(crate) addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Backend {
+    pub(crate) fn new(addr: SocketAddr, task: JoinHandle<()>) -> Self {
+        Self { addr, task }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A backend answering `name`, speaking HTTP/1.1 and HTTP/2 (prior knowledge) on plain
+/// TCP, or, with `tls`, over TLS with that server configuration.
+pub(crate) async fn backend(name: &'static str, tls: Option<Arc<rustls::ServerConfig>>) -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(answer(name, &req))
+                });
+                let builder = auto::Builder::new(TokioExecutor::new());
+                match acceptor {
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(stream).await {
+                            let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+                        }
+                    }
+                    None => {
+                        let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
+            });
+        }
+    });
+    Backend { addr, task }
+}
+
+/// A certificate authority and a server certificate it signed for `127.0.0.1` and
+/// `localhost`, made now.
+pub(crate) struct Pki {
+    pub(crate) ca_pem: String,
+    pub(crate) server: Arc<rustls::ServerConfig>,
+}
+
+impl Pki {
+    pub(crate) fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self {
+            ca_pem: ca.pem(),
+            server: Arc::new(server),
+        }
+    }
+}
+
+/// A round-robin pool of `servers` (URL, weight).
+pub(crate) fn pool(servers: &[(ServerUrl, u32)]) -> RoundRobin<ServerUrl> {
+    let pool = RoundRobin::new();
+    for (url, weight) in servers {
+        pool.upsert_server(url.clone(), Some(*weight)).unwrap();
+    }
+    pool
+}
