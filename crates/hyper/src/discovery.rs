@@ -300,6 +300,11 @@ mod dns {
     /// resolver's cache is cleared first). No record, NXDOMAIN, a timeout or a server
     /// failure is an error: the driver keeps the last good set.
     ///
+    /// The servers it adds name their address, not the host: an `https://` server
+    /// found this way would be checked against a certificate for its IP address and
+    /// sent that as SNI. Leave `https://` names to the [`Connector`](crate::Connector),
+    /// which resolves them when it connects (as the proxy binary does).
+    ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// use std::sync::Arc;

@@ -80,6 +80,11 @@ impl HealthCheck {
         self
     }
 
+    /// How long one check may take.
+    pub fn timeout_duration(&self) -> Duration {
+        self.timeout
+    }
+
     /// The statuses that pass (default 200–399).
     pub fn statuses(mut self, statuses: RangeInclusive<u16>) -> Self {
         self.statuses = statuses;

@@ -11,6 +11,7 @@ use roundrobin_sticky::StickySession;
 
 use crate::logs::AccessLog;
 use crate::resilience::Resilience;
+use crate::upstream::UpstreamArgs;
 
 /// A weighted round-robin reverse proxy.
 #[derive(Debug, Parser)]
@@ -23,7 +24,8 @@ pub(crate) struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub(crate) listen: SocketAddr,
-    /// A backend, `URL` or `URL=WEIGHT`; repeat for more.
+    /// A backend, `URL` or `URL=WEIGHT`; repeat for more. `http://` speaks HTTP/1.1,
+    /// `https://` TLS (HTTP/2 or HTTP/1.1 by ALPN), `h2c://` cleartext HTTP/2.
     #[arg(long = "backend", value_name = "URL[=WEIGHT]", value_parser = parse_backend)]
     pub(crate) backends: Vec<(ServerUrl, Option<u32>)>,
     /// How often a backend given by DNS name is resolved again, each address being a
@@ -90,6 +92,8 @@ pub(crate) struct Args {
     pub(crate) access_log: Option<AccessLog>,
     #[command(flatten)]
     pub(crate) resilience: Resilience,
+    #[command(flatten)]
+    pub(crate) upstream: UpstreamArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -17,6 +17,7 @@ mod args;
 mod config;
 mod logs;
 mod resilience;
+mod upstream;
 mod workers;
 
 use std::io::Write as _;
@@ -25,8 +26,8 @@ use std::sync::Arc;
 
 use roundrobin_core::{Policy, RoundRobin, ServerUrl};
 use roundrobin_hyper::{
-    names_a_host, pooled_client, serve, serve_with, spawn_stepper, Admin, Balancer,
-    DiscoveryDriver, DnsDiscovery, Forwarder, Metrics, ServerLimits,
+    names_a_host, serve, serve_with, spawn_stepper, Admin, Balancer, DiscoveryDriver, DnsDiscovery,
+    Forwarder, Metrics, ServerLimits,
 };
 use roundrobin_rebalancer::Rebalancer;
 use tokio::net::TcpListener;
@@ -127,9 +128,10 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
     let admin_token = admin_token(&args).unwrap_or_else(|e| usage_error(&e));
     check_admin(&args, admin_token.is_some()).unwrap_or_else(|e| usage_error(&e));
     let sticky = sticky(&args).unwrap_or_else(|e| usage_error(&e));
+    let upstream_tls = args.upstream.tls().unwrap_or_else(|e| usage_error(&e));
     let pool = pool(&args);
     for (url, weight) in &args.backends {
-        if names_a_host(url) {
+        if discovered(url) {
             continue; // resolved by `discover`
         }
         if let Err(e) = pool.upsert_server(url.clone(), *weight) {
@@ -214,7 +216,11 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
         .retry(r.retry())
         .access_log(args.access_log.is_some())
         .layer();
-    let checks = r.health_check().map(|check| check.spawn(Arc::clone(&pool)));
+    let connector = upstream::connector(&upstream_tls, r.connect_timeout);
+    let checks = r.health_check().map(|check| {
+        let connector = upstream::connector(&upstream_tls, check.timeout_duration());
+        check.connector(connector).spawn(Arc::clone(&pool))
+    });
     let stepper = spawn_stepper(Arc::clone(&pool));
     let limits = ServerLimits {
         metrics,
@@ -230,7 +236,7 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
             }
         };
         // Each worker: its own upstream connection pool, the shared balancer.
-        let forwarder = Forwarder::with_client(pooled_client(r.connect_timeout))
+        let forwarder = Forwarder::with_connector(connector.clone())
             .timeout(args.timeout)
             .body_timeout(r.body_timeout);
         let balancer = layer.layer(forwarder);
@@ -269,6 +275,13 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
     code
 }
 
+/// Whether a backend is found by DNS: a name, unless it is an `https://` one, whose
+/// name is also what its certificate is checked against (and its SNI): those stay one
+/// backend, resolved when a connection is opened.
+fn discovered(url: &ServerUrl) -> bool {
+    names_a_host(url) && url.scheme() != "https"
+}
+
 /// Backends given by DNS name: each address becomes a backend. Resolved once before
 /// serving (for at most 5 s; failing that, logged and tried again in the background),
 /// then every `--dns-refresh` on a task of its own.
@@ -277,7 +290,7 @@ async fn discover(
     pool: &Arc<Rebalancer<ServerUrl>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut first = tokio::task::JoinSet::new();
-    for (url, weight) in args.backends.iter().filter(|(url, _)| names_a_host(url)) {
+    for (url, weight) in args.backends.iter().filter(|(url, _)| discovered(url)) {
         let mut dns = DnsDiscovery::from_server(url, weight.unwrap_or(args.default_weight));
         if let Some(server) = args.resolver {
             dns = dns.resolver(server);

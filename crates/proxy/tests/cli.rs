@@ -89,6 +89,8 @@ fn bad_flags_exit_2_with_a_message() {
         &["--sticky", "bad name"],
         &["--sticky-salt", "x"],
         &["--rebalance", "--backoff", "soon"],
+        &["--backend", "h2://a:1"],
+        &["--upstream-ca", "/nonexistent/ca.pem"],
     ] {
         run(async {
             let out = Command::new(bin())
