@@ -107,9 +107,20 @@ async fn signals(stop: watch::Sender<bool>) {
     let _ = stop.send(true);
 }
 
+/// jemalloc, with its background thread purging freed pages (after `dirty_decay_ms`,
+/// 10 s by default): the memory thousands of closed connections held goes back to the
+/// system, where glibc's malloc keeps most of it.
+#[cfg(all(feature = "jemalloc", target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let (args, config) = config::parse();
     logs::init(args.access_log);
+    #[cfg(all(feature = "jemalloc", target_os = "linux", not(target_env = "musl")))]
+    if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::debug!(%error, "jemalloc background thread not started");
+    }
     // The control plane (admin, health checks, rebalancer steps, signals) runs here;
     // requests run on the workers' own runtimes.
     let runtime = tokio::runtime::Builder::new_current_thread()
