@@ -92,6 +92,8 @@ mod select;
 mod server;
 mod service;
 mod timeout;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use access::ACCESS_LOG_TARGET;
 #[cfg(feature = "admin")]
@@ -119,5 +121,9 @@ pub use rewrite::{rewrite_uri, RewriteHook};
 pub use roundrobin_rebalancer::{Health, ServerState};
 pub use select::Select;
 pub use server::{serve, serve_with, spawn, spawn_on, ServerLimits, Serving, ACCEPT_ERROR_PAUSE};
+#[cfg(feature = "tls")]
+pub use server::{serve_tls_with, spawn_tls};
 pub use service::Balancer;
 pub use timeout::{Download, Upload};
+#[cfg(feature = "tls")]
+pub use tls::{TlsAcceptor, TlsError, ALPN_PROTOCOLS};
