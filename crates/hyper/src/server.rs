@@ -386,7 +386,7 @@ impl Serving {
         self.addr
     }
 
-    /// `http://` (`https://` from [`spawn_tls`]) and its address, as a server of a pool.
+    /// `http://` (`https://` from `spawn_tls`) and its address, as a server of a pool.
     pub fn url(&self) -> ServerUrl {
         ServerUrl::parse(&format!("{}://{}", self.scheme, self.addr))
             .expect("a socket address is a valid authority")
