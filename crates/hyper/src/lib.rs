@@ -23,6 +23,7 @@
 //! | `config.rs`, `outcome.rs` | what a balancer's services share; the record-exactly-once guard |
 //! | `rewrite.rs`, `forward.rs` | the URI rewrite and [`RewriteHook`]; the [`Forwarder`] |
 //! | `error.rs`, `admin/`, `server.rs` | [`Error`] and its mapping; [`Admin`] (API, token and `Host` checks, dashboard); [`serve`] and [`spawn`] |
+//! | `tls.rs` (feature `tls`) | `TlsAcceptor`: a PEM certificate and key, ALPN `h2`/`http/1.1`, reloads; served by `serve_tls_with` |
 //!
 //! # Contract
 //!
@@ -68,6 +69,10 @@
 //!
 //! - `admin` (default): [`Admin`], the JSON admin API and dashboard (adds `serde`,
 //!   `serde_json`, and `sha2` and `subtle` for the token comparison).
+//! - `dns` (default): `DnsDiscovery` (adds `hickory-resolver`).
+//! - `tls` (default): serving over TLS, `TlsAcceptor`, `serve_tls_with` and `spawn_tls`
+//!   (adds `rustls` with the ring provider, `tokio-rustls`, `hyper-rustls` and
+//!   `rustls-pemfile`).
 #![forbid(unsafe_code)]
 
 mod access;
@@ -92,6 +97,8 @@ mod select;
 mod server;
 mod service;
 mod timeout;
+#[cfg(feature = "tls")]
+mod tls;
 mod upstream;
 
 pub use access::ACCESS_LOG_TARGET;
@@ -118,8 +125,12 @@ pub use rewrite::{rewrite_uri, RewriteHook};
 pub use roundrobin_rebalancer::{Health, ServerState};
 pub use select::Select;
 pub use server::{serve, serve_with, spawn, spawn_on, ServerLimits, Serving, ACCEPT_ERROR_PAUSE};
+#[cfg(feature = "tls")]
+pub use server::{serve_tls_with, spawn_tls};
 pub use service::Balancer;
 pub use timeout::{Download, Upload};
+#[cfg(feature = "tls")]
+pub use tls::{TlsAcceptor, TlsError, ALPN_PROTOCOLS};
 pub use upstream::{pooled_client_with, Connector, UpstreamIo, MAX_IDLE_PER_SERVER};
 #[cfg(feature = "tls")]
 pub use upstream::{UpstreamTls, UpstreamTlsError};

@@ -96,7 +96,8 @@ impl Drop for InFlight {
 
 /// The proxy's metrics: per server (requests by status class, errors by kind, latency,
 /// in flight, retries; weights, rating and health from the pool at scrape time) and
-/// proxy-wide (open and accepted client connections, rebalancer steps).
+/// proxy-wide (open and accepted client connections, failed TLS handshakes, rebalancer
+/// steps).
 ///
 /// Share one `Arc<Metrics>` between the balancer
 /// ([`Builder::metrics`](crate::Builder::metrics)), the server
@@ -110,6 +111,7 @@ pub struct Metrics {
     adding: Mutex<()>,
     open: AtomicI64,
     accepted: AtomicU64,
+    tls_handshake_failures: AtomicU64,
 }
 
 impl fmt::Debug for Metrics {
@@ -162,6 +164,11 @@ impl Metrics {
     /// A client connection closed.
     pub(crate) fn connection_closed(&self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A client's TLS handshake failed or timed out.
+    pub(crate) fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The OpenMetrics text of these metrics and of `pool`'s state.
@@ -370,6 +377,15 @@ impl Collector for Scrape {
             "roundrobin_client_connections_accepted",
             "Client connections accepted.",
             core::iter::once((Vec::new(), self.metrics.accepted.load(Ordering::Relaxed))),
+        )?;
+        counter(
+            &mut encoder,
+            "roundrobin_client_tls_handshake_failures",
+            "TLS handshakes with clients that failed or timed out (their connections closed).",
+            core::iter::once((
+                Vec::new(),
+                self.metrics.tls_handshake_failures.load(Ordering::Relaxed),
+            )),
         )?;
         counter(
             &mut encoder,

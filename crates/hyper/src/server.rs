@@ -14,7 +14,8 @@ use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use roundrobin_core::ServerUrl;
-use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -138,6 +139,77 @@ pub async fn serve_with<S, B>(
     S: ServeService<B>,
     B: ServeBody,
 {
+    serve_io(listener, service, shutdown, limits, |stream| {
+        core::future::ready(Ok(stream))
+    })
+    .await;
+}
+
+/// [`serve_with`] over TLS: each accepted connection first completes a TLS handshake
+/// with `acceptor` (ALPN `h2`, `http/1.1`; see [`TlsAcceptor`](crate::TlsAcceptor)),
+/// then is served as [`serve_with`] serves a plain one, the decrypted stream watched by
+/// the same idle and header timeouts (HTTP/2 is recognised by its preface, whatever
+/// ALPN chose).
+///
+/// The handshake runs in the connection's own task, within `limits.header_timeout`
+/// (HAProxy's `timeout client` and nginx's `ssl_handshake_timeout` 60 s cover it there).
+/// A handshake that fails (a client speaking plain HTTP to the port, one that does not
+/// trust the certificate) or times out closes that connection without a response, is
+/// logged at debug level and counted in `limits.metrics`
+/// (`roundrobin_client_tls_handshake_failures`); the server goes on serving the others.
+/// Set [`Forwarder::forwarded_proto`](crate::Forwarder::forwarded_proto) to `https` so
+/// that servers see `X-Forwarded-Proto: https`.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use http::HeaderValue;
+/// use roundrobin_core::{RoundRobin, ServerUrl};
+/// use roundrobin_hyper::{serve_tls_with, Balancer, Forwarder, ServerLimits, TlsAcceptor};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = Arc::new(RoundRobin::new());
+/// pool.upsert_server(ServerUrl::parse("http://127.0.0.1:9001")?, Some(1))?;
+/// let balancer = Balancer::builder(pool)
+///     .service(Forwarder::new().forwarded_proto(HeaderValue::from_static("https")));
+/// let tls = TlsAcceptor::from_pem_files("cert.pem", "key.pem")?;
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:443").await?;
+/// let stop = async { let _ = tokio::signal::ctrl_c().await; };
+/// serve_tls_with(listener, tls, balancer, stop, ServerLimits::default()).await;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "tls")]
+pub async fn serve_tls_with<S, B>(
+    listener: TcpListener,
+    acceptor: crate::TlsAcceptor,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+    limits: ServerLimits,
+) where
+    S: ServeService<B>,
+    B: ServeBody,
+{
+    serve_io(listener, service, shutdown, limits, move |stream| {
+        acceptor.accept(stream)
+    })
+    .await;
+}
+
+/// The accept loop of [`serve_with`]; `handshake` turns an accepted socket into the
+/// stream served (at once for plain TCP, after a TLS handshake), in the connection's
+/// task.
+async fn serve_io<S, B, H, F, I>(
+    listener: TcpListener,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+    limits: ServerLimits,
+    handshake: H,
+) where
+    S: ServeService<B>,
+    B: ServeBody,
+    H: Fn(TcpStream) -> F,
+    F: Future<Output = io::Result<I>> + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -146,6 +218,7 @@ pub async fn serve_with<S, B>(
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -196,11 +269,19 @@ pub async fn serve_with<S, B>(
                 }
             })
         };
-        let io = TokioIo::new(Watched::new(stream, Arc::clone(&state)));
-        let conn = builder.serve_connection(io, svc).into_owned();
+        let (builder, handshake) = (Arc::clone(&builder), handshake(stream));
         let limits = limits.clone();
         let stopped = stopped.clone();
         connections.spawn(async move {
+            let Some(stream) = handshaken(handshake, &limits, peer).await else {
+                if let Some(metrics) = &limits.metrics {
+                    metrics.connection_closed();
+                }
+                drop(permit);
+                return;
+            };
+            let io = TokioIo::new(Watched::new(stream, Arc::clone(&state)));
+            let conn = builder.serve_connection(io, svc).into_owned();
             // Runs the connection to its end, closing it when it stays idle or dribbles
             // a head too long, and gracefully once the server stops.
             let mut stopped = stopped;
@@ -259,6 +340,27 @@ pub async fn serve_with<S, B>(
     }
 }
 
+/// The stream `handshake` makes, or `None` when it fails or takes longer than the
+/// header timeout (logged and counted).
+async fn handshaken<F, I>(handshake: F, limits: &ServerLimits, peer: SocketAddr) -> Option<I>
+where
+    F: Future<Output = io::Result<I>>,
+{
+    let error = match tokio::time::timeout(limits.header_timeout, handshake).await {
+        Ok(Ok(stream)) => return Some(stream),
+        Ok(Err(error)) => error,
+        Err(_elapsed) => io::Error::new(
+            io::ErrorKind::TimedOut,
+            "handshake not complete within the header timeout",
+        ),
+    };
+    tracing::debug!(%error, %peer, "TLS handshake failed: closed");
+    if let Some(metrics) = &limits.metrics {
+        metrics.tls_handshake_failed();
+    }
+    None
+}
+
 fn is_connection_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -273,6 +375,7 @@ fn is_connection_error(e: &io::Error) -> bool {
 #[derive(Debug)]
 pub struct Serving {
     addr: SocketAddr,
+    scheme: &'static str,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -283,9 +386,9 @@ impl Serving {
         self.addr
     }
 
-    /// `http://` and its address, as a server of a pool.
+    /// `http://` (`https://` from `spawn_tls`) and its address, as a server of a pool.
     pub fn url(&self) -> ServerUrl {
-        ServerUrl::parse(&format!("http://{}", self.addr))
+        ServerUrl::parse(&format!("{}://{}", self.scheme, self.addr))
             .expect("a socket address is a valid authority")
     }
 
@@ -343,16 +446,67 @@ where
     S: ServeService<B>,
     B: ServeBody,
 {
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let addr = local_addr(&listener);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, service, async {
         let _ = stopped.await;
     }));
     Serving {
         addr,
+        scheme: "http",
         stop: Some(stop),
         task: Some(task),
     }
+}
+
+/// [`spawn`] over TLS: runs [`serve_tls_with`] with the default [`ServerLimits`] in a
+/// task of the current tokio runtime; [`Serving::url`] is `https://` and the address.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use core::convert::Infallible;
+/// use http_body_util::Full;
+/// use hyper::service::service_fn;
+/// use roundrobin_hyper::{spawn_tls, TlsAcceptor};
+///
+/// let tls = TlsAcceptor::from_pem_files("cert.pem", "key.pem")?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let hello = service_fn(|_req| async { Ok::<_, Infallible>(http::Response::new(Full::new(bytes::Bytes::from("hi")))) });
+/// let server = spawn_tls(listener, tls, hello);
+/// assert_eq!(server.url().as_str(), format!("https://{}", server.local_addr()));
+/// server.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "tls")]
+pub fn spawn_tls<S, B>(listener: TcpListener, acceptor: crate::TlsAcceptor, service: S) -> Serving
+where
+    S: ServeService<B>,
+    B: ServeBody,
+{
+    let addr = local_addr(&listener);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let task = tokio::spawn(serve_tls_with(
+        listener,
+        acceptor,
+        service,
+        shutdown,
+        ServerLimits::default(),
+    ));
+    Serving {
+        addr,
+        scheme: "https",
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }

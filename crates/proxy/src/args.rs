@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, ValueEnum};
 use roundrobin_core::ServerUrl;
+use roundrobin_hyper::TlsAcceptor;
 use roundrobin_sticky::codec::{Aes, Hash, Hmac, Raw};
 use roundrobin_sticky::StickySession;
 
@@ -90,6 +91,14 @@ pub(crate) struct Args {
     /// retries (off when absent).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub(crate) access_log: Option<AccessLog>,
+    /// Serve clients over TLS with this certificate chain (PEM, the server's certificate
+    /// first, then intermediates); needs --tls-key. ALPN offers h2 and http/1.1. SIGHUP
+    /// reads both files again.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) resilience: Resilience,
     #[command(flatten)]
@@ -219,6 +228,20 @@ pub(crate) fn admin_token(args: &Args) -> Result<Option<String>, String> {
         ));
     }
     Ok(Some(token.to_owned()))
+}
+
+/// The TLS side of the listener when `--tls-cert` and `--tls-key` are given: the files
+/// read and checked (an unreadable file, no certificate, no key or a key that does not
+/// match is an error naming the file).
+pub(crate) fn tls(args: &Args) -> Result<Option<TlsAcceptor>, String> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => TlsAcceptor::from_pem_files(cert, key)
+            .map(Some)
+            .map_err(|e| format!("--tls-cert/--tls-key: {e}")),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err("--tls-cert needs --tls-key FILE".into()),
+        (None, Some(_)) => Err("--tls-key needs --tls-cert FILE".into()),
+    }
 }
 
 /// Whether a server listening on `a` and one on `b` would want the same socket: same

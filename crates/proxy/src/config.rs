@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, Command, CommandFactory, FromArgMatches};
 use roundrobin_core::ServerUrl;
+use roundrobin_hyper::TlsAcceptor;
 use roundrobin_rebalancer::Rebalancer;
 use serde::{Deserialize, Serialize};
 use toml::Value;
@@ -540,8 +541,10 @@ fn validate(args: &Args, given: &BTreeSet<String>) -> Result<(), String> {
     no_duplicates(args, given)
 }
 
-/// From now on, each SIGHUP reloads the file (or, without one, is logged and ignored).
-pub(crate) fn reload_on_sighup(reloader: Option<Arc<Reloader>>) {
+/// From now on, each SIGHUP reloads the file and the TLS certificate and key (a bad
+/// file or certificate is logged and the running one kept; with neither, SIGHUP is
+/// logged and ignored).
+pub(crate) fn reload_on_sighup(reloader: Option<Arc<Reloader>>, tls: Option<TlsAcceptor>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -554,18 +557,29 @@ pub(crate) fn reload_on_sighup(reloader: Option<Arc<Reloader>>) {
         };
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                match &reloader {
-                    Some(reloader) => {
+                match (&reloader, &tls) {
+                    (Some(reloader), _) => {
                         tracing::info!("SIGHUP: reloading {}", reloader.source.path.display());
                         let _ = reloader.answer();
                     }
-                    None => tracing::info!("SIGHUP ignored: there is no --config file to reload"),
+                    (None, None) => tracing::info!(
+                        "SIGHUP ignored: there is no --config file or TLS certificate to reload"
+                    ),
+                    (None, Some(_)) => {}
+                }
+                if let Some(tls) = &tls {
+                    match tls.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                        Err(e) => tracing::warn!(
+                            "SIGHUP: TLS certificate not reloaded, the running one is kept: {e}"
+                        ),
+                    }
                 }
             }
         });
     }
     #[cfg(not(unix))]
-    drop(reloader);
+    drop((reloader, tls));
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@
 //!
 //! Prints `listening on ADDR` (and `admin on ADDR`: the JSON admin API, and a live
 //! dashboard at `/`) once the sockets are bound; `--admin-token-file FILE` makes the
-//! admin API ask for `Authorization: Bearer <token>` (needed off loopback); bad
-//! flags exit with status 2; Ctrl-C or SIGTERM stop accepting and let in-flight
+//! admin API ask for `Authorization: Bearer <token>` (needed off loopback);
+//! `--tls-cert FILE --tls-key FILE` serve clients over TLS (ALPN h2 and http/1.1,
+//! `X-Forwarded-Proto: https`; SIGHUP reloads the pair); bad flags exit with status 2; Ctrl-C or SIGTERM stop accepting and let in-flight
 //! requests finish. Logs go to stderr (`RUST_LOG` filters them; default `info`).
 
 mod args;
@@ -24,17 +25,18 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use http::HeaderValue;
 use roundrobin_core::{Policy, RoundRobin, ServerUrl};
 use roundrobin_hyper::{
-    names_a_host, serve, serve_with, spawn_stepper, Admin, Balancer, DiscoveryDriver, DnsDiscovery,
-    Forwarder, Metrics, ServerLimits,
+    names_a_host, serve, serve_tls_with, serve_with, spawn_stepper, Admin, Balancer,
+    DiscoveryDriver, DnsDiscovery, Forwarder, Metrics, ServerLimits,
 };
 use roundrobin_rebalancer::Rebalancer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_layer::Layer as _;
 
-use crate::args::{admin_token, check_admin, sticky, usage_error, Args, PolicyArg};
+use crate::args::{admin_token, check_admin, sticky, tls, usage_error, Args, PolicyArg};
 
 /// The pool: a rebalancer, whose state machine moves weights only with `--rebalance`;
 /// ejection, health checks and slow start work either way.
@@ -140,6 +142,7 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
     check_admin(&args, admin_token.is_some()).unwrap_or_else(|e| usage_error(&e));
     let sticky = sticky(&args).unwrap_or_else(|e| usage_error(&e));
     let upstream_tls = args.upstream.tls().unwrap_or_else(|e| usage_error(&e));
+    let tls = tls(&args).unwrap_or_else(|e| usage_error(&e));
     let pool = pool(&args);
     for (url, weight) in &args.backends {
         if discovered(url) {
@@ -150,7 +153,7 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
         }
     }
     let reloader = config.map(|c| Arc::new(config::Reloader::new(c, Arc::clone(&pool), &args)));
-    config::reload_on_sighup(reloader.clone());
+    config::reload_on_sighup(reloader.clone(), tls.clone());
     let discoveries = discover(&args, &pool).await;
     let workers = workers::count(args.workers);
     let mut listeners = Vec::with_capacity(workers);
@@ -249,10 +252,20 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
         // Each worker: its own upstream connection pool, the shared balancer.
         let forwarder = Forwarder::with_connector(connector.clone())
             .timeout(args.timeout)
-            .body_timeout(r.body_timeout);
+            .body_timeout(r.body_timeout)
+            .forwarded_proto(HeaderValue::from_static(match tls {
+                Some(_) => "https",
+                None => "http",
+            }));
         let balancer = layer.layer(forwarder);
-        let (limits, stopped) = (limits.clone(), stopped.clone());
-        let work = move |listener| serve_with(listener, balancer, shutdown_signal(stopped), limits);
+        let (limits, stopped, tls) = (limits.clone(), stopped.clone(), tls.clone());
+        let work = move |listener| async move {
+            let stop = shutdown_signal(stopped);
+            match tls {
+                Some(tls) => serve_tls_with(listener, tls, balancer, stop, limits).await,
+                None => serve_with(listener, balancer, stop, limits).await,
+            }
+        };
         match workers::spawn(i, listener, work) {
             Ok(thread) => threads.push(thread),
             Err(e) => {
