@@ -44,14 +44,49 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Prepares a request for the upstream: HTTP/1.1, no hop-by-hop headers,
-/// `X-Forwarded-For/Proto/Host`, and `Host` = the server's authority.
-pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue) {
+/// Whether `headers` ask to switch protocols: a `Connection` header with the
+/// `upgrade` token (case-insensitive, among others or not) and an `Upgrade` header
+/// (RFC 9110 §7.8).
+pub(crate) fn asks_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes the hop-by-hop headers but, when `headers` ask to switch protocols (see
+/// [`asks_upgrade`]), keeps their `Upgrade` header and `Connection: upgrade`: what a
+/// protocol upgrade needs on the next hop. Returns whether it kept them.
+pub(crate) fn remove_hop_by_hop_but_upgrade(headers: &mut HeaderMap) -> bool {
+    if !asks_upgrade(headers) {
+        remove_hop_by_hop(headers);
+        return false;
+    }
+    let protocols: Vec<HeaderValue> = headers.get_all(header::UPGRADE).iter().cloned().collect();
+    remove_hop_by_hop(headers);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    for protocol in protocols {
+        headers.append(header::UPGRADE, protocol);
+    }
+    true
+}
+
+/// Prepares a request for the upstream: HTTP/1.1, no hop-by-hop headers (but those of
+/// a protocol upgrade when `upgrade`), `X-Forwarded-For/Proto/Host`, and `Host` = the
+/// server's authority.
+pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue, upgrade: bool) {
     // The client speaks HTTP/1.1 upstream whatever the downstream version was.
     *req.version_mut() = Version::HTTP_11;
     let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
     let headers = req.headers_mut();
-    remove_hop_by_hop(headers);
+    if upgrade {
+        remove_hop_by_hop_but_upgrade(headers);
+    } else {
+        remove_hop_by_hop(headers);
+    }
     if let Some(ip) = client {
         // Every earlier hop, in order, across repeated headers (RFC 7239's list rule).
         let mut chain = String::new();
@@ -128,6 +163,70 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_headers_are_kept_only_for_an_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade, x-secret"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("sec-websocket-key", HeaderValue::from_static("k"));
+        assert!(asks_upgrade(&h));
+        assert!(remove_hop_by_hop_but_upgrade(&mut h));
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert!(h.contains_key("sec-websocket-key"));
+        assert_eq!(h.len(), 3, "{h:?}");
+
+        // An `Upgrade` header without the `Connection` token is no upgrade, and a
+        // token without `Upgrade` is none either.
+        for (connection, upgrade) in [("keep-alive", Some("websocket")), ("upgrade", None)] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_static(connection));
+            if let Some(upgrade) = upgrade {
+                h.insert(header::UPGRADE, HeaderValue::from_static(upgrade));
+            }
+            assert!(!asks_upgrade(&h));
+            assert!(!remove_hop_by_hop_but_upgrade(&mut h));
+            assert!(h.is_empty(), "{h:?}");
+        }
+
+        // Two `Connection` headers, the token in the second, two protocols.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.append(header::CONNECTION, HeaderValue::from_static(" UPGRADE "));
+        h.append(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.append(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(remove_hop_by_hop_but_upgrade(&mut h));
+        let protocols: Vec<_> = h.get_all(header::UPGRADE).iter().collect();
+        assert_eq!(protocols, ["h2c", "websocket"]);
+        assert_eq!(h.get_all(header::CONNECTION).iter().count(), 1);
+    }
+
+    #[test]
+    fn an_upgrade_request_keeps_its_upgrade_upstream() {
+        let mut req = Request::builder()
+            .uri("http://10.0.0.9:81/ws")
+            .header(header::HOST, "front.example")
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::PROXY_AUTHORIZATION, "secret")
+            .body(())
+            .unwrap();
+        let mut plain = req.clone();
+        prepare(&mut req, &HeaderValue::from_static("http"), true);
+        assert_eq!(req.headers()[header::CONNECTION], "upgrade");
+        assert_eq!(req.headers()[header::UPGRADE], "websocket");
+        assert!(!req.headers().contains_key(header::PROXY_AUTHORIZATION));
+        prepare(&mut plain, &HeaderValue::from_static("http"), false);
+        assert!(!plain.headers().contains_key(header::CONNECTION));
+        assert!(!plain.headers().contains_key(header::UPGRADE));
+    }
+
+    #[test]
     fn forwarded_headers() {
         let mut req = Request::builder()
             .uri("http://10.0.0.9:81/p")
@@ -138,7 +237,7 @@ mod tests {
             .unwrap();
         req.extensions_mut()
             .insert(ClientAddr("127.0.0.7:5000".parse().unwrap()));
-        prepare(&mut req, &HeaderValue::from_static("http"));
+        prepare(&mut req, &HeaderValue::from_static("http"), false);
         let h = req.headers();
         assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 5.6.7.8, 9.9.9.9, 127.0.0.7");
         assert_eq!(h[&X_FORWARDED_HOST], "front.example");

@@ -21,7 +21,7 @@
 //! | `layer.rs` | [`Builder`], [`BalancerLayer`] |
 //! | `service.rs`, `future.rs`, `body.rs` | [`Balancer`], its [`ResponseFuture`] and [`ResponseBody`] |
 //! | `config.rs`, `outcome.rs` | what a balancer's services share; the record-exactly-once guard |
-//! | `rewrite.rs`, `forward.rs` | the URI rewrite and [`RewriteHook`]; the [`Forwarder`] |
+//! | `rewrite.rs`, `forward.rs`, `upgrade.rs` | the URI rewrite and [`RewriteHook`]; the [`Forwarder`]; upgraded connections ([`Tunnels`]) |
 //! | `error.rs`, `admin/`, `server.rs` | [`Error`] and its mapping; [`Admin`] (API, token and `Host` checks, dashboard); [`serve`] and [`spawn`] |
 //!
 //! # Contract
@@ -92,6 +92,7 @@ mod select;
 mod server;
 mod service;
 mod timeout;
+mod upgrade;
 
 pub use access::ACCESS_LOG_TARGET;
 #[cfg(feature = "admin")]
@@ -121,3 +122,4 @@ pub use select::Select;
 pub use server::{serve, serve_with, spawn, spawn_on, ServerLimits, Serving, ACCEPT_ERROR_PAUSE};
 pub use service::Balancer;
 pub use timeout::{Download, Upload};
+pub use upgrade::Tunnels;

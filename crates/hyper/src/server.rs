@@ -197,7 +197,7 @@ pub async fn serve_with<S, B>(
             })
         };
         let io = TokioIo::new(Watched::new(stream, Arc::clone(&state)));
-        let conn = builder.serve_connection(io, svc).into_owned();
+        let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
         let limits = limits.clone();
         let stopped = stopped.clone();
         connections.spawn(async move {
