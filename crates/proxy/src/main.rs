@@ -233,9 +233,20 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
         let forwarder = Forwarder::with_client(pooled_client(r.connect_timeout))
             .timeout(args.timeout)
             .body_timeout(r.body_timeout);
+        let tunnels = forwarder.tunnels().clone();
         let balancer = layer.layer(forwarder);
         let (limits, stopped) = (limits.clone(), stopped.clone());
-        let work = move |listener| serve_with(listener, balancer, shutdown_signal(stopped), limits);
+        // Upgraded connections (WebSocket) are no longer the server's: they drain beside
+        // it, within the same timeout, then the rest is closed.
+        let work = move |listener| async move {
+            let drain = limits.shutdown_timeout;
+            let tunnels = async {
+                shutdown_signal(stopped.clone()).await;
+                tunnels.shutdown(drain).await;
+            };
+            let served = serve_with(listener, balancer, shutdown_signal(stopped.clone()), limits);
+            tokio::join!(served, tunnels);
+        };
         match workers::spawn(i, listener, work) {
             Ok(thread) => threads.push(thread),
             Err(e) => {
