@@ -44,33 +44,47 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocols of the `Upgrade` header(s) a proxy can tunnel: all but `h2c`, an
+/// upgrade of the connection itself to HTTP/2 (its `HTTP2-Settings` are hop-by-hop, and a
+/// tunnel would take the connection's later requests past the balancer).
+fn tunnel_protocols(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("h2c"))
+        .collect()
+}
+
 /// Whether `headers` ask to switch protocols: a `Connection` header with the
 /// `upgrade` token (case-insensitive, among others or not) and an `Upgrade` header
-/// (RFC 9110 §7.8).
+/// naming a protocol other than `h2c` (RFC 9110 §7.8).
 pub(crate) fn asks_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        && !tunnel_protocols(headers).is_empty()
 }
 
 /// Removes the hop-by-hop headers but, when `headers` ask to switch protocols (see
-/// [`asks_upgrade`]), keeps their `Upgrade` header and `Connection: upgrade`: what a
-/// protocol upgrade needs on the next hop. Returns whether it kept them.
+/// [`asks_upgrade`]), keeps `Connection: upgrade` and an `Upgrade` header with the
+/// protocols asked for (but `h2c`): what a protocol upgrade needs on the next hop.
+/// Returns whether it kept them.
 pub(crate) fn remove_hop_by_hop_but_upgrade(headers: &mut HeaderMap) -> bool {
-    if !asks_upgrade(headers) {
-        remove_hop_by_hop(headers);
-        return false;
-    }
-    let protocols: Vec<HeaderValue> = headers.get_all(header::UPGRADE).iter().cloned().collect();
+    let protocols = asks_upgrade(headers)
+        .then(|| HeaderValue::from_str(&tunnel_protocols(headers).join(", ")).ok())
+        .flatten();
     remove_hop_by_hop(headers);
+    let Some(protocols) = protocols else {
+        return false;
+    };
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    for protocol in protocols {
-        headers.append(header::UPGRADE, protocol);
-    }
+    headers.insert(header::UPGRADE, protocols);
     true
 }
 
@@ -194,16 +208,32 @@ mod tests {
             assert!(h.is_empty(), "{h:?}");
         }
 
-        // Two `Connection` headers, the token in the second, two protocols.
+        // Two `Connection` headers, the token in the second, protocols in two headers.
         let mut h = HeaderMap::new();
         h.append(header::CONNECTION, HeaderValue::from_static("close"));
         h.append(header::CONNECTION, HeaderValue::from_static(" UPGRADE "));
-        h.append(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.append(header::UPGRADE, HeaderValue::from_static("foo/2, h2c"));
         h.append(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert!(remove_hop_by_hop_but_upgrade(&mut h));
         let protocols: Vec<_> = h.get_all(header::UPGRADE).iter().collect();
-        assert_eq!(protocols, ["h2c", "websocket"]);
+        assert_eq!(protocols, ["foo/2, websocket"]);
         assert_eq!(h.get_all(header::CONNECTION).iter().count(), 1);
+
+        // `h2c` alone (curl --http2 on http://) is no upgrade to pass on: the
+        // connection stays HTTP/1.1 and balanced request by request.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(
+            "http2-settings",
+            HeaderValue::from_static("AAMAAABkAAQAoAAAAAIAAAAA"),
+        );
+        assert!(!asks_upgrade(&h));
+        assert!(!remove_hop_by_hop_but_upgrade(&mut h));
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

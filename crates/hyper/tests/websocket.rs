@@ -12,11 +12,11 @@ use std::time::Instant;
 use futures_util::{SinkExt, StreamExt};
 use roundrobin_core::{RoundRobin, ServerUrl};
 use roundrobin_hyper::{
-    serve_with, spawn_on, Balancer, Forwarder, Metrics, Retry, Select, ServerLimits, Serving,
-    Tunnels,
+    serve_with, spawn, spawn_on, Balancer, Forwarder, Metrics, Retry, Select, ServerLimits,
+    Serving, Tunnels,
 };
 use roundrobin_sticky::StickySession;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, Barrier, Notify};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -42,6 +42,15 @@ fn run<F: Future<Output = ()>>(f: F) {
         });
 }
 
+/// A listener on a free loopback port whose accept queue holds a thousand handshakes
+/// arriving at once (`TcpListener::bind` allows 128: the rest would wait for SYN
+/// retransmits, a second or more).
+fn listener() -> TcpListener {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket.listen(4096).unwrap()
+}
+
 /// A WebSocket echo server: every text or binary message comes back as it was.
 struct Backend {
     addr: SocketAddr,
@@ -55,7 +64,7 @@ struct Backend {
 
 impl Backend {
     async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = listener();
         let addr = listener.local_addr().unwrap();
         let sessions = Arc::new(AtomicUsize::new(0));
         let tasks = Arc::new(Mutex::new(JoinSet::new()));
@@ -166,7 +175,7 @@ impl Proxy {
                 .upsert_server(url.clone(), Some(*weight))
                 .unwrap();
         }
-        let serving = spawn_on("127.0.0.1:0", balancer.clone()).await.unwrap();
+        let serving = spawn(listener(), balancer.clone());
         Self {
             serving,
             balancer,
@@ -460,6 +469,59 @@ fn an_upgrade_that_cannot_connect_is_retried_but_one_that_was_sent_is_not() {
     });
 }
 
+/// Reads a request or response head from `stream`, lowercased.
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::io::AsyncReadExt::read(stream, &mut buf)
+            .await
+            .unwrap();
+        assert!(n > 0, "the head was cut short: {head:?}");
+        head.push(buf[0]);
+    }
+    String::from_utf8(head).unwrap().to_ascii_lowercase()
+}
+
+#[test]
+fn h2c_is_not_passed_on_and_a_101_nobody_asked_for_is_502() {
+    run(async {
+        // A server that switches protocols whatever it is asked.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = ServerUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let (got, head) = oneshot::channel();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let _ = got.send(read_head(&mut stream).await);
+            let answer =
+                "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n";
+            tokio::io::AsyncWriteExt::write_all(&mut stream, answer.as_bytes())
+                .await
+                .unwrap();
+            core::future::pending::<()>().await;
+        });
+        let proxy = Proxy::start(&[(url.clone(), 1)], false).await;
+        let mut client = TcpStream::connect(proxy.serving.local_addr())
+            .await
+            .unwrap();
+        let request = "GET / HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\n\
+                       upgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n";
+        tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
+            .await
+            .unwrap();
+        let upstream = tokio::time::timeout(SOON, head).await.unwrap().unwrap();
+        assert!(upstream.starts_with("get / http/1.1\r\n"), "{upstream}");
+        for stripped in ["\r\nupgrade:", "\r\nconnection:", "\r\nhttp2-settings:"] {
+            assert!(!upstream.contains(stripped), "{upstream}");
+        }
+        let answer = tokio::time::timeout(SOON, read_head(&mut client))
+            .await
+            .unwrap();
+        assert!(answer.starts_with("http/1.1 502 "), "{answer}");
+        assert_eq!(proxy.tunnels.open(), 0);
+    });
+}
+
 /// A server that reads one request head and closes the connection; the receiver
 /// resolves when it did.
 async fn hang_up_backend() -> (ServerUrl, oneshot::Receiver<()>) {
@@ -530,7 +592,9 @@ fn a_tunnel_outlives_the_idle_timeout_while_it_is_used_and_closes_when_silent() 
             matches!(next, None | Some(Err(_)) | Some(Ok(Message::Close(_)))),
             "{next:?}"
         );
-        assert!(silent.elapsed() >= idle, "{:?}", silent.elapsed());
+        // (Timed from the last bytes, just before `silent`, to the millisecond.)
+        let waited = silent.elapsed();
+        assert!(waited >= idle - Duration::from_millis(50), "{waited:?}");
         assert!(
             tunnels
                 .wait_closed(tokio::time::Instant::now() + SOON)
