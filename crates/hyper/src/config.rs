@@ -70,7 +70,8 @@ impl<P: Select, H> Config<P, H> {
     }
 
     /// Points `parts` (whose URI is still the client's, `original`) at `server`: the
-    /// URI rewrite, `Host` when the client sent none, then the rewrite hook.
+    /// URI rewrite, `Host` when the client sent none, then the rewrite hook; an upgrade
+    /// request also gets the server's tunnel gauge when metrics are on.
     pub(crate) fn point_at(
         &self,
         parts: &mut request::Parts,
@@ -88,6 +89,12 @@ impl<P: Select, H> Config<P, H> {
         }
         if let Some(hook) = &self.rewrite {
             hook.rewrite(&original, server, parts);
+        }
+        // An upgrade may become a tunnel to this server: the forwarder counts it there.
+        if let Some(metrics) = &self.metrics {
+            if crate::headers::asks_upgrade(&parts.headers) {
+                parts.extensions.insert(metrics.tunnel_gauge(server));
+            }
         }
         Ok(())
     }

@@ -15,8 +15,9 @@ use hyper_util::client::legacy::Client;
 
 use crate::headers::{prepare, remove_hop_by_hop};
 use crate::timeout::{client_idle, Download, Upload};
+use crate::upgrade::Upgrade;
 use crate::upstream::{h2c_client, pooled_client_with, Clients, Connector};
-use crate::{BoxError, Error, RequestBody};
+use crate::{BoxError, Error, RequestBody, Tunnels};
 
 /// Forwards requests to the server their URI names, over pooled clients.
 ///
@@ -38,7 +39,13 @@ use crate::{BoxError, Error, RequestBody};
 ///   upload the client lets sit is [`Error::ClientTimeout`] (408, not the server's
 ///   fault), one the server stops reading is [`Error::Timeout`], and a response body
 ///   that stops coming is cut off;
-/// - resets and early EOF are [`Error::Upstream`].
+/// - resets and early EOF are [`Error::Upstream`];
+/// - an HTTP/1.1 request with `Connection: upgrade` and an `Upgrade` header (a
+///   WebSocket handshake, say) keeps both; when the server answers `101 Switching
+///   Protocols`, the client's connection and the server's become a tunnel (see
+///   [`Tunnels`]; [`serve`](crate::serve) hands upgraded connections over), closed
+///   when either side closes or after [`body_timeout`](Self::body_timeout) without a
+///   byte either way.
 ///
 /// It is the inner service of a [`Balancer`](crate::Balancer), which rewrites the URI to
 /// the chosen server before calling it.
@@ -61,6 +68,7 @@ pub struct Forwarder<B = RequestBody<Incoming>, C = Connector> {
     timeout: Duration,
     body_timeout: Duration,
     proto: HeaderValue,
+    tunnels: Tunnels,
 }
 
 impl<B, C: Clone> Clone for Forwarder<B, C> {
@@ -70,6 +78,7 @@ impl<B, C: Clone> Clone for Forwarder<B, C> {
             timeout: self.timeout,
             body_timeout: self.body_timeout,
             proto: self.proto.clone(),
+            tunnels: self.tunnels.clone(),
         }
     }
 }
@@ -157,6 +166,7 @@ where
             timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             proto: HeaderValue::from_static("http"),
+            tunnels: Tunnels::new(),
         }
     }
 }
@@ -178,6 +188,11 @@ impl<B, C> Forwarder<B, C> {
     pub fn body_timeout(mut self, timeout: Duration) -> Self {
         self.body_timeout = timeout;
         self
+    }
+
+    /// The tunnels this forwarder (and its clones) opened: drain them on shutdown.
+    pub fn tunnels(&self) -> &Tunnels {
+        &self.tunnels
     }
 
     /// The value of `X-Forwarded-Proto`: `https` when the proxy terminates TLS.
@@ -203,7 +218,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        prepare(&mut req, &self.proto);
+        let upgrade = Upgrade::take(&mut req, &self.tunnels);
+        prepare(&mut req, &self.proto, upgrade.is_some());
         let (parts, body) = req.into_parts();
         let (body, upload) = Upload::new(body);
         let sent = self.clients.request(Request::from_parts(parts, body));
@@ -217,7 +233,7 @@ where
                 let mut ended = core::pin::pin!(ended);
                 loop {
                     tokio::select! {
-                        result = &mut sent => return answer(result, body_timeout),
+                        result = &mut sent => return answer(result, body_timeout, upgrade),
                         () = &mut ended => break,
                         () = tokio::time::sleep_until(upload.idle_deadline(body_timeout)) => {
                             if tokio::time::Instant::now() < upload.idle_deadline(body_timeout) {
@@ -234,20 +250,26 @@ where
             }
             match tokio::time::timeout(timeout, sent).await {
                 Err(_elapsed) => Err(Error::Timeout(timeout)),
-                Ok(result) => answer(result, body_timeout),
+                Ok(result) => answer(result, body_timeout, upgrade),
             }
         })
     }
 }
 
-/// The response, or the error, of one upstream request.
+/// The response, or the error, of one upstream request (`upgrade`: the client's side
+/// of an upgrade it asked for).
 fn answer(
     result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
     body_timeout: Duration,
+    upgrade: Option<Upgrade>,
 ) -> Result<Response<Download<Incoming>>, Error> {
     match result {
         Err(e) if e.is_connect() => Err(Error::Connect(Box::new(e))),
         Err(e) => Err(Error::from_inner(Box::new(e))),
+        Ok(mut res) if res.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+            crate::upgrade::switch(&mut res, upgrade, body_timeout)?;
+            Ok(res.map(|body| Download::new(body, body_timeout)))
+        }
         Ok(mut res) => {
             remove_hop_by_hop(res.headers_mut());
             Ok(res.map(|body| Download::new(body, body_timeout)))

@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 use roundrobin_core::ServerUrl;
 use tower_service::Service;
 
+use crate::headers::asks_upgrade;
 use crate::outcome::Pending;
 use crate::retry::idempotent;
 use crate::{BoxError, Error, ErrorHandler, RequestBody, ResponseBody, Select};
@@ -310,7 +311,10 @@ where
 {
     let policy = pending.config().retry;
     let can_retry = replay.is_some_and(|r| r.left > 0);
-    let replayable = can_retry && replay.is_some_and(|r| idempotent(&r.parts.method));
+    // An upgrade is never sent twice (the client's connection may be handed over to
+    // the first server); one that could not connect may still go elsewhere.
+    let replayable = can_retry
+        && replay.is_some_and(|r| idempotent(&r.parts.method) && !asks_upgrade(&r.parts.headers));
     match result {
         Ok(response) => {
             let status = response.status().as_u16();

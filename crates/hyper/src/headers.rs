@@ -58,17 +58,65 @@ fn accepts_trailers(headers: &HeaderMap) -> bool {
         })
 }
 
+/// The protocols of the `Upgrade` header(s) a proxy can tunnel: all but `h2c`, an
+/// upgrade of the connection itself to HTTP/2 (its `HTTP2-Settings` are hop-by-hop, and a
+/// tunnel would take the connection's later requests past the balancer).
+fn tunnel_protocols(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("h2c"))
+        .collect()
+}
+
+/// Whether `headers` ask to switch protocols: a `Connection` header with the
+/// `upgrade` token (case-insensitive, among others or not) and an `Upgrade` header
+/// naming a protocol other than `h2c` (RFC 9110 §7.8).
+pub(crate) fn asks_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        && !tunnel_protocols(headers).is_empty()
+}
+
+/// Removes the hop-by-hop headers but, when `headers` ask to switch protocols (see
+/// [`asks_upgrade`]), keeps `Connection: upgrade` and an `Upgrade` header with the
+/// protocols asked for (but `h2c`): what a protocol upgrade needs on the next hop.
+/// Returns whether it kept them.
+pub(crate) fn remove_hop_by_hop_but_upgrade(headers: &mut HeaderMap) -> bool {
+    let protocols = asks_upgrade(headers)
+        .then(|| HeaderValue::from_str(&tunnel_protocols(headers).join(", ")).ok())
+        .flatten();
+    remove_hop_by_hop(headers);
+    let Some(protocols) = protocols else {
+        return false;
+    };
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocols);
+    true
+}
+
 /// Prepares a request for the upstream: HTTP/1.1 (the client picks HTTP/2 per
-/// server), no hop-by-hop headers but `TE: trailers`, `X-Forwarded-For/Proto/Host`,
-/// and `Host` = the server's authority.
-pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue) {
+/// server), no hop-by-hop headers but `TE: trailers` (and those of a protocol upgrade
+/// when `upgrade`), `X-Forwarded-For/Proto/Host`, and `Host` = the server's authority.
+pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue, upgrade: bool) {
     // The client speaks HTTP/1.1 upstream whatever the downstream version was.
     *req.version_mut() = Version::HTTP_11;
     let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
     let host = req.headers().get(header::HOST).cloned();
     let headers = req.headers_mut();
     let trailers = accepts_trailers(headers);
-    remove_hop_by_hop(headers);
+    if upgrade {
+        remove_hop_by_hop_but_upgrade(headers);
+    } else {
+        remove_hop_by_hop(headers);
+    }
     if trailers {
         // The one `TE` value that crosses a proxy: gRPC servers require it.
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -149,6 +197,86 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_headers_are_kept_only_for_an_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade, x-secret"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("sec-websocket-key", HeaderValue::from_static("k"));
+        assert!(asks_upgrade(&h));
+        assert!(remove_hop_by_hop_but_upgrade(&mut h));
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert!(h.contains_key("sec-websocket-key"));
+        assert_eq!(h.len(), 3, "{h:?}");
+
+        // An `Upgrade` header without the `Connection` token is no upgrade, and a
+        // token without `Upgrade` is none either.
+        for (connection, upgrade) in [("keep-alive", Some("websocket")), ("upgrade", None)] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_static(connection));
+            if let Some(upgrade) = upgrade {
+                h.insert(header::UPGRADE, HeaderValue::from_static(upgrade));
+            }
+            assert!(!asks_upgrade(&h));
+            assert!(!remove_hop_by_hop_but_upgrade(&mut h));
+            assert!(h.is_empty(), "{h:?}");
+        }
+
+        // Two `Connection` headers, the token in the second, protocols in two headers.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.append(header::CONNECTION, HeaderValue::from_static(" UPGRADE "));
+        h.append(header::UPGRADE, HeaderValue::from_static("foo/2, h2c"));
+        h.append(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(remove_hop_by_hop_but_upgrade(&mut h));
+        let protocols: Vec<_> = h.get_all(header::UPGRADE).iter().collect();
+        assert_eq!(protocols, ["foo/2, websocket"]);
+        assert_eq!(h.get_all(header::CONNECTION).iter().count(), 1);
+
+        // `h2c` alone (curl --http2 on http://) is no upgrade to pass on: the
+        // connection stays HTTP/1.1 and balanced request by request.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(
+            "http2-settings",
+            HeaderValue::from_static("AAMAAABkAAQAoAAAAAIAAAAA"),
+        );
+        assert!(!asks_upgrade(&h));
+        assert!(!remove_hop_by_hop_but_upgrade(&mut h));
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn an_upgrade_request_keeps_its_upgrade_upstream() {
+        let mut req = Request::builder()
+            .uri("http://10.0.0.9:81/ws")
+            .header(header::HOST, "front.example")
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::PROXY_AUTHORIZATION, "secret")
+            .body(())
+            .unwrap();
+        let mut plain = req.clone();
+        prepare(&mut req, &HeaderValue::from_static("http"), true);
+        assert_eq!(req.headers()[header::CONNECTION], "upgrade");
+        assert_eq!(req.headers()[header::UPGRADE], "websocket");
+        assert!(!req.headers().contains_key(header::PROXY_AUTHORIZATION));
+        prepare(&mut plain, &HeaderValue::from_static("http"), false);
+        assert!(!plain.headers().contains_key(header::CONNECTION));
+        assert!(!plain.headers().contains_key(header::UPGRADE));
+    }
+
+    #[test]
     fn forwarded_headers() {
         let mut req = Request::builder()
             .uri("http://10.0.0.9:81/p")
@@ -159,7 +287,7 @@ mod tests {
             .unwrap();
         req.extensions_mut()
             .insert(ClientAddr("127.0.0.7:5000".parse().unwrap()));
-        prepare(&mut req, &HeaderValue::from_static("http"));
+        prepare(&mut req, &HeaderValue::from_static("http"), false);
         let h = req.headers();
         assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 5.6.7.8, 9.9.9.9, 127.0.0.7");
         assert_eq!(h[&X_FORWARDED_HOST], "front.example");
@@ -181,7 +309,7 @@ mod tests {
                 .header(header::TE, te)
                 .body(())
                 .unwrap();
-            prepare(&mut req, &HeaderValue::from_static("http"));
+            prepare(&mut req, &HeaderValue::from_static("http"), false);
             let got = req.headers().get(header::TE);
             assert_eq!(got.is_some(), kept, "{te}");
             if kept {

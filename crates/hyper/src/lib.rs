@@ -21,7 +21,7 @@
 //! | `layer.rs` | [`Builder`], [`BalancerLayer`] |
 //! | `service.rs`, `future.rs`, `body.rs` | [`Balancer`], its [`ResponseFuture`] and [`ResponseBody`] |
 //! | `config.rs`, `outcome.rs` | what a balancer's services share; the record-exactly-once guard |
-//! | `rewrite.rs`, `forward.rs` | the URI rewrite and [`RewriteHook`]; the [`Forwarder`] |
+//! | `rewrite.rs`, `forward.rs`, `upgrade.rs` | the URI rewrite and [`RewriteHook`]; the [`Forwarder`]; upgraded connections ([`Tunnels`]) |
 //! | `error.rs`, `admin/`, `server.rs` | [`Error`] and its mapping; [`Admin`] (API, token and `Host` checks, dashboard); [`serve`] and [`spawn`] |
 //! | `tls.rs` (feature `tls`) | `TlsAcceptor`: a PEM certificate and key, ALPN `h2`/`http/1.1`, reloads; served by `serve_tls_with` |
 //!
@@ -99,6 +99,7 @@ mod service;
 mod timeout;
 #[cfg(feature = "tls")]
 mod tls;
+mod upgrade;
 mod upstream;
 
 pub use access::ACCESS_LOG_TARGET;
@@ -131,6 +132,7 @@ pub use service::Balancer;
 pub use timeout::{Download, Upload};
 #[cfg(feature = "tls")]
 pub use tls::{TlsAcceptor, TlsError, ALPN_PROTOCOLS};
+pub use upgrade::Tunnels;
 pub use upstream::{pooled_client_with, Connector, UpstreamIo, MAX_IDLE_PER_SERVER};
 #[cfg(feature = "tls")]
 pub use upstream::{UpstreamTls, UpstreamTlsError};

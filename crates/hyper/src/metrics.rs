@@ -37,6 +37,7 @@ pub(crate) struct ServerMetrics {
     latency_count: AtomicU64,
     in_flight: AtomicI64,
     retries: AtomicU64,
+    tunnels: AtomicI64,
 }
 
 impl ServerMetrics {
@@ -94,10 +95,33 @@ impl Drop for InFlight {
     }
 }
 
+/// The open-tunnel gauge of one server: the balancer puts it on an upgrade request (as
+/// a request extension) for the forwarder, which counts the tunnel while it is open.
+#[derive(Debug, Clone)]
+pub(crate) struct TunnelGauge(Arc<ServerMetrics>);
+
+impl TunnelGauge {
+    /// A tunnel to the server opens; it counts until the guard is dropped.
+    pub(crate) fn open(self) -> OpenTunnel {
+        self.0.tunnels.fetch_add(1, Ordering::Relaxed);
+        OpenTunnel(self.0)
+    }
+}
+
+/// An open tunnel, counted until dropped.
+#[derive(Debug)]
+pub(crate) struct OpenTunnel(Arc<ServerMetrics>);
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.0.tunnels.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The proxy's metrics: per server (requests by status class, errors by kind, latency,
-/// in flight, retries; weights, rating and health from the pool at scrape time) and
-/// proxy-wide (open and accepted client connections, failed TLS handshakes, rebalancer
-/// steps).
+/// in flight, retries, open tunnels; weights, rating and health from the pool at
+/// scrape time) and proxy-wide (open and accepted client connections, failed TLS
+/// handshakes, rebalancer steps).
 ///
 /// Share one `Arc<Metrics>` between the balancer
 /// ([`Builder::metrics`](crate::Builder::metrics)), the server
@@ -153,6 +177,11 @@ impl Metrics {
             server,
             done: false,
         }
+    }
+
+    /// The gauge of the tunnels open to `url`.
+    pub(crate) fn tunnel_gauge(&self, url: &ServerUrl) -> TunnelGauge {
+        TunnelGauge(self.server(url))
     }
 
     /// A client connection was accepted.
@@ -292,6 +321,15 @@ impl Collector for Scrape {
             "Requests in flight to the server.",
             urls.iter().map(|url| {
                 let n = servers[*url].in_flight.load(Ordering::Relaxed);
+                (vec![label(url)], n as f64)
+            }),
+        )?;
+        gauge(
+            &mut encoder,
+            "roundrobin_server_tunnels_open",
+            "Upgraded connections (WebSocket and other protocols) open to the server.",
+            urls.iter().map(|url| {
+                let n = servers[*url].tunnels.load(Ordering::Relaxed);
                 (vec![label(url)], n as f64)
             }),
         )?;

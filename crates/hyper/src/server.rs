@@ -281,7 +281,7 @@ async fn serve_io<S, B, H, F, I>(
                 return;
             };
             let io = TokioIo::new(Watched::new(stream, Arc::clone(&state)));
-            let conn = builder.serve_connection(io, svc).into_owned();
+            let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
             // Runs the connection to its end, closing it when it stays idle or dribbles
             // a head too long, and gracefully once the server stops.
             let mut stopped = stopped;

@@ -257,14 +257,25 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
                 Some(_) => "https",
                 None => "http",
             }));
+        let tunnels = forwarder.tunnels().clone();
         let balancer = layer.layer(forwarder);
         let (limits, stopped, tls) = (limits.clone(), stopped.clone(), tls.clone());
+        // Upgraded connections (WebSocket) are no longer the server's: they drain beside
+        // it, within the same timeout, then the rest is closed.
         let work = move |listener| async move {
-            let stop = shutdown_signal(stopped);
-            match tls {
-                Some(tls) => serve_tls_with(listener, tls, balancer, stop, limits).await,
-                None => serve_with(listener, balancer, stop, limits).await,
-            }
+            let drain = limits.shutdown_timeout;
+            let tunnels = async {
+                shutdown_signal(stopped.clone()).await;
+                tunnels.shutdown(drain).await;
+            };
+            let stop = shutdown_signal(stopped.clone());
+            let served = async move {
+                match tls {
+                    Some(tls) => serve_tls_with(listener, tls, balancer, stop, limits).await,
+                    None => serve_with(listener, balancer, stop, limits).await,
+                }
+            };
+            tokio::join!(served, tunnels);
         };
         match workers::spawn(i, listener, work) {
             Ok(thread) => threads.push(thread),

@@ -26,7 +26,8 @@ pub(crate) struct Resilience {
     /// How long connecting to a server may take.
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "3s")]
     pub(crate) connect_timeout: Duration,
-    /// Idle time between body chunks, both ways.
+    /// Idle time between body chunks, both ways (and between bytes of an upgraded
+    /// connection, a WebSocket say).
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "30s")]
     pub(crate) body_timeout: Duration,
     /// From a request's first byte to the end of its head (slow clients).
@@ -66,7 +67,8 @@ pub(crate) struct Resilience {
     /// long (0 = off).
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "0s")]
     pub(crate) slow_start: Duration,
-    /// How long a graceful shutdown waits for in-flight requests.
+    /// How long a graceful shutdown waits for in-flight requests and open tunnels
+    /// (WebSocket).
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "30s")]
     pub(crate) shutdown_timeout: Duration,
 }
