@@ -250,6 +250,9 @@ async fn serve_io<S, B, H, F, I>(
                     }
                 }
             },
+            // A finished connection's task gives its memory back now, not at the next
+            // accept (a burst of connections that all close would otherwise stay).
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);

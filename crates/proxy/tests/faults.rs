@@ -99,6 +99,15 @@ fn thousands_of_idle_connections_are_served_and_given_back() {
     let r = run(faults::idle_connections(&bin(), 2_000));
     assert_nothing_lost(&r);
     assert_eq!(r.failures(), 0, "{r:?}");
+    // The memory the connections took goes back (jemalloc returns freed pages).
+    assert!(
+        r.peak_rss_kib > r.rss_before_kib + faults::MEMORY_SLACK_KIB,
+        "{r:?}"
+    );
+    assert!(
+        r.rss_after_kib <= r.rss_before_kib + faults::MEMORY_SLACK_KIB,
+        "{r:?}"
+    );
 }
 
 #[test]

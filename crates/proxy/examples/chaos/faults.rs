@@ -218,6 +218,18 @@ impl Proxy {
 
     /// Waits (at most `within`) until the proxy holds no client connection and its
     /// descriptors are back to `fds`; returns its descriptors then.
+    /// Waits until the RSS is at most `kib`, or `within` passed; returns the RSS.
+    pub async fn settle_memory(&self, kib: u64, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let now = self.usage().0;
+            if now <= kib || Instant::now() >= deadline {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn settle(&self, fds: usize, within: Duration) -> usize {
         let deadline = Instant::now() + within;
         loop {
@@ -230,6 +242,10 @@ impl Proxy {
         }
     }
 }
+
+/// How far above its baseline the proxy's RSS may stay once a scenario's connections
+/// are gone: what the allocator, the runtime's I/O slab and the upstream pool keep.
+pub const MEMORY_SLACK_KIB: u64 = 16 * 1024;
 
 /// What one scenario saw.
 #[derive(Debug, Default, Clone)]
@@ -520,6 +536,10 @@ pub async fn idle_connections(bin: &Path, n: usize) -> Report {
     }
     drop(idle);
     let fds = proxy.settle(before.1, Duration::from_secs(10)).await;
+    // The allocator gives freed pages back within seconds (jemalloc's decay, 10 s).
+    proxy
+        .settle_memory(before.0 + MEMORY_SLACK_KIB, Duration::from_secs(30))
+        .await;
     let mut r = report(
         "idle keep-alive connections",
         tally,
