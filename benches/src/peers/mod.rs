@@ -4,9 +4,10 @@
 //!
 //! - **Backends**: one nginx process (`worker_processes 1`, `access_log off`) with
 //!   three `listen` servers on free 127.0.0.1 ports, each answering `GET /` with 200
-//!   and a 3-byte body. Out of process, so they cost every target the same.
+//!   and a 3-byte body. Out of process, so they cost every target the same. They
+//!   speak plain HTTP/1.1 whatever protocol the clients of the balancers speak.
 //! - **Targets**, each a weighted (3:2:1) round-robin balancer with one worker in
-//!   front of those three ports, each on its own free port, all running for the
+//!   front of those three ports, each on its own free ports, all running for the
 //!   whole benchmark:
 //!   1. HAProxy (`balance roundrobin`, `nbthread 1`, `http-reuse always`): the
 //!      baseline of every ratio;
@@ -14,23 +15,63 @@
 //!      `worker_processes 1`);
 //!   3. our proxy binary (release build) with 1 runtime worker thread;
 //!   4. the same with 2 worker threads;
-//!   5. a second HAProxy identical to the first: the noise control. Its distance
+//!   5. (HTTP/1.1 only) our proxy with 1 worker and `--no-metrics`, and with
+//!      `--access-log json`, pricing metrics and the access log;
+//!   6. a second HAProxy identical to the first: the noise control. Its distance
 //!      from the first row is what the machine's noise alone does to a figure.
 //!
 //!   Our proxy gets `TOKIO_WORKER_THREADS=N`, plus `--workers N` if its `--help`
 //!   mentions that flag. nginx and HAProxy run in the foreground as children
 //!   (`daemon off;`, `-db`) with configs in a temp dir; readiness is a successful TCP
-//!   connect. Before loading, [`clients::weight_split`] checks each one splits 60
-//!   requests 30:20:10 over the backends.
+//!   connect on every port. Before loading, [`clients::weight_split`] checks each one
+//!   splits 60 requests 30:20:10 over the backends on its HTTP/1.1 port.
+//! - **Protocols** (`--protocols http,https,h2c`, all by default): each target is
+//!   loaded once per protocol, each protocol a group of rows in the table with its own
+//!   HAProxy baseline:
+//!   - `http`: plain HTTP/1.1 on the port above.
+//!   - `https`, TLS termination: a self-signed certificate and key made at run time
+//!     in the temp dir (`openssl req -x509 -newkey ec -pkeyopt
+//!     ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost`; none is checked
+//!     in). HAProxy gets a second `bind 127.0.0.1:PORT ssl crt combined.pem alpn
+//!     h2,http/1.1` (certificate and key in one file) in the same frontend; nginx a
+//!     second `server` with `listen 127.0.0.1:PORT ssl http2;` (nginx before 1.25.1)
+//!     or `listen 127.0.0.1:PORT ssl; http2 on;` (1.25.1 on, chosen from `nginx -v`),
+//!     `ssl_certificate`, `ssl_certificate_key` and `ssl_protocols TLSv1.2 TLSv1.3`
+//!     (nginx before 1.23.4 would otherwise not offer TLS 1.3, which HAProxy and our
+//!     proxy do); our proxy a separate process with `--listen 127.0.0.1:PORT
+//!     --tls-cert cert.pem --tls-key key.pem` and the same backends and workers (its
+//!     log lines call it `… (TLS)`; its CPU is its own). Our proxy's rows run only if its `--help`
+//!     mentions `--tls-cert`; otherwise the table says "not supported by this build".
+//!     Not in this group: the `--no-metrics` and access-log rows. Before loading,
+//!     60 requests over one connection (`h2load -n60 -c1 --h1`) must all succeed.
+//!   - `h2c`, cleartext HTTP/2 with prior knowledge: HAProxy gets a third `bind
+//!     127.0.0.1:PORT proto h2`; nginx a third `server` with `listen 127.0.0.1:PORT
+//!     http2;` (or `listen 127.0.0.1:PORT; http2 on;` from 1.25.1); our proxy is
+//!     loaded on its plain port, where it detects the HTTP/2 connection preface.
+//!     Before loading, 60 requests over one connection (`h2load -n60 -c1`) must all
+//!     succeed.
 //!
 //! # Load
 //!
-//! `wrk -t1 -cC --latency` with keep-alive connections for `--seconds`, for
-//! `C` in `--concurrency` (32 and 256). `--rounds` rounds, interleaved: each round
-//! loads every target at every concurrency, so slow drifts of the machine hit all
-//! targets alike, and each round starts one target later than the one before, so no
-//! target is always first after a concurrency change. A short warm-up per target
-//! comes first and is not counted.
+//! - `http`: `wrk -t1 -cC --latency` with keep-alive connections for `--seconds`,
+//!   for `C` in `--concurrency` (32 and 256).
+//! - `https`: the same wrk command against `https://127.0.0.1:PORT/`. wrk speaks
+//!   HTTP/1.1 over OpenSSL without ALPN (so every balancer serves HTTP/1.1 on these
+//!   connections) and does not verify the certificate. Its connections are kept alive
+//!   for the whole run, so the TLS handshakes (one per connection) are amortised over
+//!   all its requests: the figures price TLS record encryption and decryption on top
+//!   of the HTTP/1.1 work, not handshakes.
+//! - `h2c`: `h2load -t1 -cC -mM -DS http://127.0.0.1:PORT/` (`M` from
+//!   `--h2-streams`, 10): `C` connections with up to `M` concurrent streams each,
+//!   HTTP/2 with prior knowledge (h2load's default for `http://`). h2load reports
+//!   requests/s and the min, max, mean and deviation of the request time but no
+//!   percentiles, so these rows have mean and max latency and no p50/p99/p99.9.
+//!
+//! `--rounds` rounds, interleaved: each round loads every row of every protocol at
+//! every concurrency, so slow drifts of the machine hit all rows alike, and each round
+//! starts one row later than the one before, so no row is always first after a
+//! concurrency change. A short warm-up per row (`--warmup` seconds of the same load at
+//! the first concurrency) comes first and is not counted.
 //! Figures are the median over rounds, each on its own.
 //!
 //! # CPU per request
@@ -38,14 +79,14 @@
 //! The balancer's user and system time (`utime`, `stime` of `/proc/PID/stat`, in clock
 //! ticks of `sysconf(_SC_CLK_TCK)`, usually 10 ms) summed over its process tree
 //! (nginx: master + worker; HAProxy and our proxy: the one process, all threads), read
-//! right before wrk starts and right after it exits, divided by the requests wrk
-//! completed. The window is the whole run, so the 10 ms tick resolution is small
+//! right before wrk (or h2load) starts and right after it exits, divided by the
+//! requests it completed. The window is the whole run, so the 10 ms tick resolution is small
 //! against it (e.g. 6 s at one busy core = 600 ticks). Only the balancer is counted:
-//! not wrk, not the backends.
+//! not the load tool, not the backends.
 //!
 //! # Memory per idle connection
 //!
-//! After the load, for each balancer in turn: its RSS (`VmRSS`, summed over its
+//! HTTP/1.1 rows only. After the load, for each balancer in turn: its RSS (`VmRSS`, summed over its
 //! processes) idle; then `--idle-conns` (10,000) keep-alive connections opened from
 //! this process with plain sockets, one answered request each, so they are
 //! established idle HTTP connections; RSS again; then they are closed.
@@ -60,12 +101,21 @@
 //! those are in its idle RSS; what it, HAProxy and our proxy allocate per accepted
 //! connection is in the difference.
 //!
+//! # Report
+//!
+//! One markdown table, grouped by protocol (`http/1.1`, `https (TLS termination)`,
+//! `h2c`), each group's ratios against its own first HAProxy row; the h2c rows' conns
+//! column says `C×M`. The SVG chart has one band per protocol (req/s and CPU per
+//! request; the HTTP/1.1 band also the idle-connection memory), rows not run left out.
+//!
 //! # Caveats
 //!
-//! wrk, the balancer and the backend nginx share the machine: on a 2-core machine a
-//! balancer with 2 threads competes with wrk and the backends for the cores, and the
-//! req/s of every target includes the client's and backends' limits. CPU per request
-//! is the fairer cost figure.
+//! The load tool, the balancer and the backend nginx share the machine: on a 2-core
+//! machine a balancer with 2 threads competes with the load tool and the backends for
+//! the cores, and the req/s of every target includes the client's and backends'
+//! limits. CPU per request is the fairer cost figure. wrk and h2load are different
+//! clients with different costs, so compare rows within a protocol group, not across
+//! groups; the h2c rows also have `M` times more requests in flight per connection.
 
 mod clients;
 mod h2load;
