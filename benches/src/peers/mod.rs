@@ -48,6 +48,8 @@
 //!     127.0.0.1:PORT proto h2`; nginx a third `server` with `listen 127.0.0.1:PORT
 //!     http2;` (or `listen 127.0.0.1:PORT; http2 on;` from 1.25.1); our proxy is
 //!     loaded on its plain port, where it detects the HTTP/2 connection preface.
+//!     h2load does not reconnect a connection the server closes, so nginx's
+//!     `keepalive_requests 1000000` (which bounds HTTP/2 connections too) matters here.
 //!     Before loading, 60 requests over one connection (`h2load -n60 -c1`) must all
 //!     succeed.
 //!
@@ -817,4 +819,33 @@ fn markdown(opts: &Options, results: &Results, about: &About<'_>) -> String {
         rounds_list = results.rounds(),
         memory = results.memory_notes(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_by_name() {
+        for p in Protocol::ALL {
+            assert_eq!(p.name().parse::<Protocol>(), Ok(p));
+        }
+        assert!("http2".parse::<Protocol>().is_err());
+    }
+
+    #[test]
+    fn tools_follow_the_protocols() {
+        let programs =
+            |p: &[Protocol]| -> Vec<&str> { tools(p).into_iter().map(|t| t.0).collect() };
+        assert_eq!(programs(&[Protocol::Http]), ["nginx", "haproxy", "wrk"]);
+        assert_eq!(programs(&[Protocol::H2c]), ["nginx", "haproxy", "h2load"]);
+        assert_eq!(
+            programs(&Protocol::ALL),
+            ["nginx", "haproxy", "wrk", "openssl", "h2load"]
+        );
+        assert!(tools(&[Protocol::H2c]).contains(&("h2load", "nghttp2-client")));
+        for (_, package) in tools(&Protocol::ALL) {
+            assert!(PACKAGES.split(' ').any(|p| p == package));
+        }
+    }
 }
