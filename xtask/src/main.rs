@@ -5,6 +5,11 @@
 //! - `bench [ARGS..]`: the criterion benches (`benches/`), peers included.
 //! - `bench-proxy [--seconds N] [--concurrency C] [--target NAME=URL]..`: requests/s
 //!   and latency through the balancer vs straight to the backend, as a markdown table.
+//! - `bench-proxy --peers [--protocols http,https,h2c] [--seconds N] [--rounds N]
+//!   [--concurrency C].. [--h2-streams M] [--idle-conns N] [--install] [ARGS..]`: the
+//!   release proxy binary vs nginx and HAProxy, over HTTP/1.1 (wrk), HTTPS terminated
+//!   by the balancer (wrk) and cleartext HTTP/2 (h2load); needs nginx, haproxy, wrk,
+//!   h2load (`nghttp2-client`) and openssl (`--install` apt-gets them).
 //! - `fuzz [--seconds N]`: the cookie-decoding fuzz target (nightly + cargo-fuzz).
 //! - `chaos [--seconds N]`: the fault scenarios of the test suite, longer, against the
 //!   release proxy binary, as a markdown table.
@@ -33,6 +38,10 @@ fn main() -> ExitCode {
         "chaos" => chaos(rest),
         "help" | "--help" | "-h" => {
             println!("usage: cargo xtask <ci|demo|bench|bench-proxy|chaos|fuzz|readme> [args..]");
+            println!(
+                "  bench-proxy --peers [--protocols http,https,h2c] [--seconds N] [--rounds N] \
+                 [--idle-conns N] [--install]: proxy vs nginx and HAProxy (--help for more)"
+            );
             Ok(())
         }
         other => Err(format!("unknown task `{other}`; try `cargo xtask help`")),
@@ -265,8 +274,9 @@ fn bench_proxy(args: &[String]) -> Result {
     )
 }
 
-/// `bench-proxy --peers [ARGS..]`: our proxy binary vs nginx and HAProxy, with wrk
-/// (`benches/src/bin/bench_peers.rs`). Builds the proxy first (`roundrobin-proxy`
+/// `bench-proxy --peers [ARGS..]`: our proxy binary vs nginx and HAProxy over
+/// HTTP/1.1, HTTPS and h2c, with wrk and h2load (`benches/src/bin/bench_peers.rs`;
+/// `--protocols http,https,h2c` picks the row groups, `--help` lists the rest). Builds the proxy first (`roundrobin-proxy`
 /// once `crates/proxy` exists, else the `proxy` example) and passes it as
 /// `--proxy-bin`, unless ARGS name one.
 fn bench_peers(args: &[String]) -> Result {

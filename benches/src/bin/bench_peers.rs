@@ -4,14 +4,17 @@
 //!
 //! ```text
 //! cargo xtask bench-proxy --peers [--seconds 6] [--rounds 3] [--install]
-//!     [--concurrency 32 --concurrency 256] [--warmup 1] [--idle-conns 10000]
+//!     [--protocols http,https,h2c] [--concurrency 32 --concurrency 256]
+//!     [--h2-streams 10] [--warmup 1] [--idle-conns 10000]
 //!     [--proxy-bin PATH] [--out-dir DIR]
 //! ```
 //!
-//! Needs `nginx`, `haproxy` and `wrk` in `PATH` (`--install` runs
-//! `apt-get install -y nginx haproxy wrk`). Prints a markdown table and writes it to
-//! `target/bench-proxy/peers.md`, with a chart in `peers.svg`. What is measured and how:
-//! see the `peers` module.
+//! Needs `nginx` and `haproxy` in `PATH`, `wrk` for the `http` and `https` rows,
+//! `openssl` (the certificate) for the `https` rows and `h2load` (Debian package
+//! `nghttp2-client`) for the `h2c` rows and the `https` check; `--install` runs
+//! `apt-get install -y nginx haproxy wrk nghttp2-client openssl`. Prints a markdown
+//! table and writes it to `target/bench-proxy/peers.md`, with a chart in `peers.svg`.
+//! What is measured and how: see the `peers` module.
 
 #[path = "../peers/mod.rs"]
 mod peers;
@@ -21,7 +24,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Our proxy vs nginx and HAProxy, measured with wrk.
+/// Our proxy vs nginx and HAProxy, measured with wrk and h2load.
 #[derive(Debug, Parser)]
 #[command(name = "bench_peers")]
 struct Args {
@@ -31,13 +34,20 @@ struct Args {
     /// Interleaved rounds over all targets; figures are medians over them.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
-    /// wrk connections; repeat for more.
+    /// Connections (wrk and h2load); repeat for more.
     #[arg(long, default_values_t = [32, 256])]
     concurrency: Vec<u32>,
-    /// Seconds of uncounted warm-up per target (0: none).
+    /// Protocol groups to run, comma-separated: http (HTTP/1.1), https (TLS
+    /// terminated by the balancer), h2c (cleartext HTTP/2, prior knowledge).
+    #[arg(long, value_delimiter = ',', default_value = "http,https,h2c")]
+    protocols: Vec<peers::Protocol>,
+    /// Concurrent streams per h2c connection (h2load -m).
+    #[arg(long, default_value_t = 10)]
+    h2_streams: u32,
+    /// Seconds of uncounted warm-up per row (0: none).
     #[arg(long, default_value_t = 1)]
     warmup: u64,
-    /// Idle keep-alive connections for the memory column (0: skip it).
+    /// Idle keep-alive connections for the memory column, HTTP/1.1 rows (0: skip it).
     #[arg(long, default_value_t = 10_000)]
     idle_conns: usize,
     /// Our proxy binary [default: target/release/roundrobin-proxy if it exists, else
@@ -47,7 +57,7 @@ struct Args {
     /// Where peers.md and peers.svg go [default: target/bench-proxy].
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
-    /// Run `apt-get install -y nginx haproxy wrk` first.
+    /// Run `apt-get install -y nginx haproxy wrk nghttp2-client openssl` first.
     #[arg(long)]
     install: bool,
 }
@@ -62,8 +72,15 @@ fn target_dir() -> PathBuf {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.seconds == 0 || args.rounds == 0 || args.concurrency.contains(&0) {
-        eprintln!("bench_peers: --seconds, --rounds and --concurrency must be at least 1");
+    if args.seconds == 0
+        || args.rounds == 0
+        || args.h2_streams == 0
+        || args.concurrency.contains(&0)
+    {
+        eprintln!(
+            "bench_peers: --seconds, --rounds, --h2-streams and --concurrency must be at \
+             least 1"
+        );
         return ExitCode::from(2);
     }
     let target = target_dir();
@@ -79,6 +96,8 @@ fn main() -> ExitCode {
         seconds: args.seconds,
         rounds: args.rounds,
         concurrency: args.concurrency,
+        streams: args.h2_streams,
+        protocols: args.protocols,
         warmup: args.warmup,
         idle_conns: args.idle_conns,
         proxy_bin,

@@ -2,13 +2,34 @@
 
 use core::fmt::Write as _;
 
-use super::wrk::WrkResult;
+use super::Protocol;
 
-/// One wrk run of one target and the balancer's CPU time during it.
+/// What one load run (wrk or h2load) measured, in the units of the table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LoadResult {
+    /// Completed requests per second.
+    pub(crate) rps: f64,
+    /// Completed requests.
+    pub(crate) requests: u64,
+    /// Median latency, µs (wrk only).
+    pub(crate) p50_us: Option<f64>,
+    /// 99th percentile latency, µs (wrk only).
+    pub(crate) p99_us: Option<f64>,
+    /// 99.9th percentile latency, µs (wrk only).
+    pub(crate) p999_us: Option<f64>,
+    /// Mean latency, µs.
+    pub(crate) mean_us: f64,
+    /// Largest latency, µs.
+    pub(crate) max_us: f64,
+    /// Failed requests: socket errors, timeouts, error statuses.
+    pub(crate) errors: u64,
+}
+
+/// One load run of one row and the balancer's CPU time during it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sample {
-    /// What wrk reported.
-    pub(crate) wrk: WrkResult,
+    /// What the load tool reported.
+    pub(crate) load: LoadResult,
     /// Balancer user CPU per completed request, µs.
     pub(crate) user_us: f64,
     /// Balancer system CPU per completed request, µs.
@@ -36,13 +57,26 @@ impl Memory {
     }
 }
 
-/// Medians over the rounds of one target at one concurrency.
+/// One table row: a target loaded over one protocol.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    /// The target's name (the same in every protocol group).
+    pub(crate) name: String,
+    /// The protocol group it belongs to.
+    pub(crate) protocol: Protocol,
+    /// Why it was not run, if so (e.g. the proxy build has no TLS flags).
+    pub(crate) unsupported: Option<String>,
+}
+
+/// Medians over the rounds of one row at one concurrency.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Summary {
     pub(crate) rps: f64,
-    pub(crate) p50_us: f64,
-    pub(crate) p99_us: f64,
-    pub(crate) p999_us: f64,
+    pub(crate) p50_us: Option<f64>,
+    pub(crate) p99_us: Option<f64>,
+    pub(crate) p999_us: Option<f64>,
+    pub(crate) mean_us: f64,
+    pub(crate) max_us: f64,
     pub(crate) user_us: f64,
     pub(crate) system_us: f64,
     pub(crate) total_us: f64,
@@ -51,18 +85,25 @@ pub(crate) struct Summary {
 }
 
 impl Summary {
-    /// The median of each figure over `samples` (each figure on its own).
+    /// The median of each figure over `samples` (each figure on its own); a
+    /// percentile is `None` unless every sample has it.
     pub(crate) fn of(samples: &[Sample]) -> Self {
         let m = |f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+        let opt = |f: fn(&Sample) -> Option<f64>| {
+            let v: Option<Vec<f64>> = samples.iter().map(f).collect();
+            v.filter(|v| !v.is_empty()).map(median)
+        };
         Self {
-            rps: m(|s| s.wrk.rps),
-            p50_us: m(|s| s.wrk.p50_us),
-            p99_us: m(|s| s.wrk.p99_us),
-            p999_us: m(|s| s.wrk.p999_us),
+            rps: m(|s| s.load.rps),
+            p50_us: opt(|s| s.load.p50_us),
+            p99_us: opt(|s| s.load.p99_us),
+            p999_us: opt(|s| s.load.p999_us),
+            mean_us: m(|s| s.load.mean_us),
+            max_us: m(|s| s.load.max_us),
             user_us: m(|s| s.user_us),
             system_us: m(|s| s.system_us),
             total_us: m(|s| s.user_us + s.system_us),
-            errors: samples.iter().map(|s| s.wrk.errors).sum(),
+            errors: samples.iter().map(|s| s.load.errors).sum(),
         }
     }
 }
@@ -77,86 +118,138 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Everything measured: `samples[target][concurrency]` holds one sample per round.
+/// Everything measured: `samples[row][concurrency]` holds one sample per round.
 #[derive(Debug)]
 pub(crate) struct Results {
-    /// Row names; the first is the baseline of the ratios.
-    pub(crate) targets: Vec<String>,
-    /// The wrk connection counts.
+    /// The rows, grouped by protocol; the first of each protocol is the baseline of
+    /// that protocol's ratios.
+    pub(crate) rows: Vec<Row>,
+    /// The connection counts.
     pub(crate) concurrencies: Vec<u32>,
-    /// One sample per round, per target and concurrency.
+    /// Concurrent streams per h2c connection.
+    pub(crate) streams: u32,
+    /// One sample per round, per row and concurrency.
     pub(crate) samples: Vec<Vec<Vec<Sample>>>,
-    /// Memory per target, if measured.
+    /// Memory per row, if measured (HTTP/1.1 rows only).
     pub(crate) memory: Vec<Option<Memory>>,
 }
 
 impl Results {
-    /// Empty results for `targets` × `concurrencies`.
-    pub(crate) fn new(targets: Vec<String>, concurrencies: Vec<u32>) -> Self {
-        let samples = vec![vec![Vec::new(); concurrencies.len()]; targets.len()];
-        let memory = vec![None; targets.len()];
+    /// Empty results for `rows` × `concurrencies`.
+    pub(crate) fn new(rows: Vec<Row>, concurrencies: Vec<u32>, streams: u32) -> Self {
+        let samples = vec![vec![Vec::new(); concurrencies.len()]; rows.len()];
+        let memory = vec![None; rows.len()];
         Self {
-            targets,
+            rows,
             concurrencies,
+            streams,
             samples,
             memory,
         }
     }
 
-    fn summary(&self, target: usize, concurrency: usize) -> Summary {
-        Summary::of(&self.samples[target][concurrency])
+    fn summary(&self, row: usize, concurrency: usize) -> Summary {
+        Summary::of(&self.samples[row][concurrency])
     }
 
-    /// The markdown table: per concurrency, one row per target; every figure a median
-    /// over rounds and a ratio to the first target at the same concurrency.
+    /// The protocols present, in row order.
+    fn protocols(&self) -> Vec<Protocol> {
+        let mut protocols: Vec<Protocol> = Vec::new();
+        for r in &self.rows {
+            if !protocols.contains(&r.protocol) {
+                protocols.push(r.protocol);
+            }
+        }
+        protocols
+    }
+
+    /// The rows of `protocol`, by index.
+    fn rows_of(&self, protocol: Protocol) -> Vec<usize> {
+        (0..self.rows.len())
+            .filter(|&i| self.rows[i].protocol == protocol)
+            .collect()
+    }
+
+    /// The markdown table: per protocol a group, in it per concurrency one row per
+    /// target; every figure a median over rounds and a ratio to the group's first row
+    /// at the same concurrency.
     pub(crate) fn table(&self) -> String {
+        const COLUMNS: usize = 12;
         let mut t = String::from(
-            "| target | conns | req/s | p50 | p99 | p99.9 | CPU user µs/req | CPU sys µs/req \
-             | CPU total µs/req | KiB per idle conn |\n\
-             |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+            "| target | conns | req/s | p50 | p99 | p99.9 | mean | max | CPU user µs/req \
+             | CPU sys µs/req | CPU total µs/req | KiB per idle conn |\n\
+             |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
         );
-        let base_mem = self.memory[0].as_ref().and_then(Memory::kib_per_connection);
-        for (c, conns) in self.concurrencies.iter().enumerate() {
-            let base = self.summary(0, c);
-            for (i, name) in self.targets.iter().enumerate() {
-                let s = self.summary(i, c);
-                let errors = if s.errors > 0 {
-                    format!(" ({} errors)", s.errors)
-                } else {
-                    String::new()
+        for protocol in self.protocols() {
+            let rows = self.rows_of(protocol);
+            let _ = writeln!(
+                t,
+                "| **{}** |{}",
+                protocol.label(),
+                " |".repeat(COLUMNS - 1)
+            );
+            let first = rows[0];
+            let base_mem = self.memory[first]
+                .as_ref()
+                .and_then(Memory::kib_per_connection);
+            for (c, &conns) in self.concurrencies.iter().enumerate() {
+                let conns = match protocol {
+                    Protocol::H2c => format!("{conns}×{}", self.streams),
+                    _ => conns.to_string(),
                 };
-                let memory = match &self.memory[i] {
-                    Some(m) => match m.kib_per_connection() {
-                        Some(k) => {
-                            let short = m
-                                .error
-                                .as_ref()
-                                .map(|_| format!(", {} conns", m.connections))
-                                .unwrap_or_default();
-                            format!("{k:.1} {}{short}", ratio(k, base_mem))
-                        }
-                        None => "no connection".into(),
-                    },
-                    None => "–".into(),
-                };
-                let _ = writeln!(
-                    t,
-                    "| {name}{errors} | {conns} | {:.0} {} | {} {} | {} {} | {} {} | {:.1} {} | {:.1} {} | {:.1} {} | {memory} |",
-                    s.rps,
-                    ratio(s.rps, Some(base.rps)),
-                    duration(s.p50_us),
-                    ratio(s.p50_us, Some(base.p50_us)),
-                    duration(s.p99_us),
-                    ratio(s.p99_us, Some(base.p99_us)),
-                    duration(s.p999_us),
-                    ratio(s.p999_us, Some(base.p999_us)),
-                    s.user_us,
-                    ratio(s.user_us, Some(base.user_us)),
-                    s.system_us,
-                    ratio(s.system_us, Some(base.system_us)),
-                    s.total_us,
-                    ratio(s.total_us, Some(base.total_us)),
-                );
+                let base = self.summary(first, c);
+                for &i in &rows {
+                    let name = &self.rows[i].name;
+                    if let Some(why) = &self.rows[i].unsupported {
+                        let _ = writeln!(
+                            t,
+                            "| {name} | {conns} | {why} |{}",
+                            " – |".repeat(COLUMNS - 3)
+                        );
+                        continue;
+                    }
+                    let s = self.summary(i, c);
+                    let errors = if s.errors > 0 {
+                        format!(" ({} errors)", s.errors)
+                    } else {
+                        String::new()
+                    };
+                    let memory = match &self.memory[i] {
+                        Some(m) => match m.kib_per_connection() {
+                            Some(k) => {
+                                let short = m
+                                    .error
+                                    .as_ref()
+                                    .map(|_| format!(", {} conns", m.connections))
+                                    .unwrap_or_default();
+                                format!("{k:.1} {}{short}", ratio(k, base_mem))
+                            }
+                            None => "no connection".into(),
+                        },
+                        None => "–".into(),
+                    };
+                    let latency = |v: Option<f64>, b: Option<f64>| match v {
+                        Some(v) => format!("{} {}", duration(v), ratio(v, b)),
+                        None => "–".into(),
+                    };
+                    let _ = writeln!(
+                        t,
+                        "| {name}{errors} | {conns} | {:.0} {} | {} | {} | {} | {} | {} | {:.1} {} | {:.1} {} | {:.1} {} | {memory} |",
+                        s.rps,
+                        ratio(s.rps, Some(base.rps)),
+                        latency(s.p50_us, base.p50_us),
+                        latency(s.p99_us, base.p99_us),
+                        latency(s.p999_us, base.p999_us),
+                        latency(Some(s.mean_us), Some(base.mean_us)),
+                        latency(Some(s.max_us), Some(base.max_us)),
+                        s.user_us,
+                        ratio(s.user_us, Some(base.user_us)),
+                        s.system_us,
+                        ratio(s.system_us, Some(base.system_us)),
+                        s.total_us,
+                        ratio(s.total_us, Some(base.total_us)),
+                    );
+                }
             }
         }
         t
@@ -166,12 +259,21 @@ impl Results {
     pub(crate) fn rounds(&self) -> String {
         let mut t = String::new();
         for (c, conns) in self.concurrencies.iter().enumerate() {
-            for (i, name) in self.targets.iter().enumerate() {
+            for (i, row) in self.rows.iter().enumerate() {
+                if row.unsupported.is_some() {
+                    continue;
+                }
                 let rounds: Vec<String> = self.samples[i][c]
                     .iter()
-                    .map(|s| format!("{:.0}", s.wrk.rps))
+                    .map(|s| format!("{:.0}", s.load.rps))
                     .collect();
-                let _ = writeln!(t, "- {name}, {conns} conns: {}", rounds.join(", "));
+                let _ = writeln!(
+                    t,
+                    "- {} {}, {conns} conns: {}",
+                    row.protocol.name(),
+                    row.name,
+                    rounds.join(", ")
+                );
             }
         }
         t
@@ -180,12 +282,12 @@ impl Results {
     /// The idle-connection RSS figures behind the last column.
     pub(crate) fn memory_notes(&self) -> String {
         let mut t = String::new();
-        for (name, m) in self.targets.iter().zip(&self.memory) {
+        for (row, m) in self.rows.iter().zip(&self.memory) {
             if let Some(m) = m {
                 let _ = write!(
                     t,
-                    "- {name}: RSS {} KiB idle, {} KiB with {} connections",
-                    m.idle_kib, m.loaded_kib, m.connections
+                    "- {}: RSS {} KiB idle, {} KiB with {} connections",
+                    row.name, m.idle_kib, m.loaded_kib, m.connections
                 );
                 if let Some(e) = &m.error {
                     let _ = write!(t, " (stopped: {e})");
@@ -196,59 +298,73 @@ impl Results {
         t
     }
 
-    /// An SVG chart: req/s, CPU µs per request (user and system stacked) and KiB per
-    /// idle connection, one bar per target and concurrency. Plain SVG text, no fonts
+    /// An SVG chart, one band per protocol: req/s and CPU µs per request (user and
+    /// system stacked), one bar per target and concurrency, and in the HTTP/1.1 band
+    /// KiB per idle connection. Rows not run are left out. Plain SVG text, no fonts
     /// needed to write it.
     pub(crate) fn svg(&self) -> String {
+        let protocols = self.protocols();
         let mut svg = String::new();
         let _ = writeln!(
             svg,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{H}\" \
-             viewBox=\"0 0 {w} {H}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+             viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"11\">\n\
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>",
-            w = PANEL_W * 3.0
+            w = PANEL_W * 3.0,
+            h = H * protocols.len().max(1) as f64,
         );
         let n = self.concurrencies.len();
-        let bars = |f: &dyn Fn(Summary) -> Vec<f64>| -> Vec<Vec<Vec<f64>>> {
-            (0..self.targets.len())
-                .map(|i| (0..n).map(|c| f(self.summary(i, c))).collect())
-                .collect()
-        };
-        panel(
-            &mut svg,
-            0.0,
-            "requests/s (higher is better)",
-            &self.targets,
-            &self.concurrencies,
-            &bars(&|s| vec![s.rps]),
-        );
-        panel(
-            &mut svg,
-            PANEL_W,
-            "CPU µs per request: user (dark) + system (light)",
-            &self.targets,
-            &self.concurrencies,
-            &bars(&|s| vec![s.user_us, s.system_us]),
-        );
-        let memory: Vec<Vec<Vec<f64>>> = self
-            .memory
-            .iter()
-            .map(|m| {
-                let k = m
-                    .as_ref()
-                    .and_then(Memory::kib_per_connection)
-                    .unwrap_or(0.0);
-                vec![vec![k.max(0.0)]]
-            })
-            .collect();
-        panel(
-            &mut svg,
-            2.0 * PANEL_W,
-            "KiB RSS per idle keep-alive connection",
-            &self.targets,
-            &[],
-            &memory,
-        );
+        for (band, protocol) in protocols.into_iter().enumerate() {
+            let y0 = H * band as f64;
+            let rows: Vec<usize> = self
+                .rows_of(protocol)
+                .into_iter()
+                .filter(|&i| self.rows[i].unsupported.is_none())
+                .collect();
+            let names: Vec<String> = rows.iter().map(|&i| self.rows[i].name.clone()).collect();
+            let bars = |f: &dyn Fn(Summary) -> Vec<f64>| -> Vec<Vec<Vec<f64>>> {
+                rows.iter()
+                    .map(|&i| (0..n).map(|c| f(self.summary(i, c))).collect())
+                    .collect()
+            };
+            let label = protocol.chart_label();
+            panel(
+                &mut svg,
+                (0.0, y0),
+                &format!("{label}: requests/s (higher is better)"),
+                &names,
+                &self.concurrencies,
+                &bars(&|s| vec![s.rps]),
+            );
+            panel(
+                &mut svg,
+                (PANEL_W, y0),
+                &format!("{label}: CPU µs/request, user (dark) + sys"),
+                &names,
+                &self.concurrencies,
+                &bars(&|s| vec![s.user_us, s.system_us]),
+            );
+            if rows.iter().any(|&i| self.memory[i].is_some()) {
+                let memory: Vec<Vec<Vec<f64>>> = rows
+                    .iter()
+                    .map(|&i| {
+                        let k = self.memory[i]
+                            .as_ref()
+                            .and_then(Memory::kib_per_connection)
+                            .unwrap_or(0.0);
+                        vec![vec![k.max(0.0)]]
+                    })
+                    .collect();
+                panel(
+                    &mut svg,
+                    (2.0 * PANEL_W, y0),
+                    "KiB RSS per idle keep-alive connection",
+                    &names,
+                    &[],
+                    &memory,
+                );
+            }
+        }
         svg.push_str("</svg>\n");
         svg
     }
@@ -266,16 +382,16 @@ const COLOURS: [[&str; 2]; 3] = [
     ["#2ca02c", "#98df8a"],
 ];
 
-/// One panel at `x`: per target a group of bars (one per series), each bar a stack.
+/// One panel at `(x, y0)`: per target a group of bars (one per series), each bar a stack.
 fn panel(
     svg: &mut String,
-    x: f64,
+    (x, y0): (f64, f64),
     title: &str,
     targets: &[String],
     series: &[u32],
     values: &[Vec<Vec<f64>>],
 ) {
-    let (left, top, width, height) = (x + 50.0, 40.0, 330.0, 250.0);
+    let (left, top, width, height) = (x + 50.0, y0 + 40.0, 330.0, 250.0);
     let max = values
         .iter()
         .flatten()
@@ -286,8 +402,9 @@ fn panel(
     let y = |v: f64| top + height - v / top_value * height;
     let _ = writeln!(
         svg,
-        "<text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"13\">{title}</text>",
-        left + width / 2.0
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"13\">{title}</text>",
+        left + width / 2.0,
+        y0 + 20.0
     );
     let mut tick = 0.0;
     while tick <= top_value * 1.0001 {
@@ -346,8 +463,8 @@ fn panel(
              <text x=\"{}\" y=\"{}\">{conns} conns</text>",
             COLOURS[b % COLOURS.len()][0],
             lx + 14.0,
-            H - 12.0,
-            ly = H - 21.0,
+            y0 + H - 12.0,
+            ly = y0 + H - 21.0,
         );
     }
 }
@@ -417,29 +534,96 @@ mod tests {
         assert_eq!(nice_step(0.04), 0.05);
     }
 
+    fn sample(p50_us: Option<f64>) -> Sample {
+        Sample {
+            load: LoadResult {
+                rps: 1000.0,
+                requests: 1000,
+                p50_us,
+                p99_us: p50_us.map(|p| p * 3.0),
+                p999_us: p50_us.map(|p| p * 6.0),
+                mean_us: 600.0,
+                max_us: 9000.0,
+                errors: 0,
+            },
+            user_us: 10.0,
+            system_us: 5.0,
+        }
+    }
+
+    fn row(name: &str, protocol: Protocol) -> Row {
+        Row {
+            name: name.into(),
+            protocol,
+            unsupported: None,
+        }
+    }
+
     #[test]
     fn table_has_a_row_per_target_and_concurrency() {
-        let wrk = WrkResult {
-            rps: 1000.0,
-            requests: 1000,
-            p50_us: 500.0,
-            p99_us: 1500.0,
-            p999_us: 3000.0,
-            errors: 0,
-        };
-        let mut r = Results::new(vec!["a".into(), "b".into()], vec![32, 256]);
+        let mut r = Results::new(
+            vec![row("a", Protocol::Http), row("b", Protocol::Http)],
+            vec![32, 256],
+            10,
+        );
         for t in &mut r.samples {
             for c in t {
-                c.push(Sample {
-                    wrk,
-                    user_us: 10.0,
-                    system_us: 5.0,
-                });
+                c.push(sample(Some(500.0)));
             }
         }
         let table = r.table();
-        assert_eq!(table.lines().count(), 2 + 4);
-        assert!(table.contains("| b | 256 | 1000 (1.00×) | 500 µs (1.00×) | 1.50 ms"));
+        assert_eq!(table.lines().count(), 2 + 1 + 4, "{table}");
+        assert!(table.contains("| **http/1.1** |"));
+        assert!(
+            table.contains("| b | 256 | 1000 (1.00×) | 500 µs (1.00×) | 1.50 ms"),
+            "{table}"
+        );
         assert!(r.svg().starts_with("<svg"));
+    }
+
+    #[test]
+    fn table_groups_rows_by_protocol() {
+        let mut unsupported = row("rr", Protocol::Https);
+        unsupported.unsupported = Some("not supported by this build".into());
+        let mut r = Results::new(
+            vec![
+                row("a", Protocol::Http),
+                row("a", Protocol::Https),
+                unsupported,
+                row("a", Protocol::H2c),
+                row("b", Protocol::H2c),
+            ],
+            vec![32],
+            10,
+        );
+        r.samples[0][0].push(sample(Some(500.0)));
+        r.samples[1][0].push(sample(Some(1000.0)));
+        r.samples[3][0].push(sample(None));
+        let mut slower = sample(None);
+        slower.load.rps = 500.0;
+        r.samples[4][0].push(slower);
+        let table = r.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2 + 3 + 5, "{table}");
+        assert!(lines[2].starts_with("| **http/1.1** |"));
+        assert!(lines[4].starts_with("| **https (TLS termination)** |"));
+        // Each group's first row is its own baseline.
+        assert!(
+            lines[5].starts_with("| a | 32 | 1000 (1.00×) | 1.00 ms (1.00×) |"),
+            "{table}"
+        );
+        assert!(
+            lines[6].starts_with("| rr | 32 | not supported by this build | – |"),
+            "{table}"
+        );
+        assert_eq!(lines[6].matches('|').count(), lines[1].matches('|').count());
+        assert_eq!(lines[2].matches('|').count(), lines[1].matches('|').count());
+        assert!(lines[7].starts_with("| **h2c** |"));
+        assert!(
+            lines[9].starts_with("| b | 32×10 | 500 (0.50×) | – | – | – | 600 µs (1.00×) |"),
+            "{table}"
+        );
+        let svg = r.svg();
+        assert_eq!(svg.matches("requests/s").count(), 3);
     }
 }

@@ -5,7 +5,15 @@
 //! it (`b1\n`, `b2\n`, `b3\n`). Every balancer forwards to the same three ports with
 //! weights 3:2:1 and runs one worker (process or thread); each keeps its upstream
 //! connections alive, so a request costs the backend the same whichever balancer sent
-//! it.
+//! it. Backends and upstream connections are plain HTTP/1.1 whatever protocol the
+//! client side speaks.
+//!
+//! A balancer listens on up to three ports ([`Listen`]): plain HTTP/1.1, HTTPS (TLS
+//! terminated by the balancer, with the certificate [`Tls::generate`] made for the run)
+//! and cleartext HTTP/2 with prior knowledge (h2c). nginx and HAProxy take all three
+//! in one process; our proxy takes one listener per process and detects the HTTP/2
+//! preface on its plain one, so its h2c port is its HTTP/1.1 port and its HTTPS
+//! listener is a process of its own.
 
 use core::fmt::Write as _;
 use std::fs;
@@ -13,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::process::Proc;
+use super::Protocol;
 
 /// The backend weights, in port order.
 pub(crate) const WEIGHTS: [u32; 3] = [3, 2, 1];
@@ -24,7 +33,8 @@ pub(crate) enum Kind {
     Nginx,
     /// HAProxy: `balance roundrobin`, weights, `nbthread 1`, `http-reuse always`.
     Haproxy,
-    /// Our proxy binary with `workers` runtime threads.
+    /// Our proxy binary with `workers` runtime threads; with [`Listen::https`] it
+    /// gets `--tls-cert` and `--tls-key`.
     Roundrobin {
         /// The binary (`roundrobin-proxy` or the `proxy` example).
         bin: PathBuf,
@@ -37,15 +47,110 @@ pub(crate) enum Kind {
     },
 }
 
-/// A running balancer: the row name, its port and its process.
+/// The 127.0.0.1 ports a balancer listens on, per protocol.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Listen {
+    /// Plain HTTP/1.1.
+    pub(crate) http: Option<u16>,
+    /// HTTPS: TLS terminated by the balancer (ALPN `h2`, `http/1.1`).
+    pub(crate) https: Option<u16>,
+    /// Cleartext HTTP/2 with prior knowledge (for our proxy: its plain port).
+    pub(crate) h2c: Option<u16>,
+}
+
+impl Listen {
+    /// The port for `protocol`, if it listens for it.
+    pub(crate) fn port(&self, protocol: Protocol) -> Option<u16> {
+        match protocol {
+            Protocol::Http => self.http,
+            Protocol::Https => self.https,
+            Protocol::H2c => self.h2c,
+        }
+    }
+}
+
+/// The run's self-signed certificate (EC P-256, `CN=localhost`, one day), made with
+/// `openssl req` in the run's temp dir.
+#[derive(Debug, Clone)]
+pub(crate) struct Tls {
+    /// The certificate, PEM.
+    pub(crate) cert: PathBuf,
+    /// Its private key, PEM (PKCS#8).
+    pub(crate) key: PathBuf,
+    /// Certificate and key in one file, as HAProxy's `crt` wants them.
+    pub(crate) combined: PathBuf,
+}
+
+impl Tls {
+    /// Generates the certificate and key into `dir`.
+    pub(crate) fn generate(dir: &Path) -> Result<Self, String> {
+        let tls = Self {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            combined: dir.join("combined.pem"),
+        };
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=localhost", "-keyout"])
+            .arg(&tls.key)
+            .arg("-out")
+            .arg(&tls.cert)
+            .output()
+            .map_err(|e| format!("cannot run openssl: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "openssl req failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let read = |p: &Path| fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+        write(
+            &tls.combined,
+            &format!("{}{}", read(&tls.cert)?, read(&tls.key)?),
+        )?;
+        Ok(tls)
+    }
+}
+
+/// What every balancer of the run shares.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Setup<'a> {
+    /// The run's temp dir: configs, logs, pid files.
+    pub(crate) dir: &'a Path,
+    /// The backend ports, in [`WEIGHTS`] order.
+    pub(crate) backends: &'a [u16],
+    /// The open-file limit the balancers inherit.
+    pub(crate) nofile: u64,
+    /// The certificate, if any balancer listens for HTTPS.
+    pub(crate) tls: Option<&'a Tls>,
+    /// Whether nginx has the `http2 on;` directive (1.25.1 and later); older ones
+    /// take `http2` as a `listen` parameter.
+    pub(crate) nginx_http2_on: bool,
+}
+
+/// A running balancer: its name and its process.
 #[derive(Debug)]
 pub(crate) struct Balancer {
-    /// The table row's name.
+    /// Its name (its rows' name, ` (TLS)` added for our proxy's HTTPS process).
     pub(crate) name: String,
-    /// The port it listens on, 127.0.0.1.
-    pub(crate) port: u16,
     /// The process (for nginx the master; [`Proc::tree`] adds the worker).
     pub(crate) proc: Proc,
+}
+
+/// Whether the nginx of `nginx -v` (`nginx version: nginx/1.22.1`) has the
+/// `http2 on;` directive, new in 1.25.1.
+pub(crate) fn nginx_http2_on(version: &str) -> bool {
+    let Some(v) = version.split("nginx/").nth(1) else {
+        return false;
+    };
+    let parts: Vec<u32> = v
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
+    parts >= vec![1, 25, 1]
 }
 
 /// Starts the backend nginx on `ports` (one `server` each) and waits until all
@@ -85,23 +190,22 @@ http {{
     Ok(proc)
 }
 
-/// Starts balancer `kind` named `name` on `port` in front of `backends` and waits
-/// until it accepts connections. `nofile` is the open-file limit it inherits; nginx
-/// and HAProxy are configured to use all of it.
+/// Starts balancer `kind` named `name` on the ports of `listen` in front of the
+/// backends and waits until it accepts connections on each. nginx and HAProxy are
+/// configured to use all of the open-file limit.
 pub(crate) fn start_balancer(
     name: &str,
     kind: &Kind,
-    dir: &Path,
-    port: u16,
-    backends: &[u16],
-    nofile: u64,
+    listen: Listen,
+    setup: &Setup<'_>,
 ) -> Result<Balancer, String> {
+    let dir = setup.dir;
     let file = name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
     let mut proc = match kind {
-        Kind::Nginx => start_nginx(&file, dir, &nginx_conf(&file, dir, port, backends, nofile))?,
+        Kind::Nginx => start_nginx(&file, dir, &nginx_conf(&file, listen, setup)?)?,
         Kind::Haproxy => {
             let conf = dir.join(format!("{file}.cfg"));
-            write(&conf, &haproxy_conf(port, backends, nofile))?;
+            write(&conf, &haproxy_conf(listen, setup)?)?;
             Proc::spawn(
                 name,
                 Command::new("haproxy").arg("-db").arg("-f").arg(&conf),
@@ -115,8 +219,35 @@ pub(crate) fn start_balancer(
             extra,
         } => {
             let mut cmd = Command::new(bin);
-            cmd.arg("--listen").arg(format!("127.0.0.1:{port}"));
-            for (p, w) in backends.iter().zip(WEIGHTS) {
+            match listen {
+                Listen {
+                    http: Some(port),
+                    https: None,
+                    h2c,
+                } if h2c.is_none_or(|p| p == port) => {
+                    cmd.arg("--listen").arg(format!("127.0.0.1:{port}"));
+                }
+                Listen {
+                    http: None,
+                    https: Some(port),
+                    h2c: None,
+                } => {
+                    let tls = setup.tls.ok_or("an HTTPS listener needs the certificate")?;
+                    cmd.arg("--listen")
+                        .arg(format!("127.0.0.1:{port}"))
+                        .arg("--tls-cert")
+                        .arg(&tls.cert)
+                        .arg("--tls-key")
+                        .arg(&tls.key);
+                }
+                other => {
+                    return Err(format!(
+                        "{name}: our proxy has one listener, plain (HTTP/1.1 and h2c) or \
+                         TLS, not {other:?}"
+                    ))
+                }
+            }
+            for (p, w) in setup.backends.iter().zip(WEIGHTS) {
                 cmd.arg("--backend")
                     .arg(format!("http://127.0.0.1:{p}={w}"));
             }
@@ -128,10 +259,14 @@ pub(crate) fn start_balancer(
             Proc::spawn(name, &mut cmd, &dir.join(format!("{file}.log")))?
         }
     };
-    proc.wait_for_port(port)?;
+    for port in [listen.http, listen.https, listen.h2c]
+        .into_iter()
+        .flatten()
+    {
+        proc.wait_for_port(port)?;
+    }
     Ok(Balancer {
         name: name.to_owned(),
-        port,
         proc,
     })
 }
@@ -163,12 +298,55 @@ fn nginx_temp_paths(dir: &Path, file: &str) -> String {
 }
 
 /// One worker; `worker_connections` counts client and upstream connections alike.
-fn nginx_conf(file: &str, dir: &Path, port: u16, backends: &[u16], nofile: u64) -> String {
+/// One `server` per listener, all with the same `location`.
+fn nginx_conf(file: &str, listen: Listen, setup: &Setup<'_>) -> Result<String, String> {
     let mut upstream = String::new();
-    for (p, w) in backends.iter().zip(WEIGHTS) {
+    for (p, w) in setup.backends.iter().zip(WEIGHTS) {
         let _ = writeln!(upstream, "        server 127.0.0.1:{p} weight={w};");
     }
-    format!(
+    let location = "        location / {
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+";
+    let mut servers = String::new();
+    if let Some(port) = listen.http {
+        let _ = write!(
+            servers,
+            "    server {{\n        listen 127.0.0.1:{port};\n{location}    }}\n"
+        );
+    }
+    let (http2_param, http2_on) = if setup.nginx_http2_on {
+        ("", "        http2 on;\n")
+    } else {
+        (" http2", "")
+    };
+    if let Some(port) = listen.https {
+        let tls = setup.tls.ok_or("an HTTPS listener needs the certificate")?;
+        let _ = write!(
+            servers,
+            "    server {{
+        listen 127.0.0.1:{port} ssl{http2_param};
+{http2_on}        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+{location}    }}
+",
+            cert = tls.cert.display(),
+            key = tls.key.display(),
+        );
+    }
+    if let Some(port) = listen.h2c {
+        let _ = write!(
+            servers,
+            "    server {{
+        listen 127.0.0.1:{port}{http2_param};
+{http2_on}{location}    }}
+"
+        );
+    }
+    Ok(format!(
         "worker_processes 1;
 daemon off;
 pid {dir}/{file}.pid;
@@ -185,31 +363,41 @@ http {{
         keepalive_requests 1000000;
         keepalive_timeout 300s;
     }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://backends;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-        }}
-    }}
-}}
+{servers}}}
 ",
-        dir = dir.display(),
-        temp = nginx_temp_paths(dir, file),
-        conns = nofile.saturating_sub(100),
-    )
+        dir = setup.dir.display(),
+        temp = nginx_temp_paths(setup.dir, file),
+        nofile = setup.nofile,
+        conns = setup.nofile.saturating_sub(100),
+    ))
 }
 
 /// HAProxy refuses to start unless the open-file limit covers two sockets per
 /// `maxconn` (client and server side) plus a few, so `maxconn` is half the limit.
-fn haproxy_conf(port: u16, backends: &[u16], nofile: u64) -> String {
-    let maxconn = haproxy_maxconn(nofile);
+/// One frontend with a `bind` per listener: plain, `ssl crt … alpn h2,http/1.1`,
+/// `proto h2`.
+fn haproxy_conf(listen: Listen, setup: &Setup<'_>) -> Result<String, String> {
+    let maxconn = haproxy_maxconn(setup.nofile);
     let mut servers = String::new();
-    for (i, (p, w)) in backends.iter().zip(WEIGHTS).enumerate() {
+    for (i, (p, w)) in setup.backends.iter().zip(WEIGHTS).enumerate() {
         let _ = writeln!(servers, "    server b{} 127.0.0.1:{p} weight {w}", i + 1);
     }
-    format!(
+    let mut binds = String::new();
+    if let Some(port) = listen.http {
+        let _ = writeln!(binds, "    bind 127.0.0.1:{port}");
+    }
+    if let Some(port) = listen.https {
+        let tls = setup.tls.ok_or("an HTTPS listener needs the certificate")?;
+        let _ = writeln!(
+            binds,
+            "    bind 127.0.0.1:{port} ssl crt {} alpn h2,http/1.1",
+            tls.combined.display()
+        );
+    }
+    if let Some(port) = listen.h2c {
+        let _ = writeln!(binds, "    bind 127.0.0.1:{port} proto h2");
+    }
+    Ok(format!(
         "global
     nbthread 1
     maxconn {maxconn}
@@ -223,14 +411,13 @@ defaults
     http-reuse always
 
 frontend fe
-    bind 127.0.0.1:{port}
-    maxconn {maxconn}
+{binds}    maxconn {maxconn}
     default_backend be
 
 backend be
     balance roundrobin
 {servers}"
-    )
+    ))
 }
 
 /// The most client connections HAProxy accepts with open-file limit `nofile`.
@@ -240,4 +427,54 @@ pub(crate) fn haproxy_maxconn(nofile: u64) -> u64 {
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
     fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_versions_with_http2_on() {
+        assert!(!nginx_http2_on("nginx version: nginx/1.22.1"));
+        assert!(!nginx_http2_on("nginx version: nginx/1.25.0"));
+        assert!(nginx_http2_on("nginx version: nginx/1.25.1"));
+        assert!(nginx_http2_on("nginx version: nginx/1.26.3 (Ubuntu)"));
+        assert!(!nginx_http2_on("unknown"));
+    }
+
+    #[test]
+    fn configs_have_a_listener_per_protocol() {
+        let dir = Path::new("/tmp/x");
+        let tls = Tls {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            combined: dir.join("combined.pem"),
+        };
+        let mut setup = Setup {
+            dir,
+            backends: &[1, 2, 3],
+            nofile: 65_536,
+            tls: Some(&tls),
+            nginx_http2_on: false,
+        };
+        let listen = Listen {
+            http: Some(10),
+            https: Some(11),
+            h2c: Some(12),
+        };
+        let h = haproxy_conf(listen, &setup).unwrap();
+        assert!(h.contains("bind 127.0.0.1:10\n"));
+        assert!(h.contains("bind 127.0.0.1:11 ssl crt /tmp/x/combined.pem alpn h2,http/1.1\n"));
+        assert!(h.contains("bind 127.0.0.1:12 proto h2\n"));
+        let n = nginx_conf("n", listen, &setup).unwrap();
+        assert!(n.contains("listen 127.0.0.1:10;"));
+        assert!(n.contains("listen 127.0.0.1:11 ssl http2;"));
+        assert!(n.contains("listen 127.0.0.1:12 http2;"));
+        assert!(!n.contains("http2 on;"));
+        setup.nginx_http2_on = true;
+        let n = nginx_conf("n", listen, &setup).unwrap();
+        assert!(n.contains("listen 127.0.0.1:11 ssl;"));
+        assert!(n.contains("listen 127.0.0.1:12;"));
+        assert_eq!(n.matches("http2 on;").count(), 2);
+    }
 }

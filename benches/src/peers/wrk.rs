@@ -1,8 +1,11 @@
 //! Loading a target with wrk and reading its output.
 //!
 //! `wrk -t1 -cC -dS --latency --timeout 5s -s done.lua URL`: one client thread, `C`
-//! keep-alive connections, closed loop. Requests/s and the 50% and 99% latencies come
-//! from wrk's own output (`Requests/sec:` and the `--latency` distribution); the
+//! keep-alive connections, closed loop; `URL` is `http://` or `https://` (wrk speaks
+//! HTTP/1.1 over OpenSSL, without ALPN, and does not verify the certificate).
+//! Requests/s, the mean and largest latency and the 50% and 99% latencies come
+//! from wrk's own output (`Requests/sec:`, the `Latency` line and the `--latency`
+//! distribution); the
 //! 99.9% latency, the completed request count and the error counts come from the
 //! [`DONE_SCRIPT`] line, since wrk prints no 99.9% without a script.
 
@@ -11,6 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::process::check_stop;
+use super::report::LoadResult;
 
 /// The wrk Lua script: at the end, one line with what wrk's text leaves out.
 pub(crate) const DONE_SCRIPT: &str = r#"
@@ -23,38 +27,21 @@ done = function(summary, latency, requests)
 end
 "#;
 
-/// One wrk run.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct WrkResult {
-    /// `Requests/sec:`.
-    pub(crate) rps: f64,
-    /// Completed requests.
-    pub(crate) requests: u64,
-    /// Median latency, µs.
-    pub(crate) p50_us: f64,
-    /// 99th percentile latency, µs.
-    pub(crate) p99_us: f64,
-    /// 99.9th percentile latency, µs.
-    pub(crate) p999_us: f64,
-    /// Connect, read, write and timeout errors plus non-2xx/3xx answers.
-    pub(crate) errors: u64,
-}
-
-/// Runs wrk against 127.0.0.1:`port` for `seconds` with `connections`, using the
+/// Runs wrk against `url` for `seconds` with `connections`, using the
 /// [`DONE_SCRIPT`] at `script`. Stops wrk if a stop signal arrives.
 pub(crate) fn run(
-    port: u16,
+    url: &str,
     connections: u32,
     seconds: u64,
     script: &Path,
-) -> Result<WrkResult, String> {
+) -> Result<LoadResult, String> {
     let mut child = Command::new("wrk")
         .args(["-t1", "--latency", "--timeout", "5s"])
         .arg(format!("-c{connections}"))
         .arg(format!("-d{seconds}s"))
         .arg("-s")
         .arg(script)
-        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -85,8 +72,9 @@ pub(crate) fn run(
     parse(&stdout).ok_or_else(|| format!("cannot read wrk's output:\n{stdout}"))
 }
 
-/// Reads [`WrkResult`] from wrk's output (with `--latency` and the [`DONE_SCRIPT`]).
-pub(crate) fn parse(out: &str) -> Option<WrkResult> {
+/// Reads a [`LoadResult`] from wrk's output (with `--latency` and the
+/// [`DONE_SCRIPT`]).
+pub(crate) fn parse(out: &str) -> Option<LoadResult> {
     let rps = out
         .lines()
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))?
@@ -101,6 +89,13 @@ pub(crate) fn parse(out: &str) -> Option<WrkResult> {
             .find_map(|mut f| (f.next() == Some(name)).then_some(f))?;
         micros(fields.next()?)
     };
+    // `Latency   710.52us  200.11us   9.87ms   90.12%`: mean, deviation, max.
+    let mut latency = out
+        .lines()
+        .map(str::split_whitespace)
+        .find_map(|mut f| (f.next() == Some("Latency")).then_some(f))?;
+    let mean_us = micros(latency.next()?)?;
+    let max_us = micros(latency.nth(1)?)?;
     let p50_us = percentile("50%")?;
     let p99_us = percentile("99%")?;
     let done = out.lines().find_map(|l| l.strip_prefix("bench-peers: "))?;
@@ -112,18 +107,20 @@ pub(crate) fn parse(out: &str) -> Option<WrkResult> {
     let socket_errors: u64 = field("socket_errors")?.parse().ok()?;
     let status_errors: u64 = field("status_errors")?.parse().ok()?;
     let p999_us = field("p999_us")?.parse().ok()?;
-    Some(WrkResult {
+    Some(LoadResult {
         rps,
         requests,
-        p50_us,
-        p99_us,
-        p999_us,
+        p50_us: Some(p50_us),
+        p99_us: Some(p99_us),
+        p999_us: Some(p999_us),
+        mean_us,
+        max_us,
         errors: socket_errors + status_errors,
     })
 }
 
-/// A wrk duration (`512.00us`, `1.23ms`, `2.00s`, `1.00m`) in µs.
-fn micros(s: &str) -> Option<f64> {
+/// A wrk or h2load duration (`512.00us`, `54us`, `1.23ms`, `2.00s`, `1.00m`) in µs.
+pub(crate) fn micros(s: &str) -> Option<f64> {
     let split = s.find(|c: char| c.is_ascii_alphabetic())?;
     let (n, unit) = s.split_at(split);
     let n: f64 = n.parse().ok()?;
@@ -163,9 +160,11 @@ bench-peers: requests=269412 socket_errors=0 status_errors=2 p999_us=3210.0
         let r = parse(OUTPUT).expect("parses");
         assert_eq!(r.requests, 269_412);
         assert!((r.rps - 44_901.87).abs() < 1e-6);
-        assert!((r.p50_us - 680.0).abs() < 1e-6);
-        assert!((r.p99_us - 1520.0).abs() < 1e-6);
-        assert!((r.p999_us - 3210.0).abs() < 1e-6);
+        assert_eq!(r.p50_us, Some(680.0));
+        assert_eq!(r.p99_us, Some(1520.0));
+        assert_eq!(r.p999_us, Some(3210.0));
+        assert!((r.mean_us - 710.52).abs() < 1e-6);
+        assert!((r.max_us - 9870.0).abs() < 1e-6);
         assert_eq!(r.errors, 2);
     }
 
