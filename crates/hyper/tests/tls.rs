@@ -24,10 +24,13 @@ use roundrobin_hyper::{
     serve_tls_with, spawn_on, Balancer, Forwarder, Metrics, ServerLimits, Serving, TlsAcceptor,
 };
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
+
+#[path = "support/pki.rs"]
+mod pki;
+use pki::Ca;
 
 /// Runs `f` on a current-thread runtime (so a server task's close and its counting
 /// happen in one poll, before the client sees the close), bounded by 30 s.
@@ -41,55 +44,6 @@ fn run<F: core::future::Future<Output = ()>>(f: F) {
                 .await
                 .expect("test timed out");
         });
-}
-
-/// A CA and what it signs.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-impl Ca {
-    fn new() -> Self {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "roundrobin test CA");
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).unwrap();
-        Self { cert, key }
-    }
-
-    /// A server certificate for 127.0.0.1 and localhost: (certificate PEM, key PEM, DER).
-    fn leaf(&self, name: &str) -> (String, String, CertificateDer<'static>) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                .unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem(), cert.der().clone())
-    }
-
-    fn client_config(&self, alpn: &[&[u8]]) -> ClientConfig {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.cert.der().clone()).unwrap();
-        let mut config =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        config
-    }
 }
 
 /// A plain HTTP backend answering `NAME PROTO`: its name and the `X-Forwarded-Proto` it

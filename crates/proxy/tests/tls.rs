@@ -19,60 +19,25 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use roundrobin_hyper::{spawn_on, Serving};
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::net::TcpStream;
 use tokio::process::{ChildStderr, Command};
 
+#[path = "../../hyper/tests/support/pki.rs"]
+mod pki;
 mod support;
+use pki::Ca;
 use support::{bin, run, start_proxy, TempFile};
 
-/// A CA and what it signs.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-impl Ca {
-    fn new() -> Self {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "roundrobin test CA");
-        let cert = params.self_signed(&key).unwrap();
-        Self { cert, key }
-    }
-
-    /// A certificate for 127.0.0.1: (certificate PEM, key PEM, DER).
-    fn leaf(&self) -> (String, String, CertificateDer<'static>) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem(), cert.der().clone())
-    }
-
-    fn client_config(&self) -> ClientConfig {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.cert.der().clone()).unwrap();
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth()
-    }
-
-    /// The certificate a fresh handshake with `addr` is shown.
-    async fn presented(&self, addr: SocketAddr) -> CertificateDer<'static> {
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(self.client_config()));
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let tls = connector
-            .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-            .await
-            .unwrap();
-        tls.get_ref().1.peer_certificates().unwrap()[0].clone()
-    }
+/// The certificate a fresh handshake with `addr`, trusting `ca`, is shown.
+async fn presented(ca: &Ca, addr: SocketAddr) -> CertificateDer<'static> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(ca.client_config(&[])));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].clone()
 }
 
 /// A plain HTTP backend answering `NAME PROTO` (`X-Forwarded-Proto` as it got it).
@@ -99,7 +64,7 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 /// An HTTPS client trusting `ca`, offering ALPN `h2` alone or `http/1.1` alone.
 fn client(ca: &Ca, h2: bool) -> HttpsClient {
     let builder = HttpsConnectorBuilder::new()
-        .with_tls_config(ca.client_config())
+        .with_tls_config(ca.client_config(&[]))
         .https_only();
     if h2 {
         Client::builder(TokioExecutor::new())
@@ -125,7 +90,7 @@ async fn get(client: &HttpsClient, addr: SocketAddr) -> (Version, String) {
 fn serves_https_with_h2_and_http1() {
     run(async {
         let ca = Ca::new();
-        let (cert, key, _) = ca.leaf();
+        let (cert, key, _) = ca.leaf("proxy");
         let cert = TempFile::new("tls", "serve-cert.pem", &cert);
         let key = TempFile::new("tls", "serve-key.pem", &key);
         let (a, b) = (backend("a").await, backend("b").await);
@@ -172,7 +137,7 @@ async fn line_with(stderr: &mut Lines<BufReader<ChildStderr>>, needle: &str) -> 
 fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_one_is_bad() {
     run(async {
         let ca = Ca::new();
-        let (cert_pem, key_pem, first) = ca.leaf();
+        let (cert_pem, key_pem, first) = ca.leaf("proxy");
         let cert = TempFile::new("tls", "hup-cert.pem", &cert_pem);
         let key = TempFile::new("tls", "hup-key.pem", &key_pem);
         let a = backend("a").await;
@@ -189,7 +154,7 @@ fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_one_is_bad() {
         let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
         let line = stdout.next_line().await.unwrap().unwrap();
         let listen: SocketAddr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
-        assert_eq!(ca.presented(listen).await, first);
+        assert_eq!(presented(&ca, listen).await, first);
         let hup = || {
             let pid = child.id().unwrap().to_string();
             let status = std::process::Command::new("kill")
@@ -200,17 +165,17 @@ fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_one_is_bad() {
         };
 
         // a key that does not match: refused, the first certificate stays
-        let (cert_pem, key_pem, second) = ca.leaf();
+        let (cert_pem, key_pem, second) = ca.leaf("proxy");
         cert.write(&cert_pem);
         hup();
         let line = line_with(&mut stderr, "TLS certificate not reloaded").await;
         assert!(line.contains("does not match"), "{line}");
-        assert_eq!(ca.presented(listen).await, first);
+        assert_eq!(presented(&ca, listen).await, first);
 
         key.write(&key_pem);
         hup();
         line_with(&mut stderr, "TLS certificate and key reloaded").await;
-        assert_eq!(ca.presented(listen).await, second);
+        assert_eq!(presented(&ca, listen).await, second);
         let (_, body) = get(&client(&ca, true), listen).await;
         assert_eq!(body, "a https");
     });
@@ -219,10 +184,10 @@ fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_one_is_bad() {
 #[test]
 fn half_or_bad_tls_flags_exit_2_with_a_message() {
     let ca = Ca::new();
-    let (cert_pem, key_pem, _) = ca.leaf();
+    let (cert_pem, key_pem, _) = ca.leaf("proxy");
     let cert = TempFile::new("tls", "flags-cert.pem", &cert_pem);
     let key = TempFile::new("tls", "flags-key.pem", &key_pem);
-    let (_, other_key, _) = ca.leaf();
+    let (_, other_key, _) = ca.leaf("proxy");
     let other_key = TempFile::new("tls", "flags-other-key.pem", &other_key);
     for (args, says) in [
         (vec!["--tls-cert", cert.arg()], "--tls-key"),

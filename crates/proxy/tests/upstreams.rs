@@ -19,6 +19,10 @@ use tokio::net::TcpListener;
 
 use support::{run, start_proxy, TempFile};
 
+#[path = "../../hyper/tests/support/pki.rs"]
+mod pki;
+use pki::Ca;
+
 /// A backend answering `name` and the HTTP version it was spoken to in, over TLS when
 /// `tls` is given; it stops with the test's runtime.
 async fn backend(name: &'static str, tls: Option<Arc<rustls::ServerConfig>>) -> SocketAddr {
@@ -50,34 +54,6 @@ async fn backend(name: &'static str, tls: Option<Arc<rustls::ServerConfig>>) -> 
     addr
 }
 
-/// A CA (PEM) and a server configuration with a certificate it signed for
-/// `localhost`, made now.
-fn pki() -> (String, Arc<rustls::ServerConfig>) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![cert.der().clone()],
-        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-    )
-    .unwrap();
-    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    (ca.pem(), Arc::new(server))
-}
-
 /// The status and body of `GET /` through the proxy at `addr`.
 async fn get(addr: SocketAddr) -> (u16, String) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
@@ -94,10 +70,10 @@ async fn get(addr: SocketAddr) -> (u16, String) {
 #[test]
 fn h2c_and_https_backends_with_a_private_ca() {
     run(async {
-        let (ca, server) = pki();
-        let ca = TempFile::new("upstreams", "ca.pem", &ca);
+        let authority = Ca::new();
+        let ca = TempFile::new("upstreams", "ca.pem", &authority.pem());
         let plain = backend("h2c", None).await;
-        let secure = backend("tls", Some(server)).await;
+        let secure = backend("tls", Some(authority.server_config())).await;
         let (h2c, https) = (
             format!("h2c://{plain}"),
             format!("https://localhost:{}", secure.port()),
@@ -125,8 +101,7 @@ fn h2c_and_https_backends_with_a_private_ca() {
 #[test]
 fn an_untrusted_backend_is_502_unless_checks_are_off() {
     run(async {
-        let (_ca, server) = pki();
-        let secure = backend("tls", Some(server)).await;
+        let secure = backend("tls", Some(Ca::new().server_config())).await;
         let https = format!("https://localhost:{}", secure.port());
         let base = [
             "--listen",

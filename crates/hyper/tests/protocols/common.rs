@@ -102,43 +102,6 @@ pub(crate) async fn backend(name: &'static str, tls: Option<Arc<rustls::ServerCo
     Backend { addr, task }
 }
 
-/// A certificate authority and a server certificate it signed for `127.0.0.1` and
-/// `localhost`, made now.
-pub(crate) struct Pki {
-    pub(crate) ca_pem: String,
-    pub(crate) server: Arc<rustls::ServerConfig>,
-}
-
-impl Pki {
-    pub(crate) fn new() -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-        )
-        .unwrap();
-        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Self {
-            ca_pem: ca.pem(),
-            server: Arc::new(server),
-        }
-    }
-}
-
 /// A round-robin pool of `servers` (URL, weight).
 pub(crate) fn pool(servers: &[(ServerUrl, u32)]) -> RoundRobin<ServerUrl> {
     let pool = RoundRobin::new();

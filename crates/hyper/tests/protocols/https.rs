@@ -11,7 +11,8 @@ use hyper_util::rt::TokioExecutor;
 use roundrobin_core::ServerUrl;
 use roundrobin_hyper::{spawn_on, Balancer, Connector, Forwarder, UpstreamTls};
 
-use crate::common::{backend, pool, run, Pki};
+use crate::common::{backend, pool, run};
+use crate::pki::Ca;
 
 async fn get(proxy: core::net::SocketAddr) -> (u16, String, Option<String>) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
@@ -32,15 +33,13 @@ async fn get(proxy: core::net::SocketAddr) -> (u16, String, Option<String>) {
 #[test]
 fn an_https_server_signed_by_a_configured_ca_is_reached_over_h2() {
     run(async {
-        let pki = Pki::new();
-        let a = backend("secure", Some(pki.server.clone())).await;
+        let ca = Ca::new();
+        let a = backend("secure", Some(ca.server_config())).await;
         let pool = pool(&[(
             ServerUrl::parse(&format!("https://localhost:{}", a.addr.port())).unwrap(),
             1,
         )]);
-        let tls = UpstreamTls::new()
-            .add_ca_pem(pki.ca_pem.as_bytes())
-            .unwrap();
+        let tls = UpstreamTls::new().add_ca_pem(ca.pem().as_bytes()).unwrap();
         let connector = Connector::with_tls(Duration::from_secs(2), &tls);
         let balancer = Balancer::builder(pool).service(Forwarder::with_connector(connector));
         let proxy = spawn_on("127.0.0.1:0", balancer).await.unwrap();
@@ -56,8 +55,8 @@ fn an_https_server_signed_by_a_configured_ca_is_reached_over_h2() {
 #[test]
 fn an_untrusted_certificate_is_a_502_and_insecure_mode_accepts_it() {
     run(async {
-        let pki = Pki::new();
-        let a = backend("secure", Some(pki.server.clone())).await;
+        let ca = Ca::new();
+        let a = backend("secure", Some(ca.server_config())).await;
         let server = ServerUrl::parse(&format!("https://127.0.0.1:{}", a.addr.port())).unwrap();
         let servers = || pool(&[(server.clone(), 1)]);
         // The default trusts only the public roots: the test CA is unknown.
@@ -87,9 +86,9 @@ fn bad_pem_is_an_error_that_names_what_is_missing() {
         .add_ca_file("/nonexistent/ca.pem")
         .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
-    let pki = Pki::new();
+    let ca = Ca::new();
     let err = UpstreamTls::new()
-        .client_cert_pem(pki.ca_pem.as_bytes(), b"no key here")
+        .client_cert_pem(ca.pem().as_bytes(), b"no key here")
         .unwrap_err();
     assert!(err.to_string().contains("private key"), "{err}");
 }

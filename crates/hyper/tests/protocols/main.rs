@@ -5,3 +5,5 @@ mod common;
 mod grpc;
 mod h2;
 mod https;
+#[path = "../support/pki.rs"]
+mod pki;
