@@ -107,12 +107,16 @@ proptest! {
 }
 
 #[test]
-fn schemes_other_than_http_and_https_are_refused() {
+fn schemes_other_than_http_https_and_h2c_are_refused() {
+    for good in ["http://x", "https://x", "h2c://x", "H2C://x"] {
+        assert!(ServerUrl::parse(good).is_ok(), "{good}");
+    }
     for bad in [
         "ftp://x",
         "gopher://x",
         "ws://x",
-        "h2c://x",
+        "h2://x",
+        "grpc://x",
         "javascript://x",
     ] {
         assert!(

@@ -74,7 +74,7 @@ impl Settings {
 /// | `POST /reload` | runs the [`on_reload`](Self::on_reload) hook: 200 with its JSON answer, or 400 `{"error":..}`; 404 without a hook |
 ///
 /// Bad input (malformed JSON, unknown fields, a weight out of range, a URL that is not
-/// `http(s)://host[:port][/path]`, see [`ServerUrl::parse`]) is answered 400 with
+/// `http://`, `https://` or `h2c://host[:port][/path]`, see [`ServerUrl::parse`]) is answered 400 with
 /// `{"error": message}` and changes nothing; a body over [`ADMIN_MAX_BODY`] is 413;
 /// other paths 404, other methods 405. Every change is logged with `tracing::info!`:
 /// the client (the [`ClientAddr`] extension, set by [`serve`](crate::serve)), the
