@@ -77,6 +77,33 @@ fn an_untrusted_certificate_is_a_502_and_insecure_mode_accepts_it() {
 }
 
 #[test]
+fn a_client_certificate_is_presented_to_a_server_that_requires_one() {
+    run(async {
+        let ca = Ca::new();
+        let a = backend("mutual", Some(ca.server_config_requiring_clients())).await;
+        let server = ServerUrl::parse(&format!("https://localhost:{}", a.addr.port())).unwrap();
+        let trusted = UpstreamTls::new().add_ca_pem(ca.pem().as_bytes()).unwrap();
+        let (cert, key, _) = ca.leaf("proxy");
+        let mutual = trusted
+            .clone()
+            .client_cert_pem(cert.as_bytes(), key.as_bytes())
+            .unwrap();
+        let via = |tls: &UpstreamTls| {
+            let connector = Connector::with_tls(Duration::from_secs(2), tls);
+            Balancer::builder(pool(&[(server.clone(), 1)]))
+                .retry(roundrobin_hyper::Retry::OFF)
+                .service(Forwarder::with_connector(connector))
+        };
+        let with = spawn_on("127.0.0.1:0", via(&mutual)).await.unwrap();
+        let (status, body, _) = get(with.local_addr()).await;
+        assert_eq!((status, body.as_str()), (200, "mutual"));
+        // The same CA trusted, no client certificate: the server refuses the handshake.
+        let without = spawn_on("127.0.0.1:0", via(&trusted)).await.unwrap();
+        assert_eq!(get(without.local_addr()).await.0, 502);
+    });
+}
+
+#[test]
 fn bad_pem_is_an_error_that_names_what_is_missing() {
     let err = UpstreamTls::new()
         .add_ca_pem(b"not a certificate")

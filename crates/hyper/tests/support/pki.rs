@@ -71,15 +71,38 @@ impl Ca {
     /// A server configuration presenting a fresh certificate of this CA, with ALPN
     /// `h2` and `http/1.1`.
     pub(crate) fn server_config(&self) -> Arc<ServerConfig> {
+        self.server(false)
+    }
+
+    /// [`server_config`](Self::server_config) that also requires clients to present a
+    /// certificate this CA signed (mutual TLS).
+    pub(crate) fn server_config_requiring_clients(&self) -> Arc<ServerConfig> {
+        self.server(true)
+    }
+
+    fn server(&self, client_auth: bool) -> Arc<ServerConfig> {
         let key = rcgen::KeyPair::generate().unwrap();
         let params =
             rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
                 .unwrap();
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        let mut config = ServerConfig::builder_with_provider(provider())
+        let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
+            .unwrap();
+        let builder = if client_auth {
+            let mut roots = RootCertStore::empty();
+            roots.add(self.cert.der().clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                roots.into(),
+                provider(),
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut config = builder
             .with_single_cert(
                 vec![cert.der().clone()],
                 PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
