@@ -541,9 +541,36 @@ fn validate(args: &Args, given: &BTreeSet<String>) -> Result<(), String> {
     no_duplicates(args, given)
 }
 
-/// From now on, each SIGHUP reloads the file and the TLS certificate and key (a bad
-/// file or certificate is logged and the running one kept; with neither, SIGHUP is
-/// logged and ignored).
+/// Reloads what can be reloaded: the `--config` file's servers and the TLS certificate
+/// and key. The answer is the config report (JSON), `{"tls":"reloaded"}` when only the
+/// certificate was reloaded, or an error naming what was kept; a bad file or a bad
+/// certificate changes nothing of its own part.
+pub(crate) fn reload_all(
+    reloader: Option<&Reloader>,
+    tls: Option<&TlsAcceptor>,
+) -> Result<String, String> {
+    let config = reloader.map(Reloader::answer);
+    let certificate = tls.map(|tls| match tls.reload() {
+        Ok(()) => {
+            tracing::info!("TLS certificate and key reloaded");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!("TLS certificate not reloaded, the running one is kept: {e}");
+            Err(format!(
+                "TLS certificate not reloaded, the running one is kept: {e}"
+            ))
+        }
+    });
+    match (config, certificate) {
+        (Some(Err(e)), _) | (_, Some(Err(e))) => Err(e),
+        (Some(Ok(report)), _) => Ok(report),
+        (None, Some(Ok(()))) => Ok(r#"{"tls":"reloaded"}"#.to_owned()),
+        (None, None) => Err("there is no --config file or TLS certificate to reload".to_owned()),
+    }
+}
+
+/// On SIGHUP, [`reload_all`].
 pub(crate) fn reload_on_sighup(reloader: Option<Arc<Reloader>>, tls: Option<TlsAcceptor>) {
     #[cfg(unix)]
     {
@@ -557,24 +584,16 @@ pub(crate) fn reload_on_sighup(reloader: Option<Arc<Reloader>>, tls: Option<TlsA
         };
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                match (&reloader, &tls) {
-                    (Some(reloader), _) => {
-                        tracing::info!("SIGHUP: reloading {}", reloader.source.path.display());
-                        let _ = reloader.answer();
-                    }
-                    (None, None) => tracing::info!(
+                if reloader.is_none() && tls.is_none() {
+                    tracing::info!(
                         "SIGHUP ignored: there is no --config file or TLS certificate to reload"
-                    ),
-                    (None, Some(_)) => {}
+                    );
+                    continue;
                 }
-                if let Some(tls) = &tls {
-                    match tls.reload() {
-                        Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
-                        Err(e) => tracing::warn!(
-                            "SIGHUP: TLS certificate not reloaded, the running one is kept: {e}"
-                        ),
-                    }
+                if let Some(reloader) = &reloader {
+                    tracing::info!("SIGHUP: reloading {}", reloader.source.path.display());
                 }
+                let _ = reload_all(reloader.as_deref(), tls.as_ref());
             }
         });
     }

@@ -11,7 +11,7 @@
 //! dashboard at `/`) once the sockets are bound; `--admin-token-file FILE` makes the
 //! admin API ask for `Authorization: Bearer <token>` (needed off loopback);
 //! `--tls-cert FILE --tls-key FILE` serve clients over TLS (ALPN h2 and http/1.1,
-//! `X-Forwarded-Proto: https`; SIGHUP reloads the pair); bad flags exit with status 2; Ctrl-C or SIGTERM stop accepting and let in-flight
+//! `X-Forwarded-Proto: https`; SIGHUP or `POST /reload` reloads the pair); bad flags exit with status 2; Ctrl-C or SIGTERM stop accepting and let in-flight
 //! requests finish. Logs go to stderr (`RUST_LOG` filters them; default `info`).
 
 mod args;
@@ -200,12 +200,12 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
                 Admin::new(Arc::clone(&pool))
             }
         };
-        let api = match &reloader {
-            Some(reloader) => {
-                let reloader = Arc::clone(reloader);
-                api.on_reload(move || reloader.answer())
-            }
-            None => api,
+        // `POST /reload`: the config file's servers and the TLS certificate, as SIGHUP.
+        let api = if reloader.is_some() || tls.is_some() {
+            let (reloader, tls) = (reloader.clone(), tls.clone());
+            api.on_reload(move || config::reload_all(reloader.as_deref(), tls.as_ref()))
+        } else {
+            api
         };
         let api = match &metrics {
             Some(metrics) => api.metrics(Arc::clone(metrics)),

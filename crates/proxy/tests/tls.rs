@@ -181,6 +181,58 @@ fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_one_is_bad() {
     });
 }
 
+/// `POST /reload` to the admin API at `admin`: the whole answer, as text.
+async fn post_reload(admin: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = TcpStream::connect(admin).await.unwrap();
+    let req = format!(
+        "POST /reload HTTP/1.1\r\nhost: {admin}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[test]
+fn post_reload_reloads_the_certificate_and_keeps_it_when_the_new_one_is_bad() {
+    run(async {
+        let ca = Ca::new();
+        let (cert_pem, key_pem, first) = ca.leaf("proxy");
+        let cert = TempFile::new("tls", "post-cert.pem", &cert_pem);
+        let key = TempFile::new("tls", "post-key.pem", &key_pem);
+        let a = backend("a").await;
+        let (_proxy, listen, admin) = start_proxy(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--backend",
+            a.url().as_str(),
+            "--tls-cert",
+            cert.arg(),
+            "--tls-key",
+            key.arg(),
+        ])
+        .await;
+        let admin = admin.unwrap();
+        assert_eq!(presented(&ca, listen).await, first);
+
+        let (cert_pem, key_pem, second) = ca.leaf("proxy");
+        cert.write(&cert_pem);
+        let answer = post_reload(admin).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("does not match"), "{answer}");
+        assert_eq!(presented(&ca, listen).await, first);
+
+        key.write(&key_pem);
+        let answer = post_reload(admin).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains(r#"{"tls":"reloaded"}"#), "{answer}");
+        assert_eq!(presented(&ca, listen).await, second);
+    });
+}
+
 #[test]
 fn half_or_bad_tls_flags_exit_2_with_a_message() {
     let ca = Ca::new();
