@@ -107,7 +107,7 @@ impl<S, P, H> Balancer<S, P, H> {
 fn start<S, P, H, B>(
     config: Arc<Config<P, H>>,
     inner: S,
-    mut req: Request<B>,
+    req: Request<B>,
     ready: bool,
 ) -> ResponseFuture<S, B, P, H>
 where
@@ -139,7 +139,6 @@ where
             return ResponseFuture::done(res);
         }
     };
-    h2_host(&mut req);
     let (mut parts, body) = req.into_parts();
     // A request without a body can be sent again: keep it as the client sent it.
     let retries = config.retry.retries;
@@ -173,22 +172,6 @@ where
     };
     let req = Request::from_parts(parts, body);
     ResponseFuture::send(pending, inner, req, ready, replay)
-}
-
-/// An HTTP/2 request names its host in the `:authority` pseudo-header, which the URI
-/// rewrite replaces: keep it as `Host` (RFC 9113 §8.3.1), as an HTTP/1.1 client would
-/// have sent it, for `X-Forwarded-Host` and the rewrite hook.
-fn h2_host<B>(req: &mut Request<B>) {
-    if req.version() != Version::HTTP_2 || req.headers().contains_key(header::HOST) {
-        return;
-    }
-    let host = req
-        .uri()
-        .authority()
-        .and_then(|a| header::HeaderValue::from_str(a.as_str()).ok());
-    if let Some(host) = host {
-        req.headers_mut().insert(header::HOST, host);
-    }
 }
 
 /// Refuses what must never reach a server, before one is chosen (RFC 9112 §3.2,
