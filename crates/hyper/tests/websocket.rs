@@ -2,7 +2,6 @@
 //! the balancer on `serve`, tungstenite clients. Each test is bounded by
 //! [`TEST_TIMEOUT`]; waits on events are bounded by `tokio::time::timeout`.
 
-use core::future::Future;
 use core::net::SocketAddr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
@@ -23,24 +22,14 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const TEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an event that should come at once may take.
 const SOON: Duration = Duration::from_secs(5);
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn run<F: Future<Output = ()>>(f: F) {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            tokio::time::timeout(TEST_TIMEOUT, f)
-                .await
-                .expect("test timed out");
-        });
-}
+#[path = "support/run.rs"]
+mod support_run;
+use support_run::run;
 
 /// A listener on a free loopback port whose accept queue holds a thousand handshakes
 /// arriving at once (`TcpListener::bind` allows 128: the rest would wait for SYN

@@ -1,9 +1,7 @@
 //! Backends and clients of several protocols on 127.0.0.1, all stopping by themselves.
 
 use core::convert::Infallible;
-use core::future::Future;
 use core::net::SocketAddr;
-use core::time::Duration;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,22 +15,9 @@ use roundrobin_core::{RoundRobin, ServerUrl};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// Every test body runs under this bound.
-pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Runs `f` on a fresh runtime, failing if it takes longer than [`TEST_TIMEOUT`].
-pub(crate) fn run<F: Future<Output = ()>>(f: F) {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            tokio::time::timeout(TEST_TIMEOUT, f)
-                .await
-                .expect("test timed out");
-        });
-}
+#[path = "../support/run.rs"]
+mod run;
+pub(crate) use run::run;
 
 /// What a backend saw of one request, sent back as headers.
 fn answer(name: &'static str, req: &Request<Incoming>) -> Response<Full<Bytes>> {

@@ -1,7 +1,6 @@
 //! Backends, proxies and a client on 127.0.0.1, all stopping by themselves.
 
 use core::convert::Infallible;
-use core::future::Future;
 use core::net::SocketAddr;
 use core::time::Duration;
 use std::sync::{Arc, Mutex};
@@ -20,22 +19,9 @@ use roundrobin_hyper::{default_client, spawn_on, Balancer, Forwarder, Select, Se
 pub(crate) const LOCAL: &str = "127.0.0.1:0";
 use tokio::sync::Notify;
 
-/// Every test body runs under this bound.
-pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Runs `f` on a fresh runtime, failing if it takes longer than [`TEST_TIMEOUT`].
-pub(crate) fn run<F: Future<Output = ()>>(f: F) {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            tokio::time::timeout(TEST_TIMEOUT, f)
-                .await
-                .expect("test timed out");
-        });
-}
+#[path = "../support/run.rs"]
+mod run;
+pub(crate) use run::run;
 
 /// A backend answering its `name` and echoing selected request headers back as
 /// `echo-<name>` response headers.

@@ -1,5 +1,5 @@
 //! End-to-end tests of the balancer: real hyper backends, the proxy and a client on
-//! 127.0.0.1, each test bounded by `common::TEST_TIMEOUT`.
+//! 127.0.0.1, each test bounded by `support/run.rs`'s `TEST_TIMEOUT`.
 
 mod balancing;
 mod common;
