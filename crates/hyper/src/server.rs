@@ -265,7 +265,9 @@ async fn serve_io<S, B, H, F, I>(
             hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(ClientAddr(peer));
                 let in_flight = state.begin();
-                let response = service.call(req);
+                // Boxed once here: hyper moves the future it is given (into a task of
+                // its own for HTTP/2), and a balancer's future is large.
+                let response = Box::pin(service.call(req));
                 async move {
                     let response = response.await?;
                     Ok::<_, S::Error>(response.map(|body| TrackedBody::new(body, in_flight)))
