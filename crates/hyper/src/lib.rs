@@ -70,10 +70,16 @@
 //! - `admin` (default): [`Admin`], the JSON admin API and dashboard (adds `serde`,
 //!   `serde_json`, and `sha2` and `subtle` for the token comparison).
 //! - `dns` (default): `DnsDiscovery` (adds `hickory-resolver`).
-//! - `tls` (default): serving over TLS, `TlsAcceptor`, `serve_tls_with` and `spawn_tls`
-//!   (adds `rustls` with the ring provider, `tokio-rustls`, `hyper-rustls` and
-//!   `rustls-pemfile`).
+//! - `tls` (default): TLS both ways: `https://` servers (`UpstreamTls`; without it the
+//!   `Connector` speaks to `http://` and `h2c://` servers only), and serving over TLS
+//!   (`TlsAcceptor`, `serve_tls_with`, `spawn_tls`). Adds `rustls` with the ring
+//!   provider, `tokio-rustls`, `hyper-rustls`, `rustls-pemfile` and `webpki-roots`.
 #![forbid(unsafe_code)]
+// Docs link items of the default features; without them those links cannot resolve.
+#![cfg_attr(
+    not(all(feature = "admin", feature = "tls")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 
 mod access;
 #[cfg(feature = "admin")]
