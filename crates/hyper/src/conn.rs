@@ -27,6 +27,41 @@ pub(crate) struct ConnState {
     /// Milliseconds from `base` to the start of the phase.
     since: AtomicU64,
     in_flight: AtomicU32,
+    /// Released when the last holder of the state goes: the connection's task, its
+    /// service, and its socket (`Watched`), which outlives both in a tunnel.
+    _held: Held,
+}
+
+/// What an open client connection holds, in the server or, once upgraded, in a tunnel:
+/// its slot under the connection cap and its place in the open-connections gauge.
+#[derive(Debug)]
+pub(crate) struct Held {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: Option<Arc<crate::Metrics>>,
+}
+
+impl Held {
+    /// Counts the connection open until this is dropped.
+    pub(crate) fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        metrics: Option<Arc<crate::Metrics>>,
+    ) -> Self {
+        if let Some(metrics) = &metrics {
+            metrics.connection_opened();
+        }
+        Self {
+            _permit: permit,
+            metrics,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.connection_closed();
+        }
+    }
 }
 
 /// What the watchdog should do about a connection.
@@ -40,12 +75,13 @@ pub(crate) enum Verdict {
 }
 
 impl ConnState {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn new(held: Held) -> Arc<Self> {
         Arc::new(Self {
             base: Instant::now(),
             phase: AtomicU8::new(IDLE),
             since: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
+            _held: held,
         })
     }
 

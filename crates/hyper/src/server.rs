@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::conn::{ConnState, TrackedBody, Verdict, Watched};
+use crate::conn::{ConnState, Held, TrackedBody, Verdict, Watched};
 use crate::ClientAddr;
 
 /// A hyper service [`serve`] and [`spawn`] can run: it takes `Request<Incoming>`, is
@@ -256,10 +256,9 @@ async fn serve_io<S, B, H, F, I>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        if let Some(metrics) = &limits.metrics {
-            metrics.connection_opened();
-        }
-        let state = ConnState::new();
+        // The slot and the gauge go with the socket: a connection upgraded to a tunnel
+        // keeps them until the tunnel closes.
+        let state = ConnState::new(Held::new(permit, limits.metrics.clone()));
         let svc = {
             let (service, state) = (service.clone(), Arc::clone(&state));
             hyper::service::service_fn(move |mut req: Request<Incoming>| {
@@ -279,10 +278,6 @@ async fn serve_io<S, B, H, F, I>(
         let stopped = stopped.clone();
         connections.spawn(async move {
             let Some(stream) = handshaken(handshake, &limits, peer).await else {
-                if let Some(metrics) = &limits.metrics {
-                    metrics.connection_closed();
-                }
-                drop(permit);
                 return;
             };
             let io = TokioIo::new(Watched::new(stream, Arc::clone(&state)));
@@ -323,10 +318,6 @@ async fn serve_io<S, B, H, F, I>(
                     }
                 }
             }
-            if let Some(metrics) = &limits.metrics {
-                metrics.connection_closed();
-            }
-            drop(permit);
         });
     }
     drop(listener);

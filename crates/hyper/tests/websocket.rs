@@ -638,3 +638,63 @@ fn shutdown_waits_for_tunnels_then_closes_them() {
         assert_eq!(proxy.tunnels_open(&backend.url()), 0.0);
     });
 }
+
+#[test]
+fn a_tunnel_keeps_its_connection_slot_and_gauge_until_it_closes() {
+    run(async {
+        let backend = Backend::start().await;
+        let metrics = Metrics::new();
+        let balancer = Balancer::builder(RoundRobin::new())
+            .metrics(Arc::clone(&metrics))
+            .service(Forwarder::new());
+        balancer.pool().upsert_server(backend.url(), None).unwrap();
+        let watched = balancer.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ServerLimits {
+            max_connections: 1,
+            metrics: Some(Arc::clone(&metrics)),
+            ..ServerLimits::default()
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve_with(
+            listener,
+            balancer,
+            async {
+                let _ = stopped.await;
+            },
+            limits,
+        ));
+        let open = || {
+            let text = metrics.encode(watched.pool());
+            text.lines()
+                .find(|l| l.starts_with("roundrobin_client_connections_open"))
+                .and_then(|l| l.rsplit(' ').next())
+                .map(|v| v.parse::<f64>().unwrap())
+        };
+        let (mut ws, _) = connect(&format!("ws://{addr}/")).await;
+        echo(&mut ws, Message::text("in the tunnel")).await;
+        // The upgraded connection still holds the one slot: a second client waits.
+        assert_eq!(open(), Some(1.0));
+        let mut waiting = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let request = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+            tokio::io::AsyncWriteExt::write_all(&mut c, request)
+                .await
+                .unwrap();
+            read_head(&mut c).await
+        });
+        // (A bounded wait for something that must not happen.)
+        let early = tokio::time::timeout(Duration::from_millis(300), &mut waiting).await;
+        assert!(
+            early.is_err(),
+            "a second connection was served beside the tunnel"
+        );
+        // The tunnel closes: its slot goes to the waiting client.
+        close(ws).await;
+        let head = tokio::time::timeout(SOON, waiting).await.unwrap().unwrap();
+        assert!(head.starts_with("http/1.1 "), "{head}");
+        let _ = stop.send(());
+        tokio::time::timeout(SOON, server).await.unwrap().unwrap();
+    });
+}
