@@ -537,6 +537,38 @@ async fn hang_up_backend() -> (ServerUrl, oneshot::Receiver<()>) {
     (url, rx)
 }
 
+/// A balancer served by `serve_with` under `limits` on a free loopback port.
+struct Limited {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Limited {
+    async fn start(
+        balancer: Balancer<Forwarder, RoundRobin<ServerUrl>>,
+        limits: ServerLimits,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let server = tokio::spawn(serve_with(listener, balancer, shutdown, limits));
+        Self { addr, stop, server }
+    }
+
+    /// Shuts the server down and waits (bounded) for it to end.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(SOON, self.server)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
 #[test]
 fn a_tunnel_outlives_the_idle_timeout_while_it_is_used_and_closes_when_silent() {
     run(async {
@@ -546,22 +578,16 @@ fn a_tunnel_outlives_the_idle_timeout_while_it_is_used_and_closes_when_silent() 
         let tunnels = forwarder.tunnels().clone();
         let balancer = Balancer::builder(RoundRobin::new()).service(forwarder);
         balancer.pool().upsert_server(backend.url(), None).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let limits = ServerLimits {
-            idle_timeout: Duration::from_millis(100),
-            header_timeout: Duration::from_millis(100),
-            ..ServerLimits::default()
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve_with(
-            listener,
+        let server = Limited::start(
             balancer,
-            async {
-                let _ = stopped.await;
+            ServerLimits {
+                idle_timeout: Duration::from_millis(100),
+                header_timeout: Duration::from_millis(100),
+                ..ServerLimits::default()
             },
-            limits,
-        ));
+        )
+        .await;
+        let addr = server.addr;
         let (mut ws, _) = connect(&format!("ws://{addr}/")).await;
         // A message every 100 ms for 1.5 s: longer than the server's idle and header
         // timeouts and the tunnel's idle time, never idle for either.
@@ -589,8 +615,7 @@ fn a_tunnel_outlives_the_idle_timeout_while_it_is_used_and_closes_when_silent() 
                 .wait_closed(tokio::time::Instant::now() + SOON)
                 .await
         );
-        let _ = stop.send(());
-        tokio::time::timeout(SOON, server).await.unwrap().unwrap();
+        server.stop().await;
     });
 }
 
@@ -649,22 +674,16 @@ fn a_tunnel_keeps_its_connection_slot_and_gauge_until_it_closes() {
             .service(Forwarder::new());
         balancer.pool().upsert_server(backend.url(), None).unwrap();
         let watched = balancer.clone();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let limits = ServerLimits {
-            max_connections: 1,
-            metrics: Some(Arc::clone(&metrics)),
-            ..ServerLimits::default()
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve_with(
-            listener,
+        let server = Limited::start(
             balancer,
-            async {
-                let _ = stopped.await;
+            ServerLimits {
+                max_connections: 1,
+                metrics: Some(Arc::clone(&metrics)),
+                ..ServerLimits::default()
             },
-            limits,
-        ));
+        )
+        .await;
+        let addr = server.addr;
         let open = || {
             let text = metrics.encode(watched.pool());
             text.lines()
@@ -694,7 +713,6 @@ fn a_tunnel_keeps_its_connection_slot_and_gauge_until_it_closes() {
         close(ws).await;
         let head = tokio::time::timeout(SOON, waiting).await.unwrap().unwrap();
         assert!(head.starts_with("http/1.1 "), "{head}");
-        let _ = stop.send(());
-        tokio::time::timeout(SOON, server).await.unwrap().unwrap();
+        server.stop().await;
     });
 }
