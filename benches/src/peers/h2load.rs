@@ -16,10 +16,9 @@
 //! [`check`] sends a few requests with `-n` and fails unless all succeed: the protocol
 //! check of the HTTPS (with `--h1`) and h2c rows before they are loaded.
 
-use core::time::Duration;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use super::process::check_stop;
+use super::process::output_of;
 use super::report::LoadResult;
 use super::wrk::micros;
 
@@ -68,41 +67,8 @@ pub(crate) fn check(url: &str, requests: u32, h1: bool) -> Result<Option<String>
 
 /// Runs h2load with `args` and returns its stdout; an error if it fails.
 fn h2load(args: &[String]) -> Result<String, String> {
-    let mut child = Command::new("h2load")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start h2load: {e}"))?;
-    // Poll rather than block, so Ctrl-C stops the run. h2load's output is a few
-    // dozen lines and fits the pipe.
-    loop {
-        if let Err(e) = check_stop() {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("h2load: {e}")),
-        }
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("h2load: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!(
-            "h2load {} failed ({}):\n{stdout}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    output_of("h2load", Command::new("h2load").args(args))
+        .map_err(|e| format!("h2load {}: {e}", args.join(" ")))
 }
 
 /// `N word` in a comma-separated list such as `27840 total, 0 failed`.

@@ -286,3 +286,40 @@ pub(crate) fn rss_kib(pids: &[u32]) -> u64 {
         })
         .sum()
 }
+
+/// Runs `cmd` (a load tool, named `name` in errors) to its end and returns its stdout;
+/// an error with its stderr if it fails. It is polled rather than waited for, so Ctrl-C
+/// stops the run; the tools' output is a few dozen lines and fits the pipe.
+pub(crate) fn output_of(name: &str, cmd: &mut Command) -> Result<String, String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    loop {
+        if let Err(e) = check_stop() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(format!("{name}: {e}")),
+        }
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{name}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{name} failed ({}):\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}

@@ -9,11 +9,10 @@
 //! 99.9% latency, the completed request count and the error counts come from the
 //! [`DONE_SCRIPT`] line, since wrk prints no 99.9% without a script.
 
-use core::time::Duration;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use super::process::check_stop;
+use super::process::output_of;
 use super::report::LoadResult;
 
 /// The wrk Lua script: at the end, one line with what wrk's text leaves out.
@@ -35,40 +34,16 @@ pub(crate) fn run(
     seconds: u64,
     script: &Path,
 ) -> Result<LoadResult, String> {
-    let mut child = Command::new("wrk")
-        .args(["-t1", "--latency", "--timeout", "5s"])
-        .arg(format!("-c{connections}"))
-        .arg(format!("-d{seconds}s"))
-        .arg("-s")
-        .arg(script)
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start wrk: {e}"))?;
-    // Poll rather than block, so Ctrl-C stops the run; wrk's output fits the pipe.
-    loop {
-        if let Err(e) = check_stop() {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("wrk: {e}")),
-        }
-    }
-    let out = child.wait_with_output().map_err(|e| format!("wrk: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "wrk failed ({}):\n{stdout}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    let stdout = output_of(
+        "wrk",
+        Command::new("wrk")
+            .args(["-t1", "--latency", "--timeout", "5s"])
+            .arg(format!("-c{connections}"))
+            .arg(format!("-d{seconds}s"))
+            .arg("-s")
+            .arg(script)
+            .arg(url),
+    )?;
     parse(&stdout).ok_or_else(|| format!("cannot read wrk's output:\n{stdout}"))
 }
 
