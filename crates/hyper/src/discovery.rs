@@ -255,6 +255,24 @@ pub fn names_a_host(server: &ServerUrl) -> bool {
     !host.starts_with('[') && host.parse::<core::net::Ipv4Addr>().is_err()
 }
 
+/// Whether a server is one to expand by DNS (as `DnsDiscovery` does: one server per
+/// address): it [names a host](names_a_host) and is not `https://`. An `https://`
+/// server's name is what its certificate is checked against and what SNI sends, so it
+/// stays one server, resolved by the [`Connector`](crate::Connector) when it connects.
+///
+/// ```
+/// use roundrobin_core::ServerUrl;
+/// use roundrobin_hyper::expands_by_dns;
+/// let url = |s| ServerUrl::parse(s).unwrap();
+/// assert!(expands_by_dns(&url("http://api.internal:8080")));
+/// assert!(expands_by_dns(&url("h2c://grpc.internal:50051")));
+/// assert!(!expands_by_dns(&url("https://api.internal")));
+/// assert!(!expands_by_dns(&url("http://10.0.0.7:8080")));
+/// ```
+pub fn expands_by_dns(server: &ServerUrl) -> bool {
+    names_a_host(server) && server.scheme() != "https"
+}
+
 /// `host[:port]` → (`host`, `:port` or empty); the host keeps its brackets.
 fn split_authority(authority: &str) -> (&str, &str) {
     let colon = if authority.starts_with('[') {
@@ -303,7 +321,8 @@ mod dns {
     /// The servers it adds name their address, not the host: an `https://` server
     /// found this way would be checked against a certificate for its IP address and
     /// sent that as SNI. Leave `https://` names to the [`Connector`](crate::Connector),
-    /// which resolves them when it connects (as the proxy binary does).
+    /// which resolves them when it connects: [`expands_by_dns`](crate::expands_by_dns) says which servers to
+    /// give this (the proxy binary asks it).
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {

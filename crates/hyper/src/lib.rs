@@ -116,8 +116,8 @@ pub use conn::TrackedBody;
 #[cfg(feature = "dns")]
 pub use discovery::DnsDiscovery;
 pub use discovery::{
-    names_a_host, spawn_discovery, Discovered, Discovery, DiscoveryDriver, DEFAULT_REFRESH,
-    FAILURE_RETRY, MIN_TTL_REFRESH,
+    expands_by_dns, names_a_host, spawn_discovery, Discovered, Discovery, DiscoveryDriver,
+    DEFAULT_REFRESH, FAILURE_RETRY, MIN_TTL_REFRESH,
 };
 pub use error::{BoxError, DefaultErrorHandler, Error, ErrorHandler, CLIENT_CLOSED_REQUEST};
 pub use forward::{default_client, pooled_client, Forwarder, DEFAULT_CONNECT_TIMEOUT};

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 use roundrobin_core::{Policy, RoundRobin, ServerUrl};
 use roundrobin_hyper::{
-    names_a_host, serve, serve_tls_with, serve_with, spawn_stepper, Admin, Balancer,
+    expands_by_dns, serve, serve_tls_with, serve_with, spawn_stepper, Admin, Balancer,
     DiscoveryDriver, DnsDiscovery, Forwarder, Metrics, ServerLimits,
 };
 use roundrobin_rebalancer::Rebalancer;
@@ -145,7 +145,7 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
     let tls = tls(&args).unwrap_or_else(|e| usage_error(&e));
     let pool = pool(&args);
     for (url, weight) in &args.backends {
-        if discovered(url) {
+        if expands_by_dns(url) {
             continue; // resolved by `discover`
         }
         if let Err(e) = pool.upsert_server(url.clone(), *weight) {
@@ -310,13 +310,6 @@ async fn run(args: Args, config: Option<config::Source>) -> ExitCode {
     code
 }
 
-/// Whether a backend is found by DNS: a name, unless it is an `https://` one, whose
-/// name is also what its certificate is checked against (and its SNI): those stay one
-/// backend, resolved when a connection is opened.
-fn discovered(url: &ServerUrl) -> bool {
-    names_a_host(url) && url.scheme() != "https"
-}
-
 /// Backends given by DNS name: each address becomes a backend. Resolved once before
 /// serving (for at most 5 s; failing that, logged and tried again in the background),
 /// then every `--dns-refresh` on a task of its own.
@@ -325,7 +318,7 @@ async fn discover(
     pool: &Arc<Rebalancer<ServerUrl>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut first = tokio::task::JoinSet::new();
-    for (url, weight) in args.backends.iter().filter(|(url, _)| discovered(url)) {
+    for (url, weight) in args.backends.iter().filter(|(url, _)| expands_by_dns(url)) {
         let mut dns = DnsDiscovery::from_server(url, weight.unwrap_or(args.default_weight));
         if let Some(server) = args.resolver {
             dns = dns.resolver(server);
