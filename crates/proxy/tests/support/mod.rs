@@ -32,6 +32,20 @@ pub(crate) fn run<F: core::future::Future<Output = ()>>(f: F) {
         });
 }
 
+/// A backend on 127.0.0.1 answering every request with `body`; stopped when dropped.
+pub(crate) async fn text_backend(body: &'static str) -> roundrobin_hyper::Serving {
+    let answer = hyper::service::service_fn(
+        move |_req: http::Request<hyper::body::Incoming>| async move {
+            Ok::<_, core::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from(body),
+            )))
+        },
+    );
+    roundrobin_hyper::spawn_on("127.0.0.1:0", answer)
+        .await
+        .unwrap()
+}
+
 /// A file in the temporary directory holding `content`, removed when dropped.
 pub(crate) struct TempFile(PathBuf);
 
