@@ -22,7 +22,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
 mod support;
-use support::{run, TempFile};
+use support::{collect_stderr, run, TempFile};
 
 /// A backend answering `name`, until the sender is dropped.
 async fn backend(name: &'static str) -> (String, oneshot::Sender<()>) {
@@ -72,16 +72,7 @@ impl Proxy {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
-        let sink = Arc::clone(&stderr);
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = err.next_line().await {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
+        let stderr = collect_stderr(&mut child);
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let Some(first) = lines.next_line().await.unwrap() else {
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -46,6 +46,22 @@ pub(crate) async fn text_backend(body: &'static str) -> roundrobin_hyper::Servin
         .unwrap()
 }
 
+/// Collects `child`'s stderr (started with it piped), line by line, into a string the
+/// test reads its logs from.
+pub(crate) fn collect_stderr(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let sink = std::sync::Arc::clone(&stderr);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = err.next_line().await {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    stderr
+}
+
 /// A file in the temporary directory holding `content`, removed when dropped.
 pub(crate) struct TempFile(PathBuf);
 
