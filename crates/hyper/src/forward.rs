@@ -6,6 +6,8 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 use core::time::Duration;
 
+use std::sync::Arc;
+
 use http::header::HeaderValue;
 use http::{Request, Response};
 use http_body::Body;
@@ -64,21 +66,28 @@ use crate::{BoxError, Error, RequestBody, Tunnels};
 ///
 #[derive(Debug)]
 pub struct Forwarder<B = RequestBody<Incoming>, C = Connector> {
-    clients: Clients<C, Upload<B>>,
+    /// What every clone shares, behind one reference count: a balancer clones its inner
+    /// service for each request.
+    shared: Arc<Shared<C, Upload<B>>>,
     timeout: Duration,
     body_timeout: Duration,
     proto: HeaderValue,
+}
+
+/// A forwarder's connection pools and the tunnels it opened.
+#[derive(Debug)]
+struct Shared<C, B> {
+    clients: Clients<C, B>,
     tunnels: Tunnels,
 }
 
-impl<B, C: Clone> Clone for Forwarder<B, C> {
+impl<B, C> Clone for Forwarder<B, C> {
     fn clone(&self) -> Self {
         Self {
-            clients: self.clients.clone(),
+            shared: Arc::clone(&self.shared),
             timeout: self.timeout,
             body_timeout: self.body_timeout,
             proto: self.proto.clone(),
-            tunnels: self.tunnels.clone(),
         }
     }
 }
@@ -162,11 +171,13 @@ where
 
     fn with_clients(main: Client<C, Upload<B>>, h2c: Client<HttpConnector, Upload<B>>) -> Self {
         Self {
-            clients: Clients { main, h2c },
+            shared: Arc::new(Shared {
+                clients: Clients { main, h2c },
+                tunnels: Tunnels::new(),
+            }),
             timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             proto: HeaderValue::from_static("http"),
-            tunnels: Tunnels::new(),
         }
     }
 }
@@ -192,7 +203,7 @@ impl<B, C> Forwarder<B, C> {
 
     /// The tunnels this forwarder (and its clones) opened: drain them on shutdown.
     pub fn tunnels(&self) -> &Tunnels {
-        &self.tunnels
+        &self.shared.tunnels
     }
 
     /// The value of `X-Forwarded-Proto`: `https` when the proxy terminates TLS.
@@ -218,11 +229,14 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let upgrade = Upgrade::take(&mut req, &self.tunnels);
+        let upgrade = Upgrade::take(&mut req, &self.shared.tunnels);
         prepare(&mut req, &self.proto, upgrade.is_some());
         let (parts, body) = req.into_parts();
         let (body, upload) = Upload::new(body);
-        let sent = self.clients.request(Request::from_parts(parts, body));
+        let sent = self
+            .shared
+            .clients
+            .request(Request::from_parts(parts, body));
         let (timeout, body_timeout) = (self.timeout, self.body_timeout);
         Box::pin(async move {
             let mut sent = core::pin::pin!(sent);
