@@ -193,15 +193,17 @@ fn ci() -> Result {
     Ok(())
 }
 
-/// The demo; its arguments pass through (`--seconds N`, `--web` for the dashboard).
 /// Removes what earlier `cargo package` runs left of this workspace's crates: their
-/// unpacked sources in cargo's local staging registry and the verify builds in
-/// `target/package`. Cargo keeps both by name and version, so a sibling packaged again
-/// under the same version would otherwise be verified against its stale copy.
+/// unpacked sources in cargo's local staging registry, the verify builds in
+/// `target/package`, and the fingerprints of their builds in `target/debug`. Cargo
+/// keeps all three by name and version (a registry crate is never rebuilt once built),
+/// so a sibling packaged again under the same version would otherwise be verified
+/// against its stale copy. Our crates are rebuilt once afterwards; dependencies are not.
 fn forget_packaged_siblings() {
     let target =
         env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
     let _ = std::fs::remove_dir_all(target.join("package"));
+    remove_our_crates(&target.join("debug").join(".fingerprint"));
     let home = env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
@@ -212,30 +214,35 @@ fn forget_packaged_siblings() {
         };
         for registry in registries.flatten() {
             // The staging registry has no host name: its directory starts with `-`.
-            if !registry.file_name().to_string_lossy().starts_with('-') {
-                continue;
-            }
-            let Ok(entries) = std::fs::read_dir(registry.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if entry
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("roundrobin-")
-                {
-                    let path = entry.path();
-                    let _ = if path.is_dir() {
-                        std::fs::remove_dir_all(&path)
-                    } else {
-                        std::fs::remove_file(&path)
-                    };
-                }
+            if registry.file_name().to_string_lossy().starts_with('-') {
+                remove_our_crates(&registry.path());
             }
         }
     }
 }
 
+/// Removes the entries of `dir` named after this workspace's crates (`roundrobin-*`).
+fn remove_our_crates(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("roundrobin-")
+        {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
+}
+
+/// The demo; its arguments pass through (`--seconds N`, `--web` for the dashboard).
 fn demo(args: &[String]) -> Result {
     run(
         "demo",
