@@ -1,5 +1,5 @@
 //! The default inner service: forwards a request whose URI names the upstream, over
-//! hyper-util's pooled clients.
+//! the forwarder's own HTTP/1.1 pool (`connpool.rs`) or hyper-util's pooled clients.
 
 use core::future::Future;
 use core::pin::Pin;
@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::client::legacy::Client;
 
+use crate::connpool::{Http1Pool, Sent};
 use crate::headers::{prepare, remove_hop_by_hop};
 use crate::timeout::{client_idle, Download, Upload};
 use crate::upgrade::Upgrade;
@@ -23,7 +24,11 @@ use crate::{BoxError, Error, RequestBody, Tunnels};
 
 /// Forwards requests to the server their URI names, over pooled clients.
 ///
-/// - the server URL's scheme says how: `http://` is HTTP/1.1, `https://` is TLS with
+/// - the server URL's scheme says how: `http://` is HTTP/1.1 over the forwarder's own
+///   keep-alive pool (per forwarder, so per worker in the proxy: the most recently used
+///   idle connection first, at most [`MAX_IDLE_PER_SERVER`](crate::MAX_IDLE_PER_SERVER)
+///   idle per server, closed after 90 s unused; a request that meets a connection the
+///   server just closed is sent again on another, as it never left), `https://` is TLS with
 ///   ALPN `h2` or `http/1.1` (see [`Connector`] and [`UpstreamTls`](crate::UpstreamTls)
 ///   for trusted CAs and client certificates), `h2c://` is cleartext HTTP/2 with prior
 ///   knowledge; HTTP/2 requests to one server share one connection. Any client version
@@ -116,7 +121,8 @@ where
     /// settings apply to every scheme.
     pub fn with_connector(connector: Connector) -> Self {
         let h2c = h2c_client(connector.plain());
-        Self::with_clients(pooled_client_with(connector), h2c)
+        let http1 = Http1Pool::new(connector.plain());
+        Self::with_clients(pooled_client_with(connector), h2c, Some(http1))
     }
 }
 
@@ -166,13 +172,17 @@ where
         let mut plain = HttpConnector::new();
         plain.set_nodelay(true);
         plain.set_connect_timeout(Some(DEFAULT_CONNECT_TIMEOUT));
-        Self::with_clients(client, h2c_client(plain))
+        Self::with_clients(client, h2c_client(plain), None)
     }
 
-    fn with_clients(main: Client<C, Upload<B>>, h2c: Client<HttpConnector, Upload<B>>) -> Self {
+    fn with_clients(
+        main: Client<C, Upload<B>>,
+        h2c: Client<HttpConnector, Upload<B>>,
+        http1: Option<Http1Pool<Upload<B>>>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
-                clients: Clients { main, h2c },
+                clients: Clients { main, h2c, http1 },
                 tunnels: Tunnels::new(),
             }),
             timeout: Duration::from_secs(30),
@@ -233,12 +243,11 @@ where
         prepare(&mut req, &self.proto, upgrade.is_some());
         let (parts, body) = req.into_parts();
         let (body, upload) = Upload::new(body);
-        let sent = self
-            .shared
-            .clients
-            .request(Request::from_parts(parts, body));
+        let req = Request::from_parts(parts, body);
+        let shared = Arc::clone(&self.shared);
         let (timeout, body_timeout) = (self.timeout, self.body_timeout);
         Box::pin(async move {
+            let sent = shared.clients.send(req);
             let mut sent = core::pin::pin!(sent);
             // While the upload goes on, only its idle gaps are timed: the response may
             // also come first (an early 413, say).
@@ -272,21 +281,18 @@ where
 
 /// The response, or the error, of one upstream request (`upgrade`: the client's side
 /// of an upgrade it asked for).
+/// (`checkin`: the connection's way back to its pool, once the body has ended; an
+/// upgraded connection is the tunnel's.)
 fn answer(
-    result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    result: Result<Sent, Error>,
     body_timeout: Duration,
     upgrade: Option<Upgrade>,
 ) -> Result<Response<Download<Incoming>>, Error> {
-    match result {
-        Err(e) if e.is_connect() => Err(Error::Connect(Box::new(e))),
-        Err(e) => Err(Error::from_inner(Box::new(e))),
-        Ok(mut res) if res.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
-            crate::upgrade::switch(&mut res, upgrade, body_timeout)?;
-            Ok(res.map(|body| Download::new(body, body_timeout)))
-        }
-        Ok(mut res) => {
-            remove_hop_by_hop(res.headers_mut());
-            Ok(res.map(|body| Download::new(body, body_timeout)))
-        }
+    let (mut res, checkin) = result?;
+    if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        crate::upgrade::switch(&mut res, upgrade, body_timeout)?;
+        return Ok(res.map(|body| Download::new(body, body_timeout, None)));
     }
+    remove_hop_by_hop(res.headers_mut());
+    Ok(res.map(|body| Download::new(body, body_timeout, checkin)))
 }

@@ -108,15 +108,16 @@ impl HealthCheck {
             .connector
             .clone()
             .unwrap_or_else(|| Connector::new(self.timeout));
-        let client: Clients<Connector, Empty<Bytes>> = Clients {
+        let client: Arc<Clients<Connector, Empty<Bytes>>> = Arc::new(Clients {
             h2c: h2c_client(connector.plain()),
             main: pooled_client_with(connector),
-        };
+            http1: None,
+        });
         let mut jitter = Jitter::seeded(&self.path);
         loop {
             let mut round = JoinSet::new();
             for server in pool.servers() {
-                let (client, check) = (client.clone(), self.clone());
+                let (client, check) = (Arc::clone(&client), self.clone());
                 round.spawn(async move {
                     let ok = check.once(&client, &server).await;
                     (server, ok)
@@ -150,8 +151,8 @@ impl HealthCheck {
         else {
             return false;
         };
-        match tokio::time::timeout(self.timeout, client.request(request)).await {
-            Ok(Ok(response)) => self.statuses.contains(&response.status().as_u16()),
+        match tokio::time::timeout(self.timeout, client.send(request)).await {
+            Ok(Ok((response, _))) => self.statuses.contains(&response.status().as_u16()),
             _ => false,
         }
     }

@@ -87,6 +87,7 @@ mod admin;
 mod body;
 mod config;
 mod conn;
+mod connpool;
 mod discovery;
 mod error;
 mod forward;

@@ -14,6 +14,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
+use crate::connpool::Checkin;
 use crate::{BoxError, ClientBodyError};
 
 /// How an upload is going, shared by its body and the forwarder's future.
@@ -148,7 +149,6 @@ pin_project! {
     /// A response body on its way from upstream: fails with an I/O `TimedOut` error
     /// when the server sends nothing for the body timeout (the response has started,
     /// so the client sees a cut-off response rather than a hung one).
-    #[derive(Debug)]
     pub struct Download<B> {
         #[pin]
         body: B,
@@ -156,17 +156,28 @@ pin_project! {
         idle: Sleep,
         timeout: Duration,
         armed: bool,
+        // The connection's way back to its pool, taken when the body has ended.
+        checkin: Option<Box<dyn Checkin>>,
     }
 }
 
 impl<B> Download<B> {
-    pub(crate) fn new(body: B, timeout: Duration) -> Self {
+    pub(crate) fn new(body: B, timeout: Duration, checkin: Option<Box<dyn Checkin>>) -> Self {
         Self {
             body,
             idle: tokio::time::sleep(timeout),
             timeout,
             armed: false,
+            checkin,
         }
+    }
+}
+
+impl<B> core::fmt::Debug for Download<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Download")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -183,9 +194,22 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
         let mut this = self.project();
-        match this.body.poll_frame(cx) {
+        match this.body.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
                 *this.armed = false;
+                let ended = match &frame {
+                    None => true,
+                    Some(Ok(_)) => this.body.is_end_stream(),
+                    Some(Err(_)) => {
+                        *this.checkin = None; // a broken connection is not reused
+                        false
+                    }
+                };
+                if ended {
+                    if let Some(checkin) = this.checkin.take() {
+                        checkin.checkin();
+                    }
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {

@@ -18,7 +18,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 
-use crate::BoxError;
+use crate::connpool::{Http1Pool, Sent};
+use crate::{BoxError, Error};
 
 /// Idle keep-alive connections kept per server (nginx's `keepalive` is commonly 32 to
 /// a few hundred; HAProxy keeps what `http-reuse` can use).
@@ -26,7 +27,7 @@ pub const MAX_IDLE_PER_SERVER: usize = 128;
 
 /// How long an unused upstream connection is kept open (nginx's `keepalive_timeout`
 /// for upstreams is 60 s; HAProxy closes idle server connections as the pool needs).
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[cfg(feature = "tls")]
 type Inner = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -227,19 +228,12 @@ where
 
 /// The clients of one forwarder: `clients` for `http://` and `https://` servers, `h2c`
 /// for `h2c://` ones. Cloning shares the pools.
+/// `http1`, when set, takes the `http://` servers instead of `main`.
 #[derive(Debug)]
 pub(crate) struct Clients<C, B> {
     pub(crate) main: Client<C, B>,
     pub(crate) h2c: Client<HttpConnector, B>,
-}
-
-impl<C: Clone, B> Clone for Clients<C, B> {
-    fn clone(&self) -> Self {
-        Self {
-            main: self.main.clone(),
-            h2c: self.h2c.clone(),
-        }
-    }
+    pub(crate) http1: Option<Http1Pool<B>>,
 }
 
 /// The `h2c` scheme.
@@ -252,8 +246,24 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    /// Sends `req` to the server its URI names, by the URI's scheme.
-    pub(crate) fn request(&self, mut req: Request<B>) -> ResponseFuture {
+    /// Sends `req` to the server its URI names, by the URI's scheme: the response
+    /// and, from the `http1` pool, the connection's way back to it.
+    pub(crate) async fn send(&self, req: Request<B>) -> Result<Sent, Error> {
+        if let Some(pool) = &self.http1 {
+            if req.uri().scheme() == Some(&Scheme::HTTP) {
+                let (res, checkin) = pool.send(req).await?;
+                return Ok((res, Some(checkin)));
+            }
+        }
+        match self.request(req).await {
+            Ok(res) => Ok((res, None)),
+            Err(e) if e.is_connect() => Err(Error::Connect(Box::new(e))),
+            Err(e) => Err(Error::from_inner(Box::new(e))),
+        }
+    }
+
+    /// Sends `req` over hyper-util's clients, by the URI's scheme.
+    fn request(&self, mut req: Request<B>) -> ResponseFuture {
         if req.uri().scheme_str() != Some(H2C) {
             return self.main.request(req);
         }
