@@ -88,7 +88,9 @@ pin_project! {
         request: Option<Request<RequestBody<B>>>,
         pending: Option<Pending<P, H>>,
         replay: Option<Replay>,
-        buffering: Option<Buffering<B>>,
+        // Boxed: rare (`replay_bodies`), and it would double the future's size, which
+        // is moved on every request.
+        buffering: Option<Box<Buffering<B>>>,
     }
 }
 
@@ -133,7 +135,7 @@ where
             request: None,
             pending: Some(pending),
             replay: None,
-            buffering: Some(buffering),
+            buffering: Some(Box::new(buffering)),
         }
     }
 
@@ -231,6 +233,7 @@ where
                                     Response::default().map(ResponseBody::local)
                                 ));
                             };
+                            let b = *b;
                             let bytes = b.data.freeze();
                             *this.replay = Some(Replay {
                                 parts: b.original,

@@ -2,7 +2,7 @@
 //! removed, `X-Forwarded-*` set.
 
 use core::fmt::Write as _;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Version};
@@ -31,16 +31,59 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Removes the hop-by-hop headers, including those the `Connection` header names.
+///
+/// Runs on every request and response: one pass over the names finds which of the
+/// fixed hop-by-hop headers are there (most messages carry one or none), and the names
+/// a `Connection` header lists are looked up without being copied.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        match (values.next().cloned(), values.next().is_some()) {
+            (Some(one), false) => remove_named(headers, &one),
+            (Some(_), true) => {
+                let all: Vec<HeaderValue> = headers
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .cloned()
+                    .collect();
+                for value in &all {
+                    remove_named(headers, value);
+                }
+            }
+            (None, _) => {}
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Removes the headers a `Connection` value names (the fixed hop-by-hop ones are
+/// removed apart).
+fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
+    let Ok(connection) = connection.to_str() else {
+        return;
+    };
+    for token in connection.split(',').map(str::trim) {
+        let fixed = HOP_BY_HOP
+            .iter()
+            .any(|h| h.as_str().eq_ignore_ascii_case(token));
+        if !token.is_empty() && !fixed {
+            // A `&str` key is lowercased and looked up in place; one that is not a
+            // valid header name matches nothing.
+            headers.remove(token);
+        }
     }
 }
 
@@ -130,7 +173,7 @@ pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue, upgrade: boo
                 chain.push_str(", ");
             }
         }
-        let _ = write!(chain, "{ip}");
+        push_ip(&mut chain, ip);
         if let Ok(value) = HeaderValue::try_from(chain) {
             headers.insert(X_FORWARDED_FOR, value);
         }
@@ -148,9 +191,57 @@ pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue, upgrade: boo
     }
 }
 
+/// Appends `ip` as text: IPv4 digit by digit (the common case, without `fmt`).
+fn push_ip(out: &mut String, ip: IpAddr) {
+    let IpAddr::V4(v4) = ip else {
+        let _ = write!(out, "{ip}");
+        return;
+    };
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn ips_are_written_as_their_display(ip: IpAddr) {
+            let mut out = String::from("x, ");
+            push_ip(&mut out, ip);
+            proptest::prop_assert_eq!(out, format!("x, {ip}"));
+        }
+    }
+
+    #[test]
+    fn connection_may_name_headers_in_any_case_and_repeat() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("X-One , keep-alive"),
+        );
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("x-two,, bad name"),
+        );
+        h.insert("x-one", HeaderValue::from_static("1"));
+        h.insert("x-two", HeaderValue::from_static("2"));
+        h.insert("x-kept", HeaderValue::from_static("3"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {
