@@ -15,8 +15,11 @@
 //!      `worker_processes 1`);
 //!   3. our proxy binary (release build) with 1 runtime worker thread;
 //!   4. the same with 2 worker threads;
-//!   5. (HTTP/1.1 only) our proxy with 1 worker and `--no-metrics`, and with
-//!      `--access-log json`, pricing metrics and the access log;
+//!   5. (HTTP/1.1 only) our proxy with 1 worker and `--no-metrics`, with
+//!      `--access-log json`, and with `--sticky _backend --rebalance` (the full
+//!      balancer: wrk sends no cookie, so every response sets one, the dearest sticky
+//!      path; every response is recorded in the rebalancer's meters), pricing
+//!      metrics, the access log and the full balancer;
 //!   6. a second HAProxy identical to the first: the noise control. Its distance
 //!      from the first row is what the machine's noise alone does to a figure.
 //!
@@ -321,6 +324,11 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
         target(
             "roundrobin, 1 worker, access log",
             roundrobin(1, &["--access-log", "json"]),
+            false,
+        ),
+        target(
+            "roundrobin, 1 worker, sticky + rebalance",
+            roundrobin(1, &["--sticky", "_backend", "--rebalance"]),
             false,
         ),
         target("haproxy (noise control)", Kind::Haproxy, true),

@@ -15,7 +15,6 @@
 //! hands it back unsent: nothing of it reached the server, so nothing is recorded
 //! against it.
 
-use core::hash::{BuildHasherDefault, Hasher};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -27,11 +26,12 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 
+use crate::fnv::FnvBuild;
 use crate::upstream::{MAX_IDLE_PER_SERVER, POOL_IDLE_TIMEOUT};
 use crate::{BoxError, Error};
 
 /// Idle connections by server authority (`host:port`).
-type Idle<B> = HashMap<Box<str>, VecDeque<Parked<B>>, BuildHasherDefault<Fnv>>;
+type Idle<B> = HashMap<Box<str>, VecDeque<Parked<B>>, FnvBuild>;
 
 /// An idle connection and since when.
 struct Parked<B> {
@@ -215,30 +215,6 @@ impl<B> Http1Pool<B> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         idle.get(key).map_or(0, VecDeque::len)
-    }
-}
-
-/// FNV-1a: the keys are a handful of short `host:port` strings, which SipHash's
-/// flooding resistance does not need to protect (only configured servers are keys).
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = hash;
     }
 }
 

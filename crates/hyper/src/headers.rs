@@ -15,7 +15,8 @@ use http::{Request, Version};
 pub struct ClientAddr(pub SocketAddr);
 
 /// Headers that apply to one connection only (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
+// A `static`, not a `const`: a `const` array would be built and dropped at every use.
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,

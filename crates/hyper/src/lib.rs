@@ -90,6 +90,7 @@ mod conn;
 mod connpool;
 mod discovery;
 mod error;
+mod fnv;
 mod forward;
 mod future;
 mod headers;

@@ -5,6 +5,8 @@ use core::fmt;
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use core::time::Duration;
 use std::collections::HashMap;
+
+use crate::fnv::FnvBuild;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -131,7 +133,7 @@ impl Drop for OpenTunnel {
 /// to a new server).
 #[derive(Default)]
 pub struct Metrics {
-    servers: ArcSwap<HashMap<ServerUrl, Arc<ServerMetrics>>>,
+    servers: ArcSwap<HashMap<ServerUrl, Arc<ServerMetrics>, FnvBuild>>,
     adding: Mutex<()>,
     open: AtomicI64,
     accepted: AtomicU64,
@@ -273,7 +275,7 @@ fn gauge(
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let guard = self.metrics.servers.load();
-        let servers: &HashMap<ServerUrl, Arc<ServerMetrics>> = &guard;
+        let servers: &HashMap<ServerUrl, Arc<ServerMetrics>, FnvBuild> = &guard;
         let mut urls: Vec<&ServerUrl> = servers.keys().collect();
         urls.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         let urls = &urls;

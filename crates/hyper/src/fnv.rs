@@ -1,0 +1,31 @@
+//! A fast hasher for maps keyed by configured servers (their URL or `host:port`): a
+//! few short keys that only the operator chooses, so SipHash's resistance to
+//! collision flooding buys nothing on the request path and costs a lookup per request.
+
+use core::hash::{BuildHasherDefault, Hasher};
+
+/// Builds [`Fnv`] hashers.
+pub(crate) type FnvBuild = BuildHasherDefault<Fnv>;
+
+/// FNV-1a.
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
