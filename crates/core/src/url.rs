@@ -1,6 +1,7 @@
 //! Server identity for HTTP backends: scheme + host (with port) + path.
 
 use alloc::string::String;
+use alloc::sync::Arc;
 use core::fmt::{self, Write as _};
 use core::net::{Ipv4Addr, Ipv6Addr};
 use core::str::FromStr;
@@ -27,8 +28,9 @@ use crate::Error;
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServerUrl {
-    /// `scheme://authority path`, normalised.
-    text: String,
+    /// `scheme://authority path`, normalised. Shared: a pick clones the server it
+    /// returns, and that must not allocate.
+    text: Arc<str>,
     /// Length of the scheme.
     scheme_len: usize,
     /// Byte offset where the path starts.
@@ -95,7 +97,7 @@ impl ServerUrl {
         let path_start = text.len();
         text.push_str(path);
         Ok(Self {
-            text,
+            text: Arc::from(text),
             scheme_len: scheme.len(),
             path_start,
         })

@@ -18,7 +18,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use http::uri::Uri;
+use http::uri::{Authority, Uri};
 use http::{Request, Response, Version};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -75,14 +75,15 @@ pub(crate) trait Checkin: Send + Sync {
 /// One connection on its way back to the pool.
 struct Returning<B> {
     pool: Http1Pool<B>,
-    key: Box<str>,
+    /// The server's `host:port` (a shared buffer: cloning it does not allocate).
+    key: Authority,
     sender: SendRequest<B>,
 }
 
 impl<B: Send + 'static> Checkin for Returning<B> {
     fn checkin(self: Box<Self>) {
         let Self { pool, key, sender } = *self;
-        pool.park(key, sender);
+        pool.park(key.as_str(), sender);
     }
 }
 
@@ -123,7 +124,7 @@ where
         let key = authority.as_str();
         while let Some(mut sender) = self.checkout(key) {
             match sender.try_send_request(req).await {
-                Ok(res) => return Ok((res, self.returning(key, sender))),
+                Ok(res) => return Ok((res, self.returning(authority, sender))),
                 Err(mut e) => match e.take_message() {
                     // Never written: the connection was closed under us. Next one.
                     Some(unsent) => req = unsent,
@@ -133,7 +134,7 @@ where
         }
         let mut sender = self.connect(uri.clone()).await?;
         match sender.send_request(req).await {
-            Ok(res) => Ok((res, self.returning(key, sender))),
+            Ok(res) => Ok((res, self.returning(authority, sender))),
             Err(e) => Err(Error::from_inner(Box::new(e))),
         }
     }
@@ -156,10 +157,10 @@ where
         Ok(sender)
     }
 
-    fn returning(&self, key: &str, sender: SendRequest<B>) -> Box<dyn Checkin> {
+    fn returning(&self, authority: &Authority, sender: SendRequest<B>) -> Box<dyn Checkin> {
         Box::new(Returning {
             pool: self.clone(),
-            key: key.into(),
+            key: authority.clone(),
             sender,
         })
     }
@@ -185,7 +186,7 @@ impl<B> Http1Pool<B> {
     }
 
     /// Parks `sender` as the most recently used connection of `key`.
-    fn park(&self, key: Box<str>, sender: SendRequest<B>) {
+    fn park(&self, key: &str, sender: SendRequest<B>) {
         if sender.is_closed() {
             return;
         }
@@ -195,7 +196,12 @@ impl<B> Http1Pool<B> {
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let parked = idle.entry(key).or_default();
+        if !idle.contains_key(key) {
+            idle.insert(key.into(), VecDeque::new());
+        }
+        let Some(parked) = idle.get_mut(key) else {
+            return;
+        };
         while parked.front().is_some_and(|p| {
             parked.len() >= MAX_IDLE_PER_SERVER
                 || p.sender.is_closed()

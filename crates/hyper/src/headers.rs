@@ -168,7 +168,13 @@ pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue, upgrade: boo
     }
     if let Some(ip) = client {
         // Every earlier hop, in order, across repeated headers (RFC 7239's list rule).
-        let mut chain = String::new();
+        // Sized once: the earlier hops, their separators, and the longest IPv6 text.
+        let prior_len: usize = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .map(|v| v.len() + 2)
+            .sum();
+        let mut chain = String::with_capacity(prior_len + 39);
         for prior in headers.get_all(&X_FORWARDED_FOR) {
             if let Ok(prior) = prior.to_str() {
                 chain.push_str(prior.trim());
