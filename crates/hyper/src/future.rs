@@ -15,13 +15,17 @@ use tower_service::Service;
 use crate::headers::asks_upgrade;
 use crate::outcome::Pending;
 use crate::retry::idempotent;
-use crate::{BoxError, Error, ErrorHandler, RequestBody, ResponseBody, Select};
+use crate::{BoxError, ClientAddr, Error, ErrorHandler, RequestBody, ResponseBody, Select};
 
 /// What a retry needs: the request as the client sent it (it had no body), the servers
 /// tried before the current try (filled at the first retry: no allocation until then)
 /// and how many tries are left.
 pub(crate) struct Replay {
     parts: request::Parts,
+    /// When the request's only extension was its [`ClientAddr`] (what `serve` adds),
+    /// that address, and `parts` has no extensions: copying an extension map costs three
+    /// allocations per request, and most requests are never retried.
+    client: Option<ClientAddr>,
     /// The request's body when it was read whole beforehand (opt-in).
     body: Option<Bytes>,
     tried: Vec<ServerUrl>,
@@ -29,13 +33,38 @@ pub(crate) struct Replay {
 }
 
 impl Replay {
-    pub(crate) fn new(parts: request::Parts, left: u32) -> Self {
+    /// A copy of the head of a request that has no body, for `left` more tries.
+    pub(crate) fn new(original: &request::Parts, left: u32) -> Self {
+        let mut head = Request::new(());
+        *head.method_mut() = original.method.clone();
+        *head.uri_mut() = original.uri.clone();
+        *head.version_mut() = original.version;
+        *head.headers_mut() = original.headers.clone();
+        let (mut parts, ()) = head.into_parts();
+        let extensions = &original.extensions;
+        let client = extensions
+            .get::<ClientAddr>()
+            .copied()
+            .filter(|_| extensions.len() == 1);
+        if client.is_none() {
+            parts.extensions = extensions.clone();
+        }
         Self {
             parts,
+            client,
             body: None,
             tried: Vec::new(),
             left,
         }
+    }
+
+    /// The request head to send again.
+    fn head(&self) -> request::Parts {
+        let mut parts = self.parts.clone();
+        if let Some(client) = self.client {
+            parts.extensions.insert(client);
+        }
+        parts
     }
 }
 
@@ -237,6 +266,7 @@ where
                             let bytes = b.data.freeze();
                             *this.replay = Some(Replay {
                                 parts: b.original,
+                                client: None,
                                 body: Some(bytes.clone()),
                                 tried: Vec::new(),
                                 left: b.retries,
@@ -368,7 +398,7 @@ where
     replay.tried.push(pending.server().clone());
     let config = std::sync::Arc::clone(pending.config());
     let chosen = config.choose_other(&replay.tried)?;
-    let mut parts = replay.parts.clone();
+    let mut parts = replay.head();
     config.point_at(&mut parts, &chosen.server).ok()?;
     let access = pending.take_access();
     let again = Pending::new(config, chosen, access);
@@ -377,4 +407,45 @@ where
         .clone()
         .map_or_else(RequestBody::empty, RequestBody::buffered);
     Some((again, Request::from_parts(parts, body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head_with(ext: impl FnOnce(&mut http::Extensions)) -> request::Parts {
+        let mut req = Request::get("/a?b").header("x-h", "1").body(()).unwrap();
+        ext(req.extensions_mut());
+        req.into_parts().0
+    }
+
+    #[test]
+    fn a_replayed_head_keeps_the_client_address() {
+        let addr = ClientAddr("192.0.2.1:5000".parse().unwrap());
+        let original = head_with(|e| {
+            e.insert(addr);
+        });
+        let replay = Replay::new(&original, 1);
+        assert!(replay.parts.extensions.is_empty(), "not copied up front");
+        let head = replay.head();
+        assert_eq!(head.extensions.get::<ClientAddr>(), Some(&addr));
+        assert_eq!((head.method, head.uri), (original.method, original.uri));
+        assert_eq!(head.headers, original.headers);
+    }
+
+    #[test]
+    fn a_replayed_head_keeps_every_other_extension() {
+        #[derive(Clone, Debug, PartialEq)]
+        struct Mine(u8);
+        let addr = ClientAddr("192.0.2.1:5000".parse().unwrap());
+        let original = head_with(|e| {
+            e.insert(addr);
+            e.insert(Mine(7));
+        });
+        let head = Replay::new(&original, 1).head();
+        assert_eq!(head.extensions.get::<ClientAddr>(), Some(&addr));
+        assert_eq!(head.extensions.get::<Mine>(), Some(&Mine(7)));
+        let bare = Replay::new(&head_with(|_| {}), 1).head();
+        assert!(bare.extensions.is_empty());
+    }
 }

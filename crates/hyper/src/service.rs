@@ -142,7 +142,7 @@ where
     let (mut parts, body) = req.into_parts();
     // A request without a body can be sent again: keep it as the client sent it.
     let retries = config.retry.retries;
-    let replay = (retries > 0 && body.is_end_stream()).then(|| Replay::new(parts.clone(), retries));
+    let replay = (retries > 0 && body.is_end_stream()).then(|| Replay::new(&parts, retries));
     // With `replay_bodies`, so can an idempotent one whose body is small enough: it is
     // read whole first.
     let buffer = config.replay_bodies.filter(|&max| {
