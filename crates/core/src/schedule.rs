@@ -27,8 +27,9 @@ const PROBE: usize = 4;
 ///
 /// Memory is O(n) whatever the weights ([`Schedule::heap_bytes`]):
 /// [`Policy::Interleaved`] keeps a max tree over the weights (at most `4n` `u32`s),
-/// [`Policy::Smooth`] an apportionment tree (`n - 1` nodes of 32 bytes) plus, when the
-/// period is at most `4n` picks, the period itself as a table of `u32` indices.
+/// [`Policy::Smooth`] an apportionment tree (`n - 1` nodes of 32 bytes); either policy
+/// adds, when the period has at most `4n + 65536` picks, the period itself as a table
+/// of `u32` indices (at most `16n` bytes + 256 KiB), which makes a pick O(1).
 ///
 /// ```
 /// use roundrobin_core::{Policy, Schedule};
@@ -222,10 +223,10 @@ impl Schedule {
 
     /// Claims the position held by `cursor` for this caller and returns its server
     /// index. Lock-free: one atomic read-modify-write claims exactly one position, so
-    /// concurrent callers get distinct positions of the same sequence. (Interleaved: a
-    /// compare-and-swap of the packed `(round, index)`; smooth: a `fetch_add` of the pick
-    /// count, taken modulo the period, which would only wrap after 2^64 picks; the same
-    /// for an interleaved schedule whose period is kept as a table.)
+    /// concurrent callers get distinct positions of the same sequence. (Interleaved, when
+    /// its period is not kept as a table: a compare-and-swap of the packed
+    /// `(round, index)`; otherwise a `fetch_add` of the pick count, taken modulo the
+    /// period, which would only wrap after 2^64 picks.)
     #[cfg(target_has_atomic = "64")]
     #[inline]
     pub fn next_atomic(&self, cursor: &AtomicCursor) -> usize {
@@ -307,13 +308,15 @@ fn materialise(kind: &Kind, period: u64) -> Box<[u32]> {
     }
 }
 
-/// The longest smooth period kept as a table: `4n` entries, and at least
-/// [`TABLE_FLOOR`] (256 KiB of `u32`) whatever the pool.
+/// The longest period kept as a table, either policy: `4n` entries (as many bytes as
+/// the trees, at most) plus [`TABLE_FLOOR`] (256 KiB of `u32`) in any pool, so that
+/// small pools with ordinary weights get O(1) picks too. Building the table costs a
+/// walk per entry (smooth) or a step per entry (interleaved): at most a few ms.
 fn table_cap(n: usize) -> u64 {
     4 * n as u64 + TABLE_FLOOR
 }
 
-/// The smooth period kept as a table in any pool, in entries.
+/// The part of [`table_cap`] that does not grow with the pool, in entries.
 const TABLE_FLOOR: u64 = 1 << 16;
 
 fn gcd(mut a: u32, mut b: u32) -> u32 {
