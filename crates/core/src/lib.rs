@@ -98,9 +98,10 @@
 //!   (small pools, small or equal weights), the whole period is materialised as a
 //!   table of `u32` server indices (at most `16n` bytes + 256 KiB). The position is
 //!   then a plain counter: a pick is one `fetch_add` and one read, O(1).
-//! - Interleaved: a max tree over the weights (at most `4n` `u32`s), built in O(n). The
-//!   position is a `(round, index)` pair packed in one `AtomicU64`; a pick finds the
-//!   next eligible server by probing a few neighbours, then by descending the max tree,
+//! - Interleaved: a max tree over the weights and, for every server, the next heavier
+//!   one (at most `5n` `u32`s), built in O(n). The position is a `(round, index)` pair
+//!   packed in one `AtomicU64`; a pick finds the next eligible server by following a
+//!   few links to the next heavier server, then by descending the max tree,
 //!   and claims the position with one compare-and-swap: O(1) amortised for typical
 //!   weights, O(log n) at worst.
 //! - Smooth: the tree above (`n - 1` nodes of 32 bytes), built in O(n log n). A pick

@@ -15,8 +15,9 @@ use crate::{Error, Policy};
 #[deprecated(note = "the smooth policy no longer precomputes its period: there is no cap")]
 pub const MAX_SMOOTH_PERIOD: u64 = 1 << 22;
 
-/// How many following servers a pick probes one by one before it searches the max tree.
-const PROBE: usize = 4;
+/// How many heavier servers a pick follows (from a server to the next heavier one)
+/// before it searches the max tree.
+const CHAIN: usize = 8;
 
 /// The selection sequence of one pool state, immutable once built.
 ///
@@ -26,7 +27,8 @@ const PROBE: usize = 4;
 /// fresh cursor restarts the iteration.
 ///
 /// Memory is O(n) whatever the weights ([`Schedule::heap_bytes`]):
-/// [`Policy::Interleaved`] keeps a max tree over the weights (at most `4n` `u32`s),
+/// [`Policy::Interleaved`] keeps a max tree over the weights and the next heavier
+/// server of every server (at most `5n` `u32`s),
 /// [`Policy::Smooth`] an apportionment tree (`n - 1` nodes of 32 bytes); either policy
 /// adds, when the period has at most `4n + 65536` picks, the period itself as a table
 /// of `u32` indices (at most `16n` bytes + 256 KiB), which makes a pick O(1).
@@ -143,7 +145,7 @@ impl Schedule {
         let table = self.table.as_ref().map_or(0, |t| size_of_val(&**t));
         table
             + match &self.kind {
-                Kind::Interleaved(il) => size_of_val(&*il.tree),
+                Kind::Interleaved(il) => size_of_val(&*il.tree) + size_of_val(&*il.heavier),
                 Kind::Smooth(sm) => sm.tree.heap_bytes(),
             }
     }
@@ -331,8 +333,10 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
 /// `>= cw` in index order.
 ///
 /// A position packs `(round << 32) | index`. The next eligible index is found by
-/// probing a few neighbours, then by a descent of an implicit binary max tree over the
-/// weights, so a pick costs O(1) amortised for typical weights and O(log n) at worst.
+/// following a few links from a server to the next heavier one (the servers skipped
+/// are lighter than one already found too light), then by a descent of an implicit
+/// binary max tree over the weights, so a pick costs O(1) amortised for typical weights
+/// and O(log n) at worst.
 #[derive(Clone)]
 struct Interleaved {
     /// Implicit max tree: leaves at `size..size + n` hold the scaled weights, node `v`
@@ -344,6 +348,8 @@ struct Interleaved {
     rounds: u32,
     /// The first index holding the largest weight: eligible in every round.
     first_max: u32,
+    /// For every server, the next index holding a larger weight (`n` if none).
+    heavier: Box<[u32]>,
 }
 
 impl Interleaved {
@@ -362,12 +368,26 @@ impl Interleaved {
             .iter()
             .position(|&w| w == rounds)
             .unwrap_or(0) as u32;
+        // Next greater element, right to left with a stack of candidates.
+        let mut heavier = vec![n as u32; n];
+        let mut stack: Vec<usize> = Vec::new();
+        for i in (0..n).rev() {
+            let w = tree[size + i];
+            while stack.last().is_some_and(|&j| tree[size + j] <= w) {
+                stack.pop();
+            }
+            if let Some(&j) = stack.last() {
+                heavier[i] = j as u32;
+            }
+            stack.push(i);
+        }
         Self {
             tree: tree.into_boxed_slice(),
             size,
             n,
             rounds,
             first_max,
+            heavier: heavier.into_boxed_slice(),
         }
     }
 
@@ -442,22 +462,23 @@ impl Interleaved {
         pack(round, j)
     }
 
-    #[inline]
-    fn leaf(&self, i: usize) -> u32 {
-        self.tree[self.size + i]
-    }
-
     /// The first index `>= from` whose weight is `>= cw` (`cw >= 1`).
     #[inline]
     fn find(&self, from: usize, cw: u32) -> Option<usize> {
-        let probe_end = self.n.min(from + PROBE);
-        if let Some(j) = (from..probe_end).find(|&j| self.leaf(j) >= cw) {
-            return Some(j);
+        // Every index between `j` and `heavier[j]` weighs at most `w_j`: when `w_j < cw`
+        // none of them is eligible.
+        let mut j = from;
+        for _ in 0..CHAIN {
+            let w = *self.tree.get(self.size + j).filter(|_| j < self.n)?;
+            if w >= cw {
+                return Some(j);
+            }
+            j = self.heavier[j] as usize;
         }
-        if probe_end >= self.n {
+        if j >= self.n {
             return None;
         }
-        self.descend(probe_end, cw)
+        self.descend(j, cw)
     }
 
     /// Max-tree search for the first index `>= from` with weight `>= cw`.
@@ -567,6 +588,27 @@ mod tests {
                     let got: Vec<usize> = (0..10).map(|_| s.next(&mut c)).collect();
                     let want: Vec<usize> = (0..10).map(|j| all[(offset % p) + j]).collect();
                     assert_eq!(got, want, "{policy:?} {weights:?} offset {offset}");
+                }
+            }
+        }
+    }
+
+    /// The search for the next eligible server agrees with a scan, through the links
+    /// to heavier servers and past them (increasing weights make long chains).
+    #[test]
+    fn find_agrees_with_a_scan() {
+        let increasing: Vec<u32> = (1..=40).collect();
+        let mixed: Vec<u32> = (0..300u32).map(|i| (i * 7919) % 61).collect();
+        let spikes: Vec<u32> = (0..100u32)
+            .map(|i| if i % 17 == 0 { 50 } else { i % 3 })
+            .collect();
+        for weights in [increasing, mixed, spikes] {
+            let il = Interleaved::new(&weights, 1);
+            let max = weights.iter().copied().max().unwrap();
+            for from in 0..=weights.len() {
+                for cw in 1..=max + 1 {
+                    let want = (from..weights.len()).find(|&j| weights[j] >= cw);
+                    assert_eq!(il.find(from, cw), want, "{weights:?} from {from} cw {cw}");
                 }
             }
         }
