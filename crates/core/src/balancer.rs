@@ -19,7 +19,8 @@ use crate::{Error, Policy};
 ///
 /// Every method takes `&self`. A pick loads the current snapshot (servers, schedule and
 /// cursor) and claims the next position of its sequence with one atomic operation
-/// (a compare-and-swap for interleaved, a `fetch_add` for smooth): no lock, and
+/// (a `fetch_add`, or a compare-and-swap for interleaved periods too long for a
+/// table): no lock, and
 /// concurrent callers get distinct positions. A change (upsert, remove)
 /// builds a new snapshot with a fresh cursor and swaps it in, so the iteration restarts
 /// atomically; changes are serialised among themselves by a lock that picks never take.

@@ -91,19 +91,23 @@
 //!
 //! Weights change rarely, picks happen on every request, so each change builds an
 //! immutable [`Schedule`] and a pick only reads it. Both policies take O(n) memory
-//! whatever the weights ([`Schedule::heap_bytes`]), and a change never fails for
-//! large weights.
+//! whatever the weights, plus at most 256 KiB for a table ([`Schedule::heap_bytes`]),
+//! and a change never fails for large weights.
 //!
-//! - Interleaved: a max tree over the weights (at most `4n` `u32`s), built in O(n). The
-//!   position is a `(round, index)` pair packed in one `AtomicU64`; a pick finds the
-//!   next eligible server by probing a few neighbours, then by descending the max tree,
+//! - Short periods, either policy: when the period has at most `4n + 65536` picks
+//!   (small pools, small or equal weights), the whole period is materialised as a
+//!   table of `u32` server indices (at most `16n` bytes + 256 KiB). The position is
+//!   then a plain counter: a pick is one `fetch_add` and one read, O(1).
+//! - Interleaved: a max tree over the weights and, for every server, the next heavier
+//!   one (at most `5n` `u32`s), built in O(n). The position is a `(round, index)` pair
+//!   packed in one `AtomicU64`; a pick finds the next eligible server by following a
+//!   few links to the next heavier server, then by descending the max tree,
 //!   and claims the position with one compare-and-swap: O(1) amortised for typical
 //!   weights, O(log n) at worst.
 //! - Smooth: the tree above (`n - 1` nodes of 32 bytes), built in O(n log n). A pick
 //!   claims its position with one `fetch_add` and walks the tree: O(depth), about
 //!   `log2 n` levels for similar weights (the tree is a Huffman tree, so heavy servers
-//!   sit near the root). When the period is at most `4n` picks (e.g. equal weights) it
-//!   is materialised into a table of `u32` indices and a pick is one read. Choose it
+//!   sit near the root), one dependent multiplication and load a level. Choose it
 //!   where burst-free spreading matters; interleaved picks are cheaper for large pools.
 //!
 //! # Layers

@@ -15,8 +15,9 @@ use crate::{Error, Policy};
 #[deprecated(note = "the smooth policy no longer precomputes its period: there is no cap")]
 pub const MAX_SMOOTH_PERIOD: u64 = 1 << 22;
 
-/// How many following servers a pick probes one by one before it searches the max tree.
-const PROBE: usize = 4;
+/// How many heavier servers a pick follows (from a server to the next heavier one)
+/// before it searches the max tree.
+const CHAIN: usize = 8;
 
 /// The selection sequence of one pool state, immutable once built.
 ///
@@ -26,9 +27,11 @@ const PROBE: usize = 4;
 /// fresh cursor restarts the iteration.
 ///
 /// Memory is O(n) whatever the weights ([`Schedule::heap_bytes`]):
-/// [`Policy::Interleaved`] keeps a max tree over the weights (at most `4n` `u32`s),
-/// [`Policy::Smooth`] an apportionment tree (`n - 1` nodes of 32 bytes) plus, when the
-/// period is at most `4n` picks, the period itself as a table of `u32` indices.
+/// [`Policy::Interleaved`] keeps a max tree over the weights and the next heavier
+/// server of every server (at most `5n` `u32`s),
+/// [`Policy::Smooth`] an apportionment tree (`n - 1` nodes of 32 bytes); either policy
+/// adds, when the period has at most `4n + 65536` picks, the period itself as a table
+/// of `u32` indices (at most `16n` bytes + 256 KiB), which makes a pick O(1).
 ///
 /// ```
 /// use roundrobin_core::{Policy, Schedule};
@@ -46,6 +49,9 @@ const PROBE: usize = 4;
 #[derive(Clone)]
 pub struct Schedule {
     kind: Kind,
+    /// The whole period as server indices, when it has at most [`table_cap`] picks:
+    /// then a cursor is a plain position and a pick is one read, for either policy.
+    table: Option<Box<[u32]>>,
     period: u64,
     /// `u64::MAX / period`: positions are reduced modulo the period without a division.
     magic: u64,
@@ -61,29 +67,19 @@ impl fmt::Debug for Schedule {
     }
 }
 
+/// How positions map to servers beyond the table: the interleaved cursor steps through
+/// `(round, index)` pairs, the smooth position walks the apportionment tree.
 #[derive(Clone)]
 enum Kind {
     Interleaved(Interleaved),
     Smooth(Smooth),
 }
 
-/// The smooth sequence: position → server by a walk of the apportionment tree, or by a
-/// table read when the period is short.
+/// The smooth sequence beyond the table: position → server by a walk of the
+/// apportionment tree.
 #[derive(Clone)]
 struct Smooth {
     tree: Tree,
-    /// The whole period, when it has at most `4n` picks.
-    table: Option<Box<[u32]>>,
-}
-
-impl Smooth {
-    #[inline]
-    fn at(&self, pos: u64) -> usize {
-        match &self.table {
-            Some(table) => table.get(pos as usize).map_or(0, |&i| i as usize),
-            None => self.tree.at(pos),
-        }
-    }
 }
 
 /// A position in a [`Schedule`]: the next pick it yields. Cheap to copy.
@@ -116,10 +112,14 @@ impl Schedule {
         let period = weights.iter().map(|&w| u64::from(w / g)).sum::<u64>();
         let kind = match policy {
             Policy::Interleaved => Kind::Interleaved(Interleaved::new(weights, g)),
-            Policy::Smooth => Kind::Smooth(smooth(weights, g, period)),
+            Policy::Smooth => Kind::Smooth(Smooth {
+                tree: smooth(weights, g),
+            }),
         };
+        let table = (period <= table_cap(weights.len())).then(|| materialise(&kind, period));
         Ok(Self {
             kind,
+            table,
             period,
             magic: u64::MAX / period,
         })
@@ -142,12 +142,12 @@ impl Schedule {
     /// Bytes the schedule holds on the heap (its trees and tables), beside the
     /// `size_of::<Schedule>()` bytes of the value itself.
     pub fn heap_bytes(&self) -> usize {
-        match &self.kind {
-            Kind::Interleaved(il) => size_of_val(&*il.tree),
-            Kind::Smooth(sm) => {
-                sm.tree.heap_bytes() + sm.table.as_ref().map_or(0, |t| size_of_val(&**t))
+        let table = self.table.as_ref().map_or(0, |t| size_of_val(&**t));
+        table
+            + match &self.kind {
+                Kind::Interleaved(il) => size_of_val(&*il.tree) + size_of_val(&*il.heavier),
+                Kind::Smooth(sm) => sm.tree.heap_bytes(),
             }
-        }
     }
 
     /// For [`Policy::Smooth`], a bound on every server's lag that holds for the whole
@@ -172,18 +172,19 @@ impl Schedule {
     /// The cursor at the first pick of the sequence.
     pub fn start(&self) -> Cursor {
         Cursor(match &self.kind {
-            Kind::Interleaved(il) => il.first(),
-            Kind::Smooth(_) => 0,
+            Kind::Interleaved(il) if self.table.is_none() => il.first(),
+            _ => 0,
         })
     }
 
     /// The cursor at position `offset % period` of the sequence (position 0 is the
-    /// [`Schedule::start`]). O(1) for smooth, O(n log n) for interleaved.
+    /// [`Schedule::start`]). O(1) for smooth and for periods kept as a table, O(n log n)
+    /// for other interleaved schedules.
     pub fn start_at(&self, offset: u64) -> Cursor {
         let pos = smooth::rem(offset, self.period, self.magic);
         Cursor(match &self.kind {
-            Kind::Interleaved(il) => il.position(pos),
-            Kind::Smooth(_) => pos,
+            Kind::Interleaved(il) if self.table.is_none() => il.position(pos),
+            _ => pos,
         })
     }
 
@@ -200,41 +201,50 @@ impl Schedule {
     /// The index at position `pos` (sanitised) and the position after it.
     #[inline]
     fn step(&self, pos: u64) -> (usize, u64) {
-        match &self.kind {
-            Kind::Interleaved(il) => il.step(pos),
-            Kind::Smooth(sm) => {
-                let k = if pos < self.period { pos } else { 0 };
-                let next = if k + 1 == self.period { 0 } else { k + 1 };
-                (sm.at(k), next)
+        if let Kind::Interleaved(il) = &self.kind {
+            if self.table.is_none() {
+                return il.step(pos);
             }
+        }
+        let k = if pos < self.period { pos } else { 0 };
+        let next = if k + 1 == self.period { 0 } else { k + 1 };
+        (self.at(k), next)
+    }
+
+    /// The server index at position `k` (below the period) of a schedule whose cursors
+    /// are plain positions: a table read, or a walk of the smooth tree.
+    #[inline]
+    fn at(&self, k: u64) -> usize {
+        match (&self.table, &self.kind) {
+            (Some(table), _) => table.get(k as usize).map_or(0, |&i| i as usize),
+            (None, Kind::Smooth(sm)) => sm.tree.at(k),
+            // Interleaved schedules without a table step their cursor instead.
+            (None, Kind::Interleaved(il)) => il.first_max as usize,
         }
     }
 
     /// Claims the position held by `cursor` for this caller and returns its server
     /// index. Lock-free: one atomic read-modify-write claims exactly one position, so
-    /// concurrent callers get distinct positions of the same sequence. (Interleaved: a
-    /// compare-and-swap of the packed `(round, index)`; smooth: a `fetch_add` of the pick
-    /// count, taken modulo the period, which would only wrap after 2^64 picks.)
+    /// concurrent callers get distinct positions of the same sequence. (Interleaved, when
+    /// its period is not kept as a table: a compare-and-swap of the packed
+    /// `(round, index)`; otherwise a `fetch_add` of the pick count, taken modulo the
+    /// period, which would only wrap after 2^64 picks.)
     #[cfg(target_has_atomic = "64")]
     #[inline]
     pub fn next_atomic(&self, cursor: &AtomicCursor) -> usize {
         use core::sync::atomic::Ordering::Relaxed;
-        match &self.kind {
-            Kind::Smooth(sm) => {
-                let k = cursor.0.fetch_add(1, Relaxed);
-                sm.at(smooth::rem(k, self.period, self.magic))
-            }
-            Kind::Interleaved(il) => {
-                let mut pos = cursor.0.load(Relaxed);
-                loop {
-                    let (index, next) = il.step(pos);
-                    match cursor.0.compare_exchange_weak(pos, next, Relaxed, Relaxed) {
-                        Ok(_) => return index,
-                        Err(actual) => pos = actual,
-                    }
+        if let (Kind::Interleaved(il), None) = (&self.kind, &self.table) {
+            let mut pos = cursor.0.load(Relaxed);
+            loop {
+                let (index, next) = il.step(pos);
+                match cursor.0.compare_exchange_weak(pos, next, Relaxed, Relaxed) {
+                    Ok(_) => return index,
+                    Err(actual) => pos = actual,
                 }
             }
         }
+        let k = cursor.0.fetch_add(1, Relaxed);
+        self.at(smooth::rem(k, self.period, self.magic))
     }
 }
 
@@ -272,19 +282,44 @@ impl From<Cursor> for AtomicCursor {
     }
 }
 
-/// The smooth schedule of `weights` (gcd `g`, period `period`).
-fn smooth(weights: &[u32], g: u32, period: u64) -> Smooth {
+/// The smooth tree of `weights` (gcd `g`).
+fn smooth(weights: &[u32], g: u32) -> Tree {
     let active: Vec<(u32, u64)> = weights
         .iter()
         .enumerate()
         .filter(|(_, &w)| w > 0)
         .map(|(i, &w)| (i as u32, u64::from(w / g)))
         .collect();
-    let tree = Tree::new(&active);
-    let short = period <= 4 * weights.len() as u64;
-    let table = short.then(|| (0..period).map(|k| tree.at(k) as u32).collect());
-    Smooth { tree, table }
+    Tree::new(&active)
 }
+
+/// The whole period of `kind` as server indices (`period` at most [`table_cap`]).
+fn materialise(kind: &Kind, period: u64) -> Box<[u32]> {
+    match kind {
+        Kind::Smooth(sm) => (0..period).map(|k| sm.tree.at(k) as u32).collect(),
+        Kind::Interleaved(il) => {
+            let mut pos = il.first();
+            (0..period)
+                .map(|_| {
+                    let (index, next) = il.step(pos);
+                    pos = next;
+                    index as u32
+                })
+                .collect()
+        }
+    }
+}
+
+/// The longest period kept as a table, either policy: `4n` entries (as many bytes as
+/// the trees, at most) plus [`TABLE_FLOOR`] (256 KiB of `u32`) in any pool, so that
+/// small pools with ordinary weights get O(1) picks too. Building the table costs a
+/// walk per entry (smooth) or a step per entry (interleaved): at most a few ms.
+fn table_cap(n: usize) -> u64 {
+    4 * n as u64 + TABLE_FLOOR
+}
+
+/// The part of [`table_cap`] that does not grow with the pool, in entries.
+const TABLE_FLOOR: u64 = 1 << 16;
 
 fn gcd(mut a: u32, mut b: u32) -> u32 {
     while b != 0 {
@@ -298,8 +333,10 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
 /// `>= cw` in index order.
 ///
 /// A position packs `(round << 32) | index`. The next eligible index is found by
-/// probing a few neighbours, then by a descent of an implicit binary max tree over the
-/// weights, so a pick costs O(1) amortised for typical weights and O(log n) at worst.
+/// following a few links from a server to the next heavier one (the servers skipped
+/// are lighter than one already found too light), then by a descent of an implicit
+/// binary max tree over the weights, so a pick costs O(1) amortised for typical weights
+/// and O(log n) at worst.
 #[derive(Clone)]
 struct Interleaved {
     /// Implicit max tree: leaves at `size..size + n` hold the scaled weights, node `v`
@@ -311,6 +348,8 @@ struct Interleaved {
     rounds: u32,
     /// The first index holding the largest weight: eligible in every round.
     first_max: u32,
+    /// For every server, the next index holding a larger weight (`n` if none).
+    heavier: Box<[u32]>,
 }
 
 impl Interleaved {
@@ -329,12 +368,26 @@ impl Interleaved {
             .iter()
             .position(|&w| w == rounds)
             .unwrap_or(0) as u32;
+        // Next greater element, right to left with a stack of candidates.
+        let mut heavier = vec![n as u32; n];
+        let mut stack: Vec<usize> = Vec::new();
+        for i in (0..n).rev() {
+            let w = tree[size + i];
+            while stack.last().is_some_and(|&j| tree[size + j] <= w) {
+                stack.pop();
+            }
+            if let Some(&j) = stack.last() {
+                heavier[i] = j as u32;
+            }
+            stack.push(i);
+        }
         Self {
             tree: tree.into_boxed_slice(),
             size,
             n,
             rounds,
             first_max,
+            heavier: heavier.into_boxed_slice(),
         }
     }
 
@@ -409,22 +462,23 @@ impl Interleaved {
         pack(round, j)
     }
 
-    #[inline]
-    fn leaf(&self, i: usize) -> u32 {
-        self.tree[self.size + i]
-    }
-
     /// The first index `>= from` whose weight is `>= cw` (`cw >= 1`).
     #[inline]
     fn find(&self, from: usize, cw: u32) -> Option<usize> {
-        let probe_end = self.n.min(from + PROBE);
-        if let Some(j) = (from..probe_end).find(|&j| self.leaf(j) >= cw) {
-            return Some(j);
+        // Every index between `j` and `heavier[j]` weighs at most `w_j`: when `w_j < cw`
+        // none of them is eligible.
+        let mut j = from;
+        for _ in 0..CHAIN {
+            let w = *self.tree.get(self.size + j).filter(|_| j < self.n)?;
+            if w >= cw {
+                return Some(j);
+            }
+            j = self.heavier[j] as usize;
         }
-        if probe_end >= self.n {
+        if j >= self.n {
             return None;
         }
-        self.descend(probe_end, cw)
+        self.descend(j, cw)
     }
 
     /// Max-tree search for the first index `>= from` with weight `>= cw`.
@@ -535,6 +589,85 @@ mod tests {
                     let want: Vec<usize> = (0..10).map(|j| all[(offset % p) + j]).collect();
                     assert_eq!(got, want, "{policy:?} {weights:?} offset {offset}");
                 }
+            }
+        }
+    }
+
+    /// The search for the next eligible server agrees with a scan, through the links
+    /// to heavier servers and past them (increasing weights make long chains).
+    #[test]
+    fn find_agrees_with_a_scan() {
+        let increasing: Vec<u32> = (1..=40).collect();
+        let mixed: Vec<u32> = (0..300u32).map(|i| (i * 7919) % 61).collect();
+        let spikes: Vec<u32> = (0..100u32)
+            .map(|i| if i % 17 == 0 { 50 } else { i % 3 })
+            .collect();
+        for weights in [increasing, mixed, spikes] {
+            let il = Interleaved::new(&weights, 1);
+            let max = weights.iter().copied().max().unwrap();
+            for from in 0..=weights.len() {
+                for cw in 1..=max + 1 {
+                    let want = (from..weights.len()).find(|&j| weights[j] >= cw);
+                    assert_eq!(il.find(from, cw), want, "{weights:?} from {from} cw {cw}");
+                }
+            }
+        }
+    }
+
+    /// A schedule with its table and the same schedule without it give one sequence.
+    #[test]
+    fn table_and_walk_agree() {
+        for policy in [Policy::Interleaved, Policy::Smooth] {
+            for weights in [
+                &[3u32, 2, 0][..],
+                &[7, 1, 4, 0, 9, 2],
+                &[4096, 17, 1, 999],
+                &[1],
+            ] {
+                let s = Schedule::new(weights, policy).unwrap();
+                assert!(s.table.is_some());
+                let mut walk = s.clone();
+                walk.table = None;
+                let (mut a, mut b) = (s.start(), walk.start());
+                for k in 0..3 * s.period() {
+                    assert_eq!(
+                        s.next(&mut a),
+                        walk.next(&mut b),
+                        "{policy:?} {weights:?} {k}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Periods beyond the table: `start_at` is the sequence shifted, and the shared
+    /// cursor claims the same sequence.
+    #[test]
+    fn long_periods_start_at_and_atomic() {
+        let cap = table_cap(5);
+        for policy in [Policy::Interleaved, Policy::Smooth] {
+            let weights = [70_000u32, 3, 40_000, 0, 70_001];
+            let s = Schedule::new(&weights, policy).unwrap();
+            assert!(s.period() > cap && s.table.is_none());
+            let mut c = s.start();
+            let all: Vec<usize> = (0..s.period() + 10).map(|_| s.next(&mut c)).collect();
+            for offset in [
+                1,
+                2,
+                77,
+                69_999,
+                70_003,
+                110_000,
+                s.period() - 1,
+                s.period() + 5,
+            ] {
+                let mut c = s.start_at(offset);
+                let p = (offset % s.period()) as usize;
+                let got: Vec<usize> = (0..10).map(|_| s.next(&mut c)).collect();
+                assert_eq!(got, all[p..p + 10], "{policy:?} offset {offset}");
+                let shared = AtomicCursor::from(s.start_at(offset));
+                let got: Vec<usize> = (0..10).map(|_| s.next_atomic(&shared)).collect();
+                assert_eq!(got, all[p..p + 10], "{policy:?} offset {offset}");
             }
         }
     }
