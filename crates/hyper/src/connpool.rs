@@ -8,15 +8,18 @@
 //! task of its own for its whole life. Bounds: at most
 //! [`MAX_IDLE_PER_SERVER`](crate::MAX_IDLE_PER_SERVER) idle connections per server (the
 //! oldest goes first), each closed after [`POOL_IDLE_TIMEOUT`] unused; a connection the
-//! server closes is dropped from the pool when next seen.
+//! server closes is dropped from the pool when next seen, or by the pool's sweeper task
+//! (every 10 s), which also closes expired ones of servers that get no more traffic.
 //!
 //! A request sent on an idle connection that turns out to be closed (the server's
 //! keep-alive timeout raced the request) is sent again on another connection when hyper
 //! hands it back unsent: nothing of it reached the server, so nothing is recorded
 //! against it.
 
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::time::Duration;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use http::uri::{Authority, Uri};
 use http::{Request, Response, Version};
@@ -47,6 +50,9 @@ pub(crate) struct Http1Pool<B> {
 struct Inner<B> {
     connector: HttpConnector,
     idle: Mutex<Idle<B>>,
+    /// Whether the sweeper task runs (started with the first connection: a pool may be
+    /// made outside a runtime).
+    sweeping: AtomicBool,
 }
 
 impl<B> Clone for Http1Pool<B> {
@@ -100,6 +106,7 @@ where
             inner: Arc::new(Inner {
                 connector,
                 idle: Mutex::new(HashMap::default()),
+                sweeping: AtomicBool::new(false),
             }),
         }
     }
@@ -154,6 +161,9 @@ where
                 tracing::debug!(%error, "upstream connection ended");
             }
         });
+        if !self.inner.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(&self.inner)));
+        }
         Ok(sender)
     }
 
@@ -165,6 +175,31 @@ where
         })
     }
 }
+
+/// Every [`SWEEP_EVERY`], closes the pool's idle connections that have expired or
+/// that their server closed, and forgets servers with none left (a server removed from
+/// the balancer, say), so that nothing stays open for a server that gets no more
+/// traffic. Ends with the pool.
+async fn sweep<B>(pool: Weak<Inner<B>>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(inner) = pool.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut idle = inner.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|_, parked| {
+            parked.retain(|p| {
+                !p.sender.is_closed() && now.duration_since(p.since) < POOL_IDLE_TIMEOUT
+            });
+            !parked.is_empty()
+        });
+    }
+}
+
+/// How often idle connections are swept (HAProxy checks its idle server connections
+/// about as often).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 impl<B> Http1Pool<B> {
     /// The most recently parked connection of `key` that can take a request now; the
@@ -364,6 +399,21 @@ mod tests {
         tokio::time::advance(crate::upstream::POOL_IDLE_TIMEOUT + Duration::from_secs(1)).await;
         assert_eq!(get(&pool, addr).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweeper_closes_expired_connections_of_a_quiet_server() {
+        let (addr, _) = server(false).await;
+        let pool = pool();
+        assert_eq!(get(&pool, addr).await, "ok");
+        assert_eq!(pool.idle_count(&addr.to_string()), 1);
+        // No more requests to this server: only the sweeper can close its connection.
+        tokio::time::sleep(crate::upstream::POOL_IDLE_TIMEOUT + 2 * super::SWEEP_EVERY).await;
+        assert_eq!(pool.idle_count(&addr.to_string()), 0);
+        assert!(
+            pool.inner.idle.lock().unwrap().is_empty(),
+            "the server is forgotten"
+        );
     }
 
     #[tokio::test]
