@@ -280,9 +280,8 @@ where
 }
 
 /// The response, or the error, of one upstream request (`upgrade`: the client's side
-/// of an upgrade it asked for).
-/// (`checkin`: the connection's way back to its pool, once the body has ended; an
-/// upgraded connection is the tunnel's.)
+/// of an upgrade it asked for). A pooled connection goes back to its pool when the
+/// response body ends; an upgraded one belongs to the tunnel.
 fn answer(
     result: Result<Sent, Error>,
     body_timeout: Duration,

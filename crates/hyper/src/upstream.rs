@@ -226,9 +226,9 @@ where
         .build(connector)
 }
 
-/// The clients of one forwarder: `clients` for `http://` and `https://` servers, `h2c`
-/// for `h2c://` ones. Cloning shares the pools.
-/// `http1`, when set, takes the `http://` servers instead of `main`.
+/// The clients of one forwarder: `main` for `https://` servers (and `http://` ones when
+/// there is no `http1` pool: a client the user passed), `h2c` for `h2c://` ones,
+/// `http1`, the forwarder's own pool, for `http://` ones.
 #[derive(Debug)]
 pub(crate) struct Clients<C, B> {
     pub(crate) main: Client<C, B>,
