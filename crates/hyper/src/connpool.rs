@@ -33,8 +33,9 @@ use crate::fnv::FnvBuild;
 use crate::upstream::{MAX_IDLE_PER_SERVER, POOL_IDLE_TIMEOUT};
 use crate::{BoxError, Error};
 
-/// Idle connections by server authority (`host:port`).
-type Idle<B> = HashMap<Box<str>, VecDeque<Parked<B>>, FnvBuild>;
+/// Idle connections by server authority (`host:port`; a shared buffer, so a key costs
+/// no allocation).
+type Idle<B> = HashMap<Authority, VecDeque<Parked<B>>, FnvBuild>;
 
 /// An idle connection and since when.
 struct Parked<B> {
@@ -89,7 +90,7 @@ struct Returning<B> {
 impl<B: Send + 'static> Checkin for Returning<B> {
     fn checkin(self: Box<Self>) {
         let Self { pool, key, sender } = *self;
-        pool.park(key.as_str(), sender);
+        pool.park(key, sender);
     }
 }
 
@@ -128,8 +129,7 @@ where
         if req.version() != Version::HTTP_10 {
             *req.version_mut() = Version::HTTP_11;
         }
-        let key = authority.as_str();
-        while let Some(mut sender) = self.checkout(key) {
+        while let Some(mut sender) = self.checkout(authority) {
             match sender.try_send_request(req).await {
                 Ok(res) => return Ok((res, self.returning(authority, sender))),
                 Err(mut e) => match e.take_message() {
@@ -206,7 +206,7 @@ impl<B> Http1Pool<B> {
     /// closed and expired ones met on the way are dropped. One still finishing its last
     /// exchange (parked as its response body ended, before its task took note) stays
     /// parked for a later request.
-    fn checkout(&self, key: &str) -> Option<SendRequest<B>> {
+    fn checkout(&self, key: &Authority) -> Option<SendRequest<B>> {
         let mut idle = self
             .inner
             .idle
@@ -228,7 +228,7 @@ impl<B> Http1Pool<B> {
     }
 
     /// Parks `sender` as the most recently used connection of `key`.
-    fn park(&self, key: &str, sender: SendRequest<B>) {
+    fn park(&self, key: Authority, sender: SendRequest<B>) {
         if sender.is_closed() {
             return;
         }
@@ -238,12 +238,7 @@ impl<B> Http1Pool<B> {
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if !idle.contains_key(key) {
-            idle.insert(key.into(), VecDeque::new());
-        }
-        let Some(parked) = idle.get_mut(key) else {
-            return;
-        };
+        let parked = idle.entry(key).or_default();
         while parked.front().is_some_and(|p| {
             parked.len() >= MAX_IDLE_PER_SERVER
                 || p.sender.is_closed()
@@ -257,12 +252,15 @@ impl<B> Http1Pool<B> {
     /// Idle connections parked for `key` (tests).
     #[cfg(test)]
     fn idle_count(&self, key: &str) -> usize {
+        let Ok(key) = key.parse::<Authority>() else {
+            return 0;
+        };
         let idle = self
             .inner
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        idle.get(key).map_or(0, VecDeque::len)
+        idle.get(&key).map_or(0, VecDeque::len)
     }
 }
 
@@ -317,12 +315,17 @@ mod tests {
         Http1Pool::new(connector)
     }
 
-    /// Sends one GET and reads the body whole (which parks the connection).
-    async fn get(pool: &Http1Pool<Empty<Bytes>>, addr: SocketAddr) -> Bytes {
-        let req = Request::get(format!("http://{addr}/path?q=1"))
+    /// A GET for `addr`.
+    fn request(addr: SocketAddr) -> Request<Empty<Bytes>> {
+        Request::get(format!("http://{addr}/path?q=1"))
             .header(http::header::HOST, addr.to_string())
             .body(Empty::new())
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Sends one GET and reads the body whole (which parks the connection).
+    async fn get(pool: &Http1Pool<Empty<Bytes>>, addr: SocketAddr) -> Bytes {
+        let req = request(addr);
         let (res, checkin) = pool.send(req).await.unwrap();
         assert_eq!(res.status(), 200);
         let body = res.into_body().collect().await.unwrap().to_bytes();
@@ -347,10 +350,7 @@ mod tests {
         let (addr, accepted) = server(false).await;
         let pool = pool();
         for _ in 0..50 {
-            let req = Request::get(format!("http://{addr}/"))
-                .header(http::header::HOST, addr.to_string())
-                .body(Empty::new())
-                .unwrap();
+            let req = request(addr);
             let (res, checkin) = pool.send(req).await.unwrap();
             let mut body = res.into_body();
             let frame = body.frame().await.unwrap().unwrap();
@@ -379,10 +379,7 @@ mod tests {
     async fn an_unread_response_does_not_park_its_connection() {
         let (addr, accepted) = server(false).await;
         let pool = pool();
-        let req = Request::get(format!("http://{addr}/"))
-            .header(http::header::HOST, addr.to_string())
-            .body(Empty::new())
-            .unwrap();
+        let req = request(addr);
         let (res, checkin) = pool.send(req).await.unwrap();
         drop((res, checkin)); // body never read
         assert_eq!(pool.idle_count(&addr.to_string()), 0);
@@ -422,10 +419,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
-        let req = Request::get(format!("http://{addr}/"))
-            .header(http::header::HOST, addr.to_string())
-            .body(Empty::new())
-            .unwrap();
+        let req = request(addr);
         let err = pool().send(req).await.err().unwrap();
         assert!(matches!(err, crate::Error::Connect(_)), "{err:?}");
     }

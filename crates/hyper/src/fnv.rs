@@ -29,3 +29,23 @@ impl Hasher for Fnv {
         self.0 = hash;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use core::hash::Hasher as _;
+
+    use super::Fnv;
+
+    #[test]
+    fn matches_published_fnv1a_vectors() {
+        // From the FNV reference test suite (Landon Curt Noll).
+        for (input, hash) in [
+            (&b"a"[..], 0xaf63_dc4c_8601_ec8c_u64),
+            (b"foobar", 0x8594_4171_f739_67e8),
+        ] {
+            let mut h = Fnv::default();
+            h.write(input);
+            assert_eq!(h.finish(), hash);
+        }
+    }
+}

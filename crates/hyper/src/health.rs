@@ -1,6 +1,7 @@
 //! Active health checks: a task that asks every server of a pool for a path on a timer
 //! and reports the verdicts to the pool, never on the request path.
 
+use core::hash::Hasher as _;
 use core::ops::RangeInclusive;
 use core::time::Duration;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use roundrobin_core::ServerUrl;
 use roundrobin_rebalancer::Rebalancer;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::fnv::Fnv;
 use crate::upstream::{h2c_client, pooled_client_with, Clients, Connector};
 
 /// HTTP health checks (HAProxy's `option httpchk` + `check`, nginx Plus'
@@ -167,9 +169,9 @@ impl Jitter {
         let time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let salt = salt.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+        let mut hasher = Fnv::default();
+        hasher.write(salt.as_bytes());
+        let salt = hasher.finish();
         Self((time ^ salt ^ u64::from(std::process::id())) | 1)
     }
 
