@@ -19,7 +19,7 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use http::uri::{Authority, Uri};
 use http::{Request, Response, Version};
@@ -43,6 +43,14 @@ struct Parked<B> {
     since: Instant,
 }
 
+impl<B> Parked<B> {
+    /// Whether it can serve no more requests: its server closed it, or it has been
+    /// idle for [`POOL_IDLE_TIMEOUT`] by `now`.
+    fn stale(&self, now: Instant) -> bool {
+        self.sender.is_closed() || now.duration_since(self.since) >= POOL_IDLE_TIMEOUT
+    }
+}
+
 /// The pool of one forwarder (one per worker in the proxy). Cloning shares it.
 pub(crate) struct Http1Pool<B> {
     inner: Arc<Inner<B>>,
@@ -54,6 +62,13 @@ struct Inner<B> {
     /// Whether the sweeper task runs (started with the first connection: a pool may be
     /// made outside a runtime).
     sweeping: AtomicBool,
+}
+
+impl<B> Inner<B> {
+    /// The idle connections, locked (a panic elsewhere leaves them usable).
+    fn idle(&self) -> MutexGuard<'_, Idle<B>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl<B> Clone for Http1Pool<B> {
@@ -187,11 +202,8 @@ async fn sweep<B>(pool: Weak<Inner<B>>) {
             return;
         };
         let now = Instant::now();
-        let mut idle = inner.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.retain(|_, parked| {
-            parked.retain(|p| {
-                !p.sender.is_closed() && now.duration_since(p.since) < POOL_IDLE_TIMEOUT
-            });
+        inner.idle().retain(|_, parked| {
+            parked.retain(|p| !p.stale(now));
             !parked.is_empty()
         });
     }
@@ -207,20 +219,15 @@ impl<B> Http1Pool<B> {
     /// exchange (parked as its response body ended, before its task took note) stays
     /// parked for a later request.
     fn checkout(&self, key: &Authority) -> Option<SendRequest<B>> {
-        let mut idle = self
-            .inner
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.inner.idle();
         let parked = idle.get_mut(key)?;
         let now = Instant::now();
         let mut i = parked.len();
         while i > 0 {
             i -= 1;
-            let Parked { sender, since } = &parked[i];
-            if sender.is_closed() || now.duration_since(*since) >= POOL_IDLE_TIMEOUT {
+            if parked[i].stale(now) {
                 parked.remove(i);
-            } else if sender.is_ready() {
+            } else if parked[i].sender.is_ready() {
                 return parked.remove(i).map(|p| p.sender);
             }
         }
@@ -233,17 +240,12 @@ impl<B> Http1Pool<B> {
             return;
         }
         let now = Instant::now();
-        let mut idle = self
-            .inner
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.inner.idle();
         let parked = idle.entry(key).or_default();
-        while parked.front().is_some_and(|p| {
-            parked.len() >= MAX_IDLE_PER_SERVER
-                || p.sender.is_closed()
-                || now.duration_since(p.since) >= POOL_IDLE_TIMEOUT
-        }) {
+        while parked
+            .front()
+            .is_some_and(|p| parked.len() >= MAX_IDLE_PER_SERVER || p.stale(now))
+        {
             parked.pop_front();
         }
         parked.push_back(Parked { sender, since: now });
@@ -255,11 +257,7 @@ impl<B> Http1Pool<B> {
         let Ok(key) = key.parse::<Authority>() else {
             return 0;
         };
-        let idle = self
-            .inner
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let idle = self.inner.idle();
         idle.get(&key).map_or(0, VecDeque::len)
     }
 }
@@ -407,10 +405,7 @@ mod tests {
         // No more requests to this server: only the sweeper can close its connection.
         tokio::time::sleep(crate::upstream::POOL_IDLE_TIMEOUT + 2 * super::SWEEP_EVERY).await;
         assert_eq!(pool.idle_count(&addr.to_string()), 0);
-        assert!(
-            pool.inner.idle.lock().unwrap().is_empty(),
-            "the server is forgotten"
-        );
+        assert!(pool.inner.idle().is_empty(), "the server is forgotten");
     }
 
     #[tokio::test]

@@ -47,6 +47,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
+    // Bit 0: `Connection` (the first of `HOP_BY_HOP`), whose listed names go too.
     if present & 1 != 0 {
         let mut values = headers.get_all(header::CONNECTION).iter();
         match (values.next().cloned(), values.next().is_some()) {
@@ -230,6 +231,12 @@ mod tests {
             push_ip(&mut out, ip);
             proptest::prop_assert_eq!(out, format!("x, {ip}"));
         }
+    }
+
+    #[test]
+    fn connection_is_the_first_hop_by_hop_header() {
+        // `remove_hop_by_hop` reads bit 0 as `Connection`.
+        assert_eq!(HOP_BY_HOP[0], header::CONNECTION);
     }
 
     #[test]
