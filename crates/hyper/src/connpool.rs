@@ -1,28 +1,39 @@
 //! The forwarder's own keep-alive pool for `http://` servers: HTTP/1.1 connections
 //! from hyper's low-level client (`hyper::client::conn::http1`), with no pool task, no
-//! channel hop to reach one, and no task spawned per response.
+//! channel hop to reach one, no task per connection and none per response.
 //!
 //! A request takes the most recently used idle connection of its server (LIFO, as
-//! HAProxy does: the fewest connections stay warm), else opens one; the response body
-//! puts the connection back when it ends ([`Checkin`]). Each connection is driven by one
-//! task of its own for its whole life. Bounds: at most
-//! [`MAX_IDLE_PER_SERVER`](crate::MAX_IDLE_PER_SERVER) idle connections per server (the
-//! oldest goes first), each closed after [`POOL_IDLE_TIMEOUT`] unused; a connection the
-//! server closes is dropped from the pool when next seen, or by the pool's sweeper task
-//! (every 10 s), which also closes expired ones of servers that get no more traffic.
+//! HAProxy does: the fewest connections stay warm), else opens one. The connection is
+//! driven inside the request's own task: the request future polls it until the
+//! response head arrives, then the response body ([`Lease`], held by
+//! [`Download`](crate::timeout::Download)) polls it before each frame and puts it back
+//! when the body ends. No other task is woken on the way, so a request never leaves
+//! the thread its client's connection lives on. An upgrade request (`Upgrade`,
+//! `CONNECT`) is the exception: its connection goes to a task of its own, which hands
+//! the upgraded stream over, and is not pooled again.
+//!
+//! Bounds: at most [`MAX_IDLE_PER_SERVER`](crate::MAX_IDLE_PER_SERVER) idle connections
+//! per server (the oldest goes first), each closed after [`POOL_IDLE_TIMEOUT`] unused.
+//! An idle connection is not polled (no task holds it): one the server closed is
+//! noticed when a request next looks at it, polled once without waiting, or by the
+//! pool's sweeper task (every 10 s), which also closes expired ones of servers that
+//! get no more traffic.
 //!
 //! A request sent on an idle connection that turns out to be closed (the server's
 //! keep-alive timeout raced the request) is sent again on another connection when hyper
 //! hands it back unsent: nothing of it reached the server, so nothing is recorded
 //! against it.
 
+use core::future::{poll_fn, Future};
+use core::pin::{pin, Pin};
 use core::sync::atomic::{AtomicBool, Ordering};
+use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use http::uri::{Authority, Uri};
-use http::{Request, Response, Version};
+use http::{Method, Request, Response, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -35,19 +46,80 @@ use crate::{BoxError, Error};
 
 /// Idle connections by server authority (`host:port`; a shared buffer, so a key costs
 /// no allocation).
-type Idle<B> = HashMap<Authority, VecDeque<Parked<B>>, FnvBuild>;
+type Idle<B> = HashMap<Authority, VecDeque<Box<Pooled<B>>>, FnvBuild>;
 
-/// An idle connection and since when.
-struct Parked<B> {
+/// A connection's future: hyper's HTTP/1.1 client connection with upgrades enabled
+/// (its type cannot be named).
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// One upstream connection: its request handle and its connection future, boxed once
+/// for its whole life, so that parking it or lending it to a response moves a pointer.
+struct Pooled<B> {
+    pool: Weak<Inner<B>>,
+    /// The server's `host:port`.
+    key: Authority,
     sender: SendRequest<B>,
+    /// The connection future (upgrades enabled), driven by whoever holds this; `None`
+    /// once it has ended (closed by either side, or failed).
+    conn: Option<Driver>,
+    /// Parked since.
     since: Instant,
 }
 
-impl<B> Parked<B> {
-    /// Whether it can serve no more requests: its server closed it, or it has been
-    /// idle for [`POOL_IDLE_TIMEOUT`] by `now`.
-    fn stale(&self, now: Instant) -> bool {
-        self.sender.is_closed() || now.duration_since(self.since) >= POOL_IDLE_TIMEOUT
+impl<B> Pooled<B>
+where
+    B: Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Polls the connection: reads what the server sent into the response, writes the
+    /// request. `Ready` once it has ended.
+    fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(conn) = &mut self.conn else {
+            return Poll::Ready(());
+        };
+        let result = core::task::ready!(conn.as_mut().poll(cx));
+        if let Err(error) = result {
+            tracing::debug!(%error, "upstream connection ended");
+        }
+        self.conn = None;
+        Poll::Ready(())
+    }
+
+    /// Whether it can serve no more requests: it has ended (polled once, without
+    /// waiting, to notice a close by the server), or it has been idle for
+    /// [`POOL_IDLE_TIMEOUT`] by `now`.
+    fn stale(&mut self, now: Instant) -> bool {
+        self.poll_conn(&mut Context::from_waker(Waker::noop()))
+            .is_ready()
+            || self.sender.is_closed()
+            || now.duration_since(self.since) >= POOL_IDLE_TIMEOUT
+    }
+
+    /// Sends `req` and drives the connection until the response head arrives.
+    async fn exchange(
+        &mut self,
+        req: Request<B>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<B>>> {
+        let mut response = pin!(self.sender.try_send_request(req));
+        poll_fn(|cx| {
+            // The connection first: what it reads may complete the response.
+            let _ = self.poll_conn(cx);
+            response.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Hands the connection to a task of its own, for an upgrade: the task drives it
+    /// until the upgraded stream is handed over (or the server declines and closes).
+    fn detach(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            tokio::spawn(async move {
+                if let Err(error) = conn.await {
+                    tracing::debug!(%error, "upstream connection ended");
+                }
+            });
+        }
     }
 }
 
@@ -85,27 +157,32 @@ impl<B> core::fmt::Debug for Http1Pool<B> {
     }
 }
 
-/// A response and, when it came from a pool, its connection's way back.
-pub(crate) type Sent = (Response<Incoming>, Option<Box<dyn Checkin>>);
+/// A response and, when it came from a pool, the connection it holds.
+pub(crate) type Sent = (Response<Incoming>, Option<Box<dyn Lease>>);
 
-/// Puts a connection back into its pool when the response body that used it ended.
-pub(crate) trait Checkin: Send + Sync {
+/// The connection a response body is read from, lent by its pool: the body drives it
+/// and gives it back when it has ended. Dropped before that, it closes the connection.
+pub(crate) trait Lease: Send {
+    /// Polls the connection, so that what the server sends reaches the body.
+    fn drive(&mut self, cx: &mut Context<'_>);
     /// The response was read whole: the connection may serve another request.
     fn checkin(self: Box<Self>);
 }
 
-/// One connection on its way back to the pool.
-struct Returning<B> {
-    pool: Http1Pool<B>,
-    /// The server's `host:port` (a shared buffer: cloning it does not allocate).
-    key: Authority,
-    sender: SendRequest<B>,
-}
+impl<B> Lease for Pooled<B>
+where
+    B: Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        let _ = self.poll_conn(cx);
+    }
 
-impl<B: Send + 'static> Checkin for Returning<B> {
     fn checkin(self: Box<Self>) {
-        let Self { pool, key, sender } = *self;
-        pool.park(key, sender);
+        if let Some(inner) = self.pool.upgrade() {
+            inner.park(self);
+        }
     }
 }
 
@@ -128,11 +205,9 @@ where
     }
 
     /// Sends `req` (an absolute `http://` URI) to the server it names; the response and
-    /// the connection's way back to the pool, for when its body has ended.
-    pub(crate) async fn send(
-        &self,
-        mut req: Request<B>,
-    ) -> Result<(Response<Incoming>, Box<dyn Checkin>), Error> {
+    /// the connection it is read from, to drive while reading its body and to give
+    /// back when the body has ended (`None` for an upgrade request).
+    pub(crate) async fn send(&self, mut req: Request<B>) -> Result<Sent, Error> {
         let uri = core::mem::take(req.uri_mut());
         let Some(authority) = uri.authority() else {
             return Err(Error::Upstream("the upstream URI names no server".into()));
@@ -144,9 +219,14 @@ where
         if req.version() != Version::HTTP_10 {
             *req.version_mut() = Version::HTTP_11;
         }
-        while let Some(mut sender) = self.checkout(authority) {
-            match sender.try_send_request(req).await {
-                Ok(res) => return Ok((res, self.returning(authority, sender))),
+        let upgrade =
+            req.method() == Method::CONNECT || req.headers().contains_key(http::header::UPGRADE);
+        while let Some(mut conn) = self.inner.checkout(authority) {
+            if upgrade {
+                conn.detach();
+            }
+            match conn.exchange(req).await {
+                Ok(res) => return Ok((res, lease(conn, upgrade))),
                 Err(mut e) => match e.take_message() {
                     // Never written: the connection was closed under us. Next one.
                     Some(unsent) => req = unsent,
@@ -154,15 +234,18 @@ where
                 },
             }
         }
-        let mut sender = self.connect(uri.clone()).await?;
-        match sender.send_request(req).await {
-            Ok(res) => Ok((res, self.returning(authority, sender))),
-            Err(e) => Err(Error::from_inner(Box::new(e))),
+        let mut conn = self.connect(uri.clone(), authority).await?;
+        if upgrade {
+            conn.detach();
+        }
+        match conn.exchange(req).await {
+            Ok(res) => Ok((res, lease(conn, upgrade))),
+            Err(e) => Err(Error::from_inner(Box::new(e.into_error()))),
         }
     }
 
-    /// Opens a connection to the server `uri` names and starts its task.
-    async fn connect(&self, uri: Uri) -> Result<SendRequest<B>, Error> {
+    /// Opens a connection to the server `uri` names.
+    async fn connect(&self, uri: Uri, key: &Authority) -> Result<Box<Pooled<B>>, Error> {
         let mut connector = self.inner.connector.clone();
         let io = tower_service::Service::call(&mut connector, uri)
             .await
@@ -171,31 +254,40 @@ where
             .handshake(io)
             .await
             .map_err(|e| Error::Connect(Box::new(e)))?;
-        tokio::spawn(async move {
-            if let Err(error) = conn.with_upgrades().await {
-                tracing::debug!(%error, "upstream connection ended");
-            }
-        });
         if !self.inner.sweeping.swap(true, Ordering::Relaxed) {
             tokio::spawn(sweep(Arc::downgrade(&self.inner)));
         }
-        Ok(sender)
-    }
-
-    fn returning(&self, authority: &Authority, sender: SendRequest<B>) -> Box<dyn Checkin> {
-        Box::new(Returning {
-            pool: self.clone(),
-            key: authority.clone(),
+        Ok(Box::new(Pooled {
+            pool: Arc::downgrade(&self.inner),
+            key: key.clone(),
             sender,
-        })
+            conn: Some(Box::pin(conn.with_upgrades())),
+            since: Instant::now(),
+        }))
     }
+}
+
+/// The lease of a connection that served `upgrade` or not: an upgraded connection
+/// belongs to its task.
+fn lease<B>(conn: Box<Pooled<B>>, upgrade: bool) -> Option<Box<dyn Lease>>
+where
+    B: Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    (!upgrade).then_some(conn as Box<dyn Lease>)
 }
 
 /// Every [`SWEEP_EVERY`], closes the pool's idle connections that have expired or
 /// that their server closed, and forgets servers with none left (a server removed from
 /// the balancer, say), so that nothing stays open for a server that gets no more
 /// traffic. Ends with the pool.
-async fn sweep<B>(pool: Weak<Inner<B>>) {
+async fn sweep<B>(pool: Weak<Inner<B>>)
+where
+    B: Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
         let Some(inner) = pool.upgrade() else {
@@ -203,7 +295,7 @@ async fn sweep<B>(pool: Weak<Inner<B>>) {
         };
         let now = Instant::now();
         inner.idle().retain(|_, parked| {
-            parked.retain(|p| !p.stale(now));
+            parked.retain_mut(|p| !p.stale(now));
             !parked.is_empty()
         });
     }
@@ -213,13 +305,17 @@ async fn sweep<B>(pool: Weak<Inner<B>>) {
 /// about as often).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-impl<B> Http1Pool<B> {
+impl<B> Inner<B>
+where
+    B: Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     /// The most recently parked connection of `key` that can take a request now; the
     /// closed and expired ones met on the way are dropped. One still finishing its last
-    /// exchange (parked as its response body ended, before its task took note) stays
-    /// parked for a later request.
-    fn checkout(&self, key: &Authority) -> Option<SendRequest<B>> {
-        let mut idle = self.inner.idle();
+    /// exchange stays parked for a later request.
+    fn checkout(&self, key: &Authority) -> Option<Box<Pooled<B>>> {
+        let mut idle = self.idle();
         let parked = idle.get_mut(key)?;
         let now = Instant::now();
         let mut i = parked.len();
@@ -228,29 +324,31 @@ impl<B> Http1Pool<B> {
             if parked[i].stale(now) {
                 parked.remove(i);
             } else if parked[i].sender.is_ready() {
-                return parked.remove(i).map(|p| p.sender);
+                return parked.remove(i);
             }
         }
         None
     }
 
-    /// Parks `sender` as the most recently used connection of `key`.
-    fn park(&self, key: Authority, sender: SendRequest<B>) {
-        if sender.is_closed() {
+    /// Parks `conn` as the most recently used connection of its server.
+    fn park(&self, mut conn: Box<Pooled<B>>) {
+        if conn.conn.is_none() || conn.sender.is_closed() {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.inner.idle();
-        let parked = idle.entry(key).or_default();
-        while parked
-            .front()
-            .is_some_and(|p| parked.len() >= MAX_IDLE_PER_SERVER || p.stale(now))
+        conn.since = now;
+        let mut idle = self.idle();
+        let parked = idle.entry(conn.key.clone()).or_default();
+        while parked.len() >= MAX_IDLE_PER_SERVER
+            || parked.front_mut().is_some_and(|p| p.stale(now))
         {
             parked.pop_front();
         }
-        parked.push_back(Parked { sender, since: now });
+        parked.push_back(conn);
     }
+}
 
+impl<B> Http1Pool<B> {
     /// Idle connections parked for `key` (tests).
     #[cfg(test)]
     fn idle_count(&self, key: &str) -> usize {
@@ -321,14 +419,17 @@ mod tests {
             .unwrap()
     }
 
+    /// The response body as the forwarder reads it: driving its connection and
+    /// parking it when the body ends.
+    fn download((res, lease): super::Sent) -> crate::timeout::Download<hyper::body::Incoming> {
+        assert_eq!(res.status(), 200);
+        crate::timeout::Download::new(res.into_body(), Duration::from_secs(5), lease)
+    }
+
     /// Sends one GET and reads the body whole (which parks the connection).
     async fn get(pool: &Http1Pool<Empty<Bytes>>, addr: SocketAddr) -> Bytes {
-        let req = request(addr);
-        let (res, checkin) = pool.send(req).await.unwrap();
-        assert_eq!(res.status(), 200);
-        let body = res.into_body().collect().await.unwrap().to_bytes();
-        checkin.checkin();
-        body
+        let sent = pool.send(request(addr)).await.unwrap();
+        download(sent).collect().await.unwrap().to_bytes()
     }
 
     #[tokio::test]
@@ -344,23 +445,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_parked_as_its_last_frame_arrives_serves_the_next_request() {
+    async fn a_connection_is_parked_as_its_last_frame_arrives() {
         let (addr, accepted) = server(false).await;
         let pool = pool();
         for _ in 0..50 {
-            let req = request(addr);
-            let (res, checkin) = pool.send(req).await.unwrap();
-            let mut body = res.into_body();
+            let mut body = core::pin::pin!(download(pool.send(request(addr)).await.unwrap()));
             let frame = body.frame().await.unwrap().unwrap();
             assert_eq!(frame.into_data().unwrap(), "ok");
-            // As `Download` does: parked as soon as the body says it has ended, not
-            // when it yields its end.
-            assert!(http_body::Body::is_end_stream(&body));
-            checkin.checkin();
+            // Parked as soon as the body says it has ended, before it yields its end.
+            assert_eq!(pool.idle_count(&addr.to_string()), 1);
         }
-        // hyper marks the connection ready before it hands over the last frame, so
-        // the next request takes it: no connection per request.
-        assert!(accepted.load(Ordering::SeqCst) <= 2, "{accepted:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// No task per connection: the request's task drives it, and the body's reader.
+    #[tokio::test]
+    async fn connections_have_no_task_of_their_own() {
+        let (addr, accepted) = server(false).await;
+        let pool = pool();
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let before = tasks(); // the server's accept loop
+        for _ in 0..3 {
+            assert_eq!(get(&pool, addr).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // The server's task for its one connection, and the pool's sweeper.
+        assert_eq!(tasks(), before + 2);
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_request_gets_a_connection_task_and_is_not_parked() {
+        let (addr, _) = server(false).await;
+        let pool = pool();
+        let mut req = request(addr);
+        req.headers_mut()
+            .insert(http::header::UPGRADE, "websocket".parse().unwrap());
+        let (res, lease) = pool.send(req).await.unwrap();
+        assert!(lease.is_none());
+        // The server declined (200): the body still arrives, driven by the task.
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(pool.idle_count(&addr.to_string()), 0);
     }
 
     #[tokio::test]
@@ -377,12 +505,41 @@ mod tests {
     async fn an_unread_response_does_not_park_its_connection() {
         let (addr, accepted) = server(false).await;
         let pool = pool();
-        let req = request(addr);
-        let (res, checkin) = pool.send(req).await.unwrap();
-        drop((res, checkin)); // body never read
+        let sent = pool.send(request(addr)).await.unwrap();
+        drop(sent); // body never read
         assert_eq!(pool.idle_count(&addr.to_string()), 0);
         assert_eq!(get(&pool, addr).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A server that answers with half of a 100-byte body, then closes.
+    async fn half_server() -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+                    .await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_response_cut_short_yields_its_data_then_an_error_and_is_not_parked() {
+        let addr = half_server().await;
+        let pool = pool();
+        for _ in 0..20 {
+            let mut body = core::pin::pin!(download(pool.send(request(addr)).await.unwrap()));
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), "0123456789");
+            assert!(body.frame().await.unwrap().is_err());
+            assert_eq!(pool.idle_count(&addr.to_string()), 0);
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -287,11 +287,11 @@ fn answer(
     body_timeout: Duration,
     upgrade: Option<Upgrade>,
 ) -> Result<Response<Download<Incoming>>, Error> {
-    let (mut res, checkin) = result?;
+    let (mut res, lease) = result?;
     if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         crate::upgrade::switch(&mut res, upgrade, body_timeout)?;
         return Ok(res.map(|body| Download::new(body, body_timeout, None)));
     }
     remove_hop_by_hop(res.headers_mut());
-    Ok(res.map(|body| Download::new(body, body_timeout, checkin)))
+    Ok(res.map(|body| Download::new(body, body_timeout, lease)))
 }

@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use crate::connpool::Checkin;
+use crate::connpool::Lease;
 use crate::{BoxError, ClientBodyError};
 
 /// How an upload is going, shared by its body and the forwarder's future.
@@ -156,19 +156,23 @@ pin_project! {
         idle: Sleep,
         timeout: Duration,
         armed: bool,
-        // The connection's way back to its pool, taken when the body has ended.
-        checkin: Option<Box<dyn Checkin>>,
+        // The pooled connection the body is read from: driven before each frame,
+        // given back when the body has ended.
+        lease: Option<Box<dyn Lease>>,
+        // The body's error, held back for one poll (see `poll_frame`).
+        failed: Option<BoxError>,
     }
 }
 
 impl<B> Download<B> {
-    pub(crate) fn new(body: B, timeout: Duration, checkin: Option<Box<dyn Checkin>>) -> Self {
+    pub(crate) fn new(body: B, timeout: Duration, lease: Option<Box<dyn Lease>>) -> Self {
         Self {
             body,
             idle: tokio::time::sleep(timeout),
             timeout,
             armed: false,
-            checkin,
+            lease,
+            failed: None,
         }
     }
 }
@@ -194,6 +198,13 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
         let mut this = self.project();
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        if let Some(lease) = this.lease.as_mut() {
+            // Reads what the server sent into `body`, in this task.
+            lease.drive(cx);
+        }
         match this.body.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
                 *this.armed = false;
@@ -201,13 +212,22 @@ where
                     None => true,
                     Some(Ok(_)) => this.body.is_end_stream(),
                     Some(Err(_)) => {
-                        *this.checkin = None; // a broken connection is not reused
+                        *this.lease = None; // a broken connection is not reused
                         false
                     }
                 };
+                if let Some(Err(e)) = frame {
+                    // Held back for one poll: a server connection that gets the error in
+                    // the same write pass as the data before it drops the data unsent
+                    // (hyper does); yielding first lets it flush the head and the data,
+                    // so the client sees a response cut short, not an empty reply.
+                    *this.failed = Some(e.into());
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 if ended {
-                    if let Some(checkin) = this.checkin.take() {
-                        checkin.checkin();
+                    if let Some(lease) = this.lease.take() {
+                        lease.checkin();
                     }
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
@@ -235,5 +255,70 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::pin::pin;
+    use core::sync::atomic::{AtomicBool, Ordering};
+    use core::task::{Context, Poll, Waker};
+    use core::time::Duration;
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    use bytes::Bytes;
+    use http_body::{Body, Frame};
+
+    use super::Download;
+    use crate::BoxError;
+
+    /// A body that has a data frame and then an error ready at once.
+    struct DataThenError(u8);
+
+    impl Body for DataThenError {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: core::pin::Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.0 += 1;
+            Poll::Ready(Some(match self.0 {
+                1 => Ok(Frame::data(Bytes::from_static(b"half"))),
+                _ => Err("cut short".into()),
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_right_after_data_waits_one_poll_and_wakes() {
+        struct Flag(AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let woken = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(Arc::clone(&woken));
+        let mut cx = Context::from_waker(&waker);
+        let mut body = pin!(Download::new(
+            DataThenError(0),
+            Duration::from_secs(5),
+            None
+        ));
+        let Poll::Ready(Some(Ok(frame))) = body.as_mut().poll_frame(&mut cx) else {
+            panic!("the data first");
+        };
+        assert_eq!(frame.into_data().unwrap(), "half");
+        // The error is there, but the reader gets a chance to flush the data first.
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+        assert!(woken.0.load(Ordering::SeqCst));
+        assert!(matches!(
+            body.as_mut()
+                .poll_frame(&mut Context::from_waker(Waker::noop())),
+            Poll::Ready(Some(Err(_)))
+        ));
     }
 }

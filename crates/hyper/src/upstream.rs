@@ -251,8 +251,7 @@ where
     pub(crate) async fn send(&self, req: Request<B>) -> Result<Sent, Error> {
         if let Some(pool) = &self.http1 {
             if req.uri().scheme() == Some(&Scheme::HTTP) {
-                let (res, checkin) = pool.send(req).await?;
-                return Ok((res, Some(checkin)));
+                return pool.send(req).await;
             }
         }
         match self.request(req).await {
