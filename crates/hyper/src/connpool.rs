@@ -33,7 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use http::uri::{Authority, Uri};
-use http::{Method, Request, Response, Version};
+use http::{Request, Response, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -86,14 +86,19 @@ where
         Poll::Ready(())
     }
 
-    /// Whether it can serve no more requests: it has ended (polled once, without
-    /// waiting, to notice a close by the server), or it has been idle for
-    /// [`POOL_IDLE_TIMEOUT`] by `now`.
+    /// Whether it has been idle for [`POOL_IDLE_TIMEOUT`] by `now`.
+    fn expired(&self, now: Instant) -> bool {
+        now.duration_since(self.since) >= POOL_IDLE_TIMEOUT
+    }
+
+    /// Whether it can serve no more requests: expired, or ended (polled once, without
+    /// waiting, to notice a close by the server).
     fn stale(&mut self, now: Instant) -> bool {
-        self.poll_conn(&mut Context::from_waker(Waker::noop()))
-            .is_ready()
+        self.expired(now)
+            || self
+                .poll_conn(&mut Context::from_waker(Waker::noop()))
+                .is_ready()
             || self.sender.is_closed()
-            || now.duration_since(self.since) >= POOL_IDLE_TIMEOUT
     }
 
     /// Sends `req` and drives the connection until the response head arrives.
@@ -206,8 +211,8 @@ where
 
     /// Sends `req` (an absolute `http://` URI) to the server it names; the response and
     /// the connection it is read from, to drive while reading its body and to give
-    /// back when the body has ended (`None` for an upgrade request).
-    pub(crate) async fn send(&self, mut req: Request<B>) -> Result<Sent, Error> {
+    /// back when the body has ended (`None` when the request asks for an `upgrade`).
+    pub(crate) async fn send(&self, mut req: Request<B>, upgrade: bool) -> Result<Sent, Error> {
         let uri = core::mem::take(req.uri_mut());
         let Some(authority) = uri.authority() else {
             return Err(Error::Upstream("the upstream URI names no server".into()));
@@ -219,8 +224,6 @@ where
         if req.version() != Version::HTTP_10 {
             *req.version_mut() = Version::HTTP_11;
         }
-        let upgrade =
-            req.method() == Method::CONNECT || req.headers().contains_key(http::header::UPGRADE);
         while let Some(mut conn) = self.inner.checkout(authority) {
             if upgrade {
                 conn.detach();
@@ -314,6 +317,10 @@ where
     /// The most recently parked connection of `key` that can take a request now; the
     /// closed and expired ones met on the way are dropped. One still finishing its last
     /// exchange stays parked for a later request.
+    ///
+    /// One that is fresh and ready is taken without a poll: if its server closed it
+    /// meanwhile, the request's first poll finds out, and hyper hands the request back
+    /// unsent (see [`Http1Pool::send`]).
     fn checkout(&self, key: &Authority) -> Option<Box<Pooled<B>>> {
         let mut idle = self.idle();
         let parked = idle.get_mut(key)?;
@@ -321,9 +328,13 @@ where
         let mut i = parked.len();
         while i > 0 {
             i -= 1;
-            if parked[i].stale(now) {
+            let p = &mut parked[i];
+            if p.conn.is_some() && p.sender.is_ready() && !p.expired(now) {
+                return parked.remove(i);
+            }
+            if p.stale(now) {
                 parked.remove(i);
-            } else if parked[i].sender.is_ready() {
+            } else if p.sender.is_ready() {
                 return parked.remove(i);
             }
         }
@@ -338,9 +349,14 @@ where
         let now = Instant::now();
         conn.since = now;
         let mut idle = self.idle();
-        let parked = idle.entry(conn.key.clone()).or_default();
-        while parked.len() >= MAX_IDLE_PER_SERVER
-            || parked.front_mut().is_some_and(|p| p.stale(now))
+        // Looked up first: the key is cloned only for a server's first connection.
+        let parked = match idle.get_mut(&conn.key) {
+            Some(parked) => parked,
+            None => idle.entry(conn.key.clone()).or_default(),
+        };
+        // Only the clock here: whether the oldest was closed is seen when it is next
+        // looked at (polling it now would cost every request a connection poll).
+        while parked.len() >= MAX_IDLE_PER_SERVER || parked.front().is_some_and(|p| p.expired(now))
         {
             parked.pop_front();
         }
@@ -428,7 +444,7 @@ mod tests {
 
     /// Sends one GET and reads the body whole (which parks the connection).
     async fn get(pool: &Http1Pool<Empty<Bytes>>, addr: SocketAddr) -> Bytes {
-        let sent = pool.send(request(addr)).await.unwrap();
+        let sent = pool.send(request(addr), false).await.unwrap();
         download(sent).collect().await.unwrap().to_bytes()
     }
 
@@ -449,7 +465,8 @@ mod tests {
         let (addr, accepted) = server(false).await;
         let pool = pool();
         for _ in 0..50 {
-            let mut body = core::pin::pin!(download(pool.send(request(addr)).await.unwrap()));
+            let mut body =
+                core::pin::pin!(download(pool.send(request(addr), false).await.unwrap()));
             let frame = body.frame().await.unwrap().unwrap();
             assert_eq!(frame.into_data().unwrap(), "ok");
             // Parked as soon as the body says it has ended, before it yields its end.
@@ -484,7 +501,7 @@ mod tests {
         let mut req = request(addr);
         req.headers_mut()
             .insert(http::header::UPGRADE, "websocket".parse().unwrap());
-        let (res, lease) = pool.send(req).await.unwrap();
+        let (res, lease) = pool.send(req, true).await.unwrap();
         assert!(lease.is_none());
         // The server declined (200): the body still arrives, driven by the task.
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
@@ -505,7 +522,7 @@ mod tests {
     async fn an_unread_response_does_not_park_its_connection() {
         let (addr, accepted) = server(false).await;
         let pool = pool();
-        let sent = pool.send(request(addr)).await.unwrap();
+        let sent = pool.send(request(addr), false).await.unwrap();
         drop(sent); // body never read
         assert_eq!(pool.idle_count(&addr.to_string()), 0);
         assert_eq!(get(&pool, addr).await, "ok");
@@ -534,7 +551,8 @@ mod tests {
         let addr = half_server().await;
         let pool = pool();
         for _ in 0..20 {
-            let mut body = core::pin::pin!(download(pool.send(request(addr)).await.unwrap()));
+            let mut body =
+                core::pin::pin!(download(pool.send(request(addr), false).await.unwrap()));
             let frame = body.frame().await.unwrap().unwrap();
             assert_eq!(frame.into_data().unwrap(), "0123456789");
             assert!(body.frame().await.unwrap().is_err());
@@ -572,7 +590,7 @@ mod tests {
             l.local_addr().unwrap()
         };
         let req = request(addr);
-        let err = pool().send(req).await.err().unwrap();
+        let err = pool().send(req, false).await.err().unwrap();
         assert!(matches!(err, crate::Error::Connect(_)), "{err:?}");
     }
 }

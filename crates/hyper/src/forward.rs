@@ -247,7 +247,7 @@ where
         let shared = Arc::clone(&self.shared);
         let (timeout, body_timeout) = (self.timeout, self.body_timeout);
         Box::pin(async move {
-            let sent = shared.clients.send(req);
+            let sent = shared.clients.send(req, upgrade.is_some());
             let mut sent = core::pin::pin!(sent);
             // While the upload goes on, only its idle gaps are timed: the response may
             // also come first (an early 413, say).

@@ -153,7 +153,7 @@ impl HealthCheck {
         else {
             return false;
         };
-        match tokio::time::timeout(self.timeout, client.send(request)).await {
+        match tokio::time::timeout(self.timeout, client.send(request, false)).await {
             Ok(Ok((response, _))) => self.statuses.contains(&response.status().as_u16()),
             _ => false,
         }

@@ -201,11 +201,15 @@ where
         if let Some(e) = this.failed.take() {
             return Poll::Ready(Some(Err(e)));
         }
-        if let Some(lease) = this.lease.as_mut() {
-            // Reads what the server sent into `body`, in this task.
-            lease.drive(cx);
+        let mut polled = this.body.as_mut().poll_frame(cx);
+        if polled.is_pending() {
+            if let Some(lease) = this.lease.as_mut() {
+                // Reads what the server sent into `body`, in this task.
+                lease.drive(cx);
+                polled = this.body.as_mut().poll_frame(cx);
+            }
         }
-        match this.body.as_mut().poll_frame(cx) {
+        match polled {
             Poll::Ready(frame) => {
                 *this.armed = false;
                 let ended = match &frame {

@@ -248,10 +248,10 @@ where
 {
     /// Sends `req` to the server its URI names, by the URI's scheme: the response
     /// and, from the `http1` pool, the connection's way back to it.
-    pub(crate) async fn send(&self, req: Request<B>) -> Result<Sent, Error> {
+    pub(crate) async fn send(&self, req: Request<B>, upgrade: bool) -> Result<Sent, Error> {
         if let Some(pool) = &self.http1 {
             if req.uri().scheme() == Some(&Scheme::HTTP) {
-                return pool.send(req).await;
+                return pool.send(req, upgrade).await;
             }
         }
         match self.request(req).await {
