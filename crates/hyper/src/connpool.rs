@@ -560,6 +560,37 @@ mod tests {
         }
     }
 
+    /// A request that meets an idle connection its server closed (without saying so
+    /// in the response) goes on a new connection, and the caller sees no error.
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_replaced_unseen() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::sync::mpsc::unbounded_channel;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (close_tx, mut close) = unbounded_channel::<()>();
+        let (closed_tx, mut closed) = unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                close.recv().await; // then a keep-alive timeout
+                drop(stream);
+                let _ = closed_tx.send(());
+            }
+        });
+        let pool = pool();
+        for _ in 0..3 {
+            assert_eq!(get(&pool, addr).await, "ok");
+            assert_eq!(pool.idle_count(&addr.to_string()), 1);
+            close_tx.send(()).unwrap();
+            closed.recv().await.unwrap();
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_expires() {
         let (addr, accepted) = server(false).await;
