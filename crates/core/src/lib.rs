@@ -128,9 +128,12 @@ extern crate std;
 
 mod error;
 mod pool;
+#[cfg(target_has_atomic = "64")]
+mod ring;
 mod schedule;
 mod smooth;
 mod url;
+mod wavelet;
 
 pub use error::Error;
 pub use pool::Pool;

@@ -333,6 +333,11 @@ impl Tree {
         self.bound_sum / 2.0
     }
 
+    /// Whether every node total is below 2^32 (the fixed-point walk).
+    pub(crate) fn is_narrow(&self) -> bool {
+        self.narrow
+    }
+
     /// Heap bytes held by the tree.
     pub(crate) fn heap_bytes(&self) -> usize {
         size_of_val(&*self.nodes) + size_of_val(&*self.fast)
@@ -349,8 +354,13 @@ impl Tree {
     }
 
     #[inline(always)]
-    fn walk_fast(&self, mut m: u64) -> usize {
-        let mut id = self.root;
+    fn walk_fast(&self, m: u64) -> usize {
+        self.walk_from(self.root, m)
+    }
+
+    /// The server at rank `m` among the positions of node `id` (narrow trees).
+    #[inline(always)]
+    fn walk_from(&self, mut id: u32, mut m: u64) -> usize {
         while id & LEAF == 0 {
             let Some(node) = self.fast.get(id as usize) else {
                 break;
@@ -363,6 +373,68 @@ impl Tree {
             id = (node.first & first as u32) | (node.second & !(first as u32));
         }
         (id & !LEAF) as usize
+    }
+
+    /// Writes the servers at positions `pos..pos + out.len()` (all below the period)
+    /// into `out`; `tmp` is scratch space at least as long.
+    ///
+    /// A node's positions with ranks `r0..r1` give each child a contiguous range of its
+    /// own ranks (by the same floor formula), so the block is generated top-down and
+    /// merged bottom-up by each node's pattern: a node with `len` of the block's
+    /// positions costs O(len) additions and copies (no multiplication), and a node with
+    /// one position walks down from there. About `depth` cheap steps per position
+    /// instead of `depth` dependent multiplications and loads.
+    pub(crate) fn fill(&self, pos: u64, out: &mut [u32], tmp: &mut [u32]) {
+        if self.narrow {
+            self.generate(self.root, pos, out, tmp);
+        } else {
+            for (k, o) in (pos..).zip(out.iter_mut()) {
+                *o = self.walk_wide(k) as u32;
+            }
+        }
+    }
+
+    /// `out` gets the servers of ranks `r0..r0 + out.len()` of node `id` (narrow
+    /// trees); `tmp` is scratch (at least as long), the children's outputs before the
+    /// merge. The children use `out` as their scratch in turn.
+    fn generate(&self, id: u32, r0: u64, out: &mut [u32], tmp: &mut [u32]) {
+        let len = out.len();
+        if id & LEAF != 0 {
+            out.fill(id & !LEAF);
+            return;
+        }
+        match len {
+            0 => return,
+            1 => {
+                out[0] = self.walk_from(id, r0) as u32;
+                return;
+            }
+            _ => {}
+        }
+        let Some(&node) = self.fast.get(id as usize) else {
+            return;
+        };
+        let v0 = u128::from(r0) * u128::from(node.f) + u128::from(node.h);
+        let v1 = u128::from(r0 + len as u64) * u128::from(node.f) + u128::from(node.h);
+        let q0 = (v0 >> 64) as u64;
+        let a = (((v1 >> 64) as u64) - q0) as usize;
+        let tmp = &mut tmp[..len];
+        {
+            let (t1, t2) = tmp.split_at_mut(a);
+            let (o1, o2) = out.split_at_mut(a);
+            self.generate(node.first, q0, t1, o1);
+            self.generate(node.second, r0 - q0, t2, o2);
+        }
+        // Rank m goes to the first child when the low word of m·f + h reaches g.
+        let mut low = v0 as u64;
+        let (mut i, mut j) = (0usize, a);
+        for o in out.iter_mut() {
+            let first = low >= node.g;
+            low = low.wrapping_add(node.f);
+            *o = tmp[if first { i } else { j }];
+            i += usize::from(first);
+            j += usize::from(!first);
+        }
     }
 
     /// Periods of 2^32 picks and more: `u128` divisions.

@@ -1,0 +1,111 @@
+//! A small lock-free ring of prefetched blocks of a schedule's sequence, shared by the
+//! callers of [`Schedule::next_atomic`](crate::Schedule::next_atomic).
+//!
+//! Block `b` holds the server indices of the position counts `b·BLOCK .. (b+1)·BLOCK`
+//! (a count `k` is the position `k % period`), in slot `b % SLOTS`. A slot's tag says
+//! which block it holds: `b + 1`, [`EMPTY`] before its first block, [`FILLING`] while a
+//! caller writes it. Readers check the tag seqlock-style (tag, entry, acquire fence,
+//! tag again); a writer claims the slot with a compare-and-swap to `FILLING`, so one
+//! caller at most writes a slot, and only with a newer block than the one it held, so a
+//! tag never comes back to a value after another one: a reader that sees the same tag
+//! twice read an entry of that block. Everything is atomics: no `unsafe`.
+
+use alloc::boxed::Box;
+use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+/// `log2` of the block length.
+pub(crate) const SHIFT: u32 = 10;
+/// Positions per block.
+pub(crate) const BLOCK: usize = 1 << SHIFT;
+/// `k & MASK` is the offset of count `k` in its block.
+pub(crate) const MASK: u64 = BLOCK as u64 - 1;
+/// Blocks held: the one being read, the next one, and older ones for late readers.
+const SLOTS: usize = 4;
+const EMPTY: u64 = 0;
+const FILLING: u64 = u64::MAX;
+
+pub(crate) struct Ring {
+    tags: [AtomicU64; SLOTS],
+    entries: Box<[AtomicU32]>,
+}
+
+/// The right to write one slot, from [`Ring::claim`].
+pub(crate) struct Claim<'a> {
+    ring: &'a Ring,
+    block: u64,
+}
+
+/// Whether a slot whose tag reads `seen` may take `block`: it is not being written and
+/// holds an older block.
+#[inline]
+pub(crate) fn older(seen: u64, block: u64) -> bool {
+    seen != FILLING && seen < block + 1
+}
+
+impl Ring {
+    pub(crate) fn new() -> Self {
+        Self {
+            tags: [const { AtomicU64::new(EMPTY) }; SLOTS],
+            entries: (0..SLOTS * BLOCK).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        size_of_val(&*self.entries)
+    }
+
+    #[inline]
+    fn slot(block: u64) -> usize {
+        (block % SLOTS as u64) as usize
+    }
+
+    /// The entry of count `k`, or the tag its slot held instead of its block.
+    #[inline]
+    pub(crate) fn get(&self, k: u64) -> Result<u32, u64> {
+        let block = k >> SHIFT;
+        let slot = Self::slot(block);
+        let tag = &self.tags[slot];
+        let want = block + 1;
+        let seen = tag.load(Ordering::Acquire);
+        if seen == want {
+            let i = slot * BLOCK + (k & MASK) as usize;
+            let entry = self.entries.get(i).map_or(0, |e| e.load(Ordering::Relaxed));
+            // Orders the entry's load before the second tag load: had a writer started
+            // over this slot before our entry load saw its write, we see its mark.
+            fence(Ordering::Acquire);
+            if tag.load(Ordering::Relaxed) == want {
+                return Ok(entry);
+            }
+            return Err(FILLING);
+        }
+        Err(seen)
+    }
+
+    /// The slot of `block`, for writing, unless another caller writes it or it holds
+    /// `block` or a newer one.
+    pub(crate) fn claim(&self, block: u64) -> Option<Claim<'_>> {
+        let tag = &self.tags[Self::slot(block)];
+        let seen = tag.load(Ordering::Relaxed);
+        if !older(seen, block) {
+            return None;
+        }
+        // Acquire: the previous writer's entries come before ours.
+        tag.compare_exchange(seen, FILLING, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        // The mark comes before every entry written below (see `get`).
+        fence(Ordering::Release);
+        Some(Claim { ring: self, block })
+    }
+}
+
+impl Claim<'_> {
+    /// Writes the block (`BLOCK` entries) and publishes it.
+    pub(crate) fn publish(self, entries: &[u32]) {
+        let slot = Ring::slot(self.block);
+        let dst = &self.ring.entries[slot * BLOCK..(slot + 1) * BLOCK];
+        for (d, &e) in dst.iter().zip(entries) {
+            d.store(e, Ordering::Relaxed);
+        }
+        self.ring.tags[slot].store(self.block + 1, Ordering::Release);
+    }
+}
