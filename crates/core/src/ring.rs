@@ -99,13 +99,14 @@ impl Ring {
 }
 
 impl Claim<'_> {
-    /// Writes the block (`BLOCK` entries) and publishes it.
-    pub(crate) fn publish(self, entries: &[u32]) {
+    /// The slot's entries, to write.
+    pub(crate) fn entries(&self) -> &[AtomicU32] {
         let slot = Ring::slot(self.block);
-        let dst = &self.ring.entries[slot * BLOCK..(slot + 1) * BLOCK];
-        for (d, &e) in dst.iter().zip(entries) {
-            d.store(e, Ordering::Relaxed);
-        }
-        self.ring.tags[slot].store(self.block + 1, Ordering::Release);
+        &self.ring.entries[slot * BLOCK..(slot + 1) * BLOCK]
+    }
+
+    /// Publishes the block written into [`Claim::entries`].
+    pub(crate) fn publish(self) {
+        self.ring.tags[Ring::slot(self.block)].store(self.block + 1, Ordering::Release);
     }
 }

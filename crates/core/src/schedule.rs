@@ -334,31 +334,21 @@ impl Schedule {
             return;
         };
         let pos = smooth::rem(block << ring::SHIFT, self.period, self.magic);
-        // The block, with room for the interleaved fill to overrun it, and the smooth
-        // fill's scratch, 64 entries further than 4 KiB away from it (loads from one at
-        // the offset of a store to the other stall on 4K aliasing).
-        let mut buf = vec![0u32; 2 * ring::BLOCK + 128];
-        let (out, tmp) = buf.split_at_mut(ring::BLOCK + 64);
-        self.generate(pos, out, &mut tmp[64..]);
-        claim.publish(&out[..ring::BLOCK]);
-    }
-
-    /// The servers at positions `pos..` (wrapping at the period) into `out`; `tmp` is
-    /// scratch at least as long.
-    fn generate(&self, pos: u64, out: &mut [u32], tmp: &mut [u32]) {
         match &self.kind {
-            Kind::Interleaved(il) => il.fill(il.position(pos), out, ring::BLOCK),
+            Kind::Interleaved(il) => il.fill(il.position(pos), claim.entries()),
             Kind::Smooth(sm) => {
-                let mut pos = pos;
-                let mut out = &mut out[..ring::BLOCK];
-                while !out.is_empty() {
-                    let len = (self.period - pos).min(out.len() as u64) as usize;
-                    let (head, rest) = out.split_at_mut(len);
-                    sm.tree.fill(pos, head, tmp);
-                    (out, pos) = (rest, 0);
+                // The block and the scratch of its merges, 64 entries further than 4 KiB
+                // apart (loads from one at the offset of a recent store to the other
+                // stall on 4K aliasing).
+                let mut buf = vec![0u32; 2 * ring::BLOCK + 64];
+                let (out, tmp) = buf.split_at_mut(ring::BLOCK);
+                sm.tree.fill_wrapping(pos, self.period, out, &mut tmp[64..]);
+                for (dst, &e) in claim.entries().iter().zip(&*out) {
+                    dst.store(e, core::sync::atomic::Ordering::Relaxed);
                 }
             }
         }
+        claim.publish();
     }
 }
 
@@ -531,12 +521,13 @@ impl Interleaved {
             .map_or(self.first_max, |seek| seek.find(p).1) as usize
     }
 
-    /// The `len` server indices from the packed position `at` on, into `out`, which
-    /// has room for 64 more (written past `len`): each round's eligible servers
-    /// found by a branch-free scan of the weights (every index is written, only the
-    /// eligible ones advance), 64 at a time; a run of 64 ineligible servers is skipped
-    /// by [`Interleaved::find`].
-    fn fill(&self, at: u64, out: &mut [u32], len: usize) {
+    /// The server indices from the packed position `at` on, into `out` (a ring
+    /// slot, written in place): each round's eligible servers found 64 at a time (a
+    /// bit mask of the weights reaching the threshold); a run of 64 ineligible servers
+    /// is skipped by [`Interleaved::find`].
+    #[cfg(target_has_atomic = "64")]
+    fn fill(&self, at: u64, out: &[core::sync::atomic::AtomicU32]) {
+        use core::sync::atomic::Ordering::Relaxed;
         let leaves = &self.tree[self.size..self.size + self.n];
         let (mut round, mut j) = if self.valid(at) {
             ((at >> 32) as u32, at as u32 as usize)
@@ -547,22 +538,23 @@ impl Interleaved {
         loop {
             let cw = self.rounds - round;
             while j < self.n {
-                if o >= len {
+                if o >= out.len() {
                     return;
                 }
                 let end = (j + 64).min(self.n);
-                let before = o;
-                for (k, &w) in (j..end).zip(&leaves[j..end]) {
-                    if let Some(slot) = out.get_mut(o) {
-                        *slot = k as u32;
-                    }
-                    o += usize::from(w >= cw);
+                let mut mask = eligible(&leaves[j..end], cw);
+                if mask == 0 {
+                    j = self.find(end, cw).unwrap_or(self.n);
+                    continue;
                 }
-                j = if o == before {
-                    self.find(end, cw).unwrap_or(self.n)
-                } else {
-                    end
-                };
+                let count = mask.count_ones() as usize;
+                let dst = out.get(o..out.len().min(o + count)).unwrap_or_default();
+                for slot in dst {
+                    slot.store((j + mask.trailing_zeros() as usize) as u32, Relaxed);
+                    mask &= mask - 1;
+                }
+                o += count;
+                j = end;
             }
             round = if round + 1 == self.rounds {
                 0
@@ -737,6 +729,27 @@ impl Seek {
     fn heap_bytes(&self) -> usize {
         size_of_val(&*self.segments) + self.sorted.heap_bytes()
     }
+}
+
+/// Bit `k` set when `weights[k] >= cw` (at most 64 weights): 16 at a time, in the
+/// shape compilers turn into vector compares and a byte mask.
+#[inline]
+fn eligible(weights: &[u32], cw: u32) -> u64 {
+    let mut mask = 0u64;
+    let mut chunks = weights.chunks_exact(16);
+    let mut shift = 0;
+    for chunk in &mut chunks {
+        let mut m = 0u16;
+        for (k, &w) in chunk.iter().enumerate() {
+            m |= u16::from(w >= cw) << k;
+        }
+        mask |= u64::from(m) << shift;
+        shift += 16;
+    }
+    for (k, &w) in chunks.remainder().iter().enumerate() {
+        mask |= u64::from(w >= cw) << (shift + k);
+    }
+    mask
 }
 
 #[inline]

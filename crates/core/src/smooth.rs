@@ -394,6 +394,17 @@ impl Tree {
         }
     }
 
+    /// [`Tree::fill`] from position `pos` on, wrapping at the `period`.
+    pub(crate) fn fill_wrapping(&self, pos: u64, period: u64, out: &mut [u32], tmp: &mut [u32]) {
+        let (mut pos, mut out) = (pos, out);
+        while !out.is_empty() {
+            let len = (period - pos).min(out.len() as u64) as usize;
+            let (head, rest) = out.split_at_mut(len);
+            self.fill(pos, head, tmp);
+            (out, pos) = (rest, 0);
+        }
+    }
+
     /// `out` gets the servers of ranks `r0..r0 + out.len()` of node `id` (narrow
     /// trees); `tmp` is scratch (at least as long), the children's outputs before the
     /// merge. The children use `out` as their scratch in turn.
