@@ -40,6 +40,10 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 
+/// A node with at most this many positions of a block being generated walks each of
+/// them (see [`Tree::fill`]) instead of merging its children's.
+const WALK_MAX: usize = 8;
+
 /// Marks a child id as a leaf: the low bits are the server's index in the pool.
 const LEAF: u32 = 1 << 31;
 
@@ -386,7 +390,18 @@ impl Tree {
     /// instead of `depth` dependent multiplications and loads.
     pub(crate) fn fill(&self, pos: u64, out: &mut [u32], tmp: &mut [u32]) {
         if self.narrow {
-            self.generate(self.root, pos, out, tmp);
+            let mut walks = Vec::new();
+            self.generate(self.root, pos, out, tmp, &mut walks);
+            if walks.is_empty() {
+                return;
+            }
+            self.walk_many(&mut walks);
+            // The merges moved the placeholders to their positions: resolve them.
+            for o in out.iter_mut() {
+                if *o & LEAF != 0 {
+                    *o = walks.get((*o & !LEAF) as usize).map_or(0, |w| w.0 & !LEAF);
+                }
+            }
         } else {
             for (k, o) in (pos..).zip(out.iter_mut()) {
                 *o = self.walk_wide(k) as u32;
@@ -408,19 +423,28 @@ impl Tree {
     /// `out` gets the servers of ranks `r0..r0 + out.len()` of node `id` (narrow
     /// trees); `tmp` is scratch (at least as long), the children's outputs before the
     /// merge. The children use `out` as their scratch in turn.
-    fn generate(&self, id: u32, r0: u64, out: &mut [u32], tmp: &mut [u32]) {
+    ///
+    /// A node with one of the positions leaves a placeholder (`LEAF | i`) and the
+    /// walk `i` from it in `walks` (`(node, rank)`), done later several at a time.
+    fn generate(
+        &self,
+        id: u32,
+        r0: u64,
+        out: &mut [u32],
+        tmp: &mut [u32],
+        walks: &mut Vec<(u32, u64)>,
+    ) {
         let len = out.len();
         if id & LEAF != 0 {
             out.fill(id & !LEAF);
             return;
         }
-        match len {
-            0 => return,
-            1 => {
-                out[0] = self.walk_from(id, r0) as u32;
-                return;
+        if len <= WALK_MAX {
+            for (r, o) in (r0..).zip(out.iter_mut()) {
+                *o = LEAF | walks.len() as u32;
+                walks.push((id, r));
             }
-            _ => {}
+            return;
         }
         let Some(&node) = self.fast.get(id as usize) else {
             return;
@@ -433,8 +457,8 @@ impl Tree {
         {
             let (t1, t2) = tmp.split_at_mut(a);
             let (o1, o2) = out.split_at_mut(a);
-            self.generate(node.first, q0, t1, o1);
-            self.generate(node.second, r0 - q0, t2, o2);
+            self.generate(node.first, q0, t1, o1, walks);
+            self.generate(node.second, r0 - q0, t2, o2, walks);
         }
         // Rank m goes to the first child when the low word of m·f + h reaches g.
         let mut low = v0 as u64;
@@ -445,6 +469,53 @@ impl Tree {
             *o = tmp[if first { i } else { j }];
             i += usize::from(first);
             j += usize::from(!first);
+        }
+    }
+
+    /// Walks every `(node, rank)` of `walks` down to its leaf (left in `.0`), eight
+    /// in lockstep: the walks are independent, so their loads and multiplications
+    /// overlap instead of waiting on each other (narrow trees).
+    fn walk_many(&self, walks: &mut [(u32, u64)]) {
+        const LANES: usize = 8;
+        let Some(&dummy) = self.fast.first() else {
+            return;
+        };
+        for group in walks.chunks_mut(LANES) {
+            let mut ids = [LEAF; LANES];
+            let mut ms = [0u64; LANES];
+            for (k, &(id, m)) in group.iter().enumerate() {
+                (ids[k], ms[k]) = (id, m);
+            }
+            loop {
+                let mut live = false;
+                for (id, m) in ids.iter_mut().zip(ms.iter_mut()) {
+                    let inner = *id & LEAF == 0;
+                    live |= inner;
+                    // A finished walk reads the root and keeps its state.
+                    let node = if inner {
+                        self.fast.get(*id as usize).copied().unwrap_or(dummy)
+                    } else {
+                        dummy
+                    };
+                    let v = u128::from(*m) * u128::from(node.f) + u128::from(node.h);
+                    let (q, low) = ((v >> 64) as u64, v as u64);
+                    let first = low >= node.g;
+                    let (next_id, next_m) = if first {
+                        (node.first, q)
+                    } else {
+                        (node.second, m.wrapping_sub(q))
+                    };
+                    if inner {
+                        (*id, *m) = (next_id, next_m);
+                    }
+                }
+                if !live {
+                    break;
+                }
+            }
+            for (w, &id) in group.iter_mut().zip(&ids) {
+                w.0 = id;
+            }
         }
     }
 
