@@ -958,4 +958,143 @@ mod tests {
         };
         assert_eq!(long.next(&mut c), 0);
     }
+
+    /// Weights whose period is beyond the table (for any n up to 300): one weight of
+    /// at least 2^17 and a pool of mixed weights, zeros and `u32` extremes.
+    #[cfg(target_has_atomic = "64")]
+    fn long_weights() -> impl proptest::strategy::Strategy<Value = Vec<u32>> {
+        use proptest::prelude::*;
+        let one = prop_oneof![
+            1 => Just(0u32),
+            3 => 1..=8u32,
+            6 => 1..=4096u32,
+            3 => 0..=u32::from(u16::MAX),
+            1 => (u32::MAX - 8)..=u32::MAX,
+        ];
+        (prop::collection::vec(one, 0..=300), (1u32 << 17)..(1 << 20)).prop_map(|(mut w, big)| {
+            // gcd 1: the period is above 2^17, beyond the table.
+            w.extend([big, 1]);
+            w
+        })
+    }
+
+    /// The sequence of `len` picks from `offset`, with an owned cursor.
+    #[cfg(target_has_atomic = "64")]
+    fn owned(s: &Schedule, offset: u64, len: usize) -> Vec<usize> {
+        let mut c = s.start_at(offset);
+        (0..len).map(|_| s.next(&mut c)).collect()
+    }
+
+    #[cfg(target_has_atomic = "64")]
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+        /// The ring-backed shared pick gives the owned cursor's sequence over several
+        /// blocks, from any start (mid-block, and just before the period wraps).
+        #[test]
+        fn shared_picks_follow_the_owned_sequence(
+            weights in long_weights(),
+            interleaved: bool,
+            offset: u64,
+            before_end in 0u64..3000,
+        ) {
+            let policy = if interleaved { Policy::Interleaved } else { Policy::Smooth };
+            let s = Schedule::new(&weights, policy).unwrap();
+            proptest::prop_assert!(s.table.is_none());
+            let len = 3 * ring::BLOCK + 100;
+            for offset in [offset, s.period().saturating_sub(before_end), 0] {
+                let want = owned(&s, offset, len);
+                let shared = AtomicCursor::from(s.start_at(offset));
+                let got: Vec<usize> = (0..len).map(|_| s.next_atomic(&shared)).collect();
+                proptest::prop_assert_eq!(&got, &want, "{:?} offset {}", policy, offset);
+                // A fresh schedule (empty ring) and a late cursor on this one (its
+                // blocks overwritten by newer ones) give the same picks.
+                let fresh = s.clone();
+                let shared = AtomicCursor::from(fresh.start_at(offset));
+                let got: Vec<usize> = (0..len).map(|_| fresh.next_atomic(&shared)).collect();
+                proptest::prop_assert_eq!(&got, &want);
+            }
+        }
+    }
+
+    /// A cursor far behind another on the same schedule finds newer blocks in the
+    /// ring: it computes its positions alone, and still gets the sequence.
+    #[cfg(target_has_atomic = "64")]
+    #[test]
+    fn late_cursor_gets_the_same_sequence() {
+        for policy in [Policy::Interleaved, Policy::Smooth] {
+            let s = Schedule::new(&[70_000, 3, 40_000, 0, 70_001, 17], policy).unwrap();
+            let len = 6 * ring::BLOCK;
+            let want = owned(&s, 5, len);
+            let (ahead, behind) = (
+                AtomicCursor::from(s.start_at(5)),
+                AtomicCursor::from(s.start_at(5)),
+            );
+            // `ahead` keeps 3.5 blocks ahead of `behind`: the ring holds 4, so half the
+            // time `behind`'s block has already been replaced by a newer one.
+            let lead = 7 * ring::BLOCK / 2;
+            for &w in &want[..lead] {
+                assert_eq!(s.next_atomic(&ahead), w);
+            }
+            for k in 0..len {
+                assert_eq!(s.next_atomic(&behind), want[k], "{policy:?} {k}");
+                if let Some(&w) = want.get(k + lead) {
+                    assert_eq!(s.next_atomic(&ahead), w);
+                }
+            }
+            // Far behind: every block it needs was overwritten.
+            let late = AtomicCursor::from(s.start_at(5));
+            for (k, &w) in want.iter().enumerate().take(2 * ring::BLOCK) {
+                assert_eq!(s.next_atomic(&late), w, "{policy:?} late {k}");
+            }
+        }
+    }
+
+    /// Threads claiming positions at once (each also starting blocks, and some reading
+    /// blocks being written or already overwritten) take every position exactly once:
+    /// over whole periods, every server gets exactly its quota.
+    #[cfg(target_has_atomic = "64")]
+    #[test]
+    fn threads_through_the_ring_keep_exact_quotas() {
+        use std::sync::Barrier;
+        use std::thread;
+        const THREADS: usize = 4;
+        // A multiple of THREADS: the threads together take whole periods.
+        const PERIODS: u64 = 4;
+        let weights = [70_000u32, 3, 40_000, 0, 70_001, 17, 1, 999];
+        for (policy, offset) in [
+            (Policy::Interleaved, 12_345),
+            (Policy::Smooth, 12_345),
+            (Policy::Interleaved, 181_000),
+            (Policy::Smooth, 181_000),
+        ] {
+            let s = Schedule::new(&weights, policy).unwrap();
+            assert!(s.table.is_none());
+            let total = PERIODS * s.period();
+            let per_thread = total / THREADS as u64;
+            assert_eq!(per_thread * THREADS as u64, total);
+            let cursor = AtomicCursor::from(s.start_at(offset));
+            let barrier = Barrier::new(THREADS);
+            let counts: Vec<Vec<u64>> = thread::scope(|scope| {
+                let handles: Vec<_> = (0..THREADS)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut counts = vec![0u64; weights.len()];
+                            barrier.wait();
+                            for _ in 0..per_thread {
+                                counts[s.next_atomic(&cursor)] += 1;
+                            }
+                            counts
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let g = weights.iter().fold(0, |g, &w| gcd(g, w));
+            for (i, &w) in weights.iter().enumerate() {
+                let got: u64 = counts.iter().map(|c| c[i]).sum();
+                assert_eq!(got, PERIODS * u64::from(w / g), "{policy:?} server {i}");
+            }
+        }
+    }
 }
