@@ -363,8 +363,13 @@ fn ratio(v: Option<f64>, base: Option<f64>) -> String {
 }
 
 /// Positions per block of the ring a schedule beyond its table prefetches into
-/// (`roundrobin_core`'s `ring::BLOCK`).
-const BLOCK: u64 = 1024;
+/// (`roundrobin_core`'s `ring.rs`).
+fn block(policy: Policy) -> u64 {
+    match policy {
+        Policy::Interleaved => 1024,
+        Policy::Smooth => 512,
+    }
+}
 
 /// The pick that claims a block's first position generates the next block: median
 /// and largest time of such picks over 256 blocks (one thread), in ns; `None` when
@@ -376,11 +381,12 @@ fn fill_time(weights: &[u32], policy: Policy) -> Option<(f64, f64)> {
     }
     let cursor = AtomicCursor::new(&s);
     let mut times = Vec::new();
-    for k in 0..258 * BLOCK {
+    let block = block(policy);
+    for k in 0..258 * block {
         let start = Instant::now();
         black_box(s.next_atomic(&cursor));
         // The first two blocks are generated on a miss (nothing prefetched them).
-        if k % BLOCK == 0 && k >= 2 * BLOCK {
+        if k % block == 0 && k >= 2 * block {
             times.push(start.elapsed().as_nanos() as f64);
         }
     }
@@ -430,7 +436,7 @@ fn summary() {
             pingora_bytes.map_or("–".into(), bytes),
         );
     }
-    println!("\nFill: the pick that starts a block generates the next {BLOCK} server indices; its time, median and largest over 256 blocks (one thread, measured after criterion). Per entry = median / {BLOCK}.\n");
+    println!("\nFill: the pick that starts a block generates the next block (1024 server indices interleaved, 512 smooth); its time, median and largest over 256 blocks from the start of the period (one thread, measured after criterion). Per entry = median / block length.\n");
     println!("| n | interleaved median | interleaved max | smooth median | smooth max | per entry il / sm |");
     println!("|---:|---:|---:|---:|---:|---|");
     for n in SIZES {
@@ -441,15 +447,15 @@ fn summary() {
         );
         let med = |t: Option<(f64, f64)>| ns(t.map(|t| t.0));
         let max = |t: Option<(f64, f64)>| ns(t.map(|t| t.1));
-        let per = |t: Option<(f64, f64)>| ns(t.map(|t| t.0 / BLOCK as f64));
+        let per = |t: Option<(f64, f64)>, p| ns(t.map(|t| t.0 / block(p) as f64));
         println!(
             "| {n} | {} | {} | {} | {} | {} / {} |",
             med(il),
             max(il),
             med(sm),
             max(sm),
-            per(il),
-            per(sm)
+            per(il, Policy::Interleaved),
+            per(sm, Policy::Smooth)
         );
     }
     println!("\nChanges through `RoundRobin` at n = {CHANGE_N}, and picks while another thread changes a weight every ms.\n");

@@ -1,8 +1,9 @@
 //! A small lock-free ring of prefetched blocks of a schedule's sequence, shared by the
 //! callers of [`Schedule::next_atomic`](crate::Schedule::next_atomic).
 //!
-//! Block `b` holds the server indices of the position counts `b·BLOCK .. (b+1)·BLOCK`
-//! (a count `k` is the position `k % period`), in slot `b % SLOTS`. A slot's tag says
+//! Block `b` holds the server indices of the position counts `b·len .. (b+1)·len`
+//! (a count `k` is the position `k % period`; `len` is 1024 for
+//! interleaved schedules, 512 for smooth ones), in slot `b % SLOTS`. A slot's tag says
 //! which block it holds: `b + 1`, [`EMPTY`] before its first block, [`FILLING`] while a
 //! caller writes it. Readers check the tag seqlock-style (tag, entry, acquire fence,
 //! tag again); a writer claims the slot with a compare-and-swap to `FILLING`, so one
@@ -13,18 +14,23 @@
 use alloc::boxed::Box;
 use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-/// `log2` of the block length.
+/// `log2` of the block length, interleaved: 1024 positions (a block is generated in
+/// about 2–20 µs).
 pub(crate) const SHIFT: u32 = 10;
-/// Positions per block.
+/// The interleaved block length.
+#[cfg(test)]
 pub(crate) const BLOCK: usize = 1 << SHIFT;
-/// `k & MASK` is the offset of count `k` in its block.
-pub(crate) const MASK: u64 = BLOCK as u64 - 1;
+/// `log2` of the block length, smooth: 512 positions. A position costs more to
+/// generate (about 5–65 ns): the shorter block bounds the filler's pause.
+pub(crate) const SMALL_SHIFT: u32 = 9;
 /// Blocks held: the one being read, the next one, and older ones for late readers.
 const SLOTS: usize = 4;
 const EMPTY: u64 = 0;
 const FILLING: u64 = u64::MAX;
 
 pub(crate) struct Ring {
+    /// `log2` of the block length.
+    shift: u32,
     tags: [AtomicU64; SLOTS],
     entries: Box<[AtomicU32]>,
 }
@@ -43,11 +49,25 @@ pub(crate) fn older(seen: u64, block: u64) -> bool {
 }
 
 impl Ring {
-    pub(crate) fn new() -> Self {
+    /// A ring of blocks of `1 << shift` positions.
+    pub(crate) fn new(shift: u32) -> Self {
         Self {
+            shift,
             tags: [const { AtomicU64::new(EMPTY) }; SLOTS],
-            entries: (0..SLOTS * BLOCK).map(|_| AtomicU32::new(0)).collect(),
+            entries: (0..SLOTS << shift).map(|_| AtomicU32::new(0)).collect(),
         }
+    }
+
+    /// `log2` of the block length: count `k` is in block `k >> shift`.
+    #[inline]
+    pub(crate) fn shift(&self) -> u32 {
+        self.shift
+    }
+
+    /// Whether count `k` is the first of its block.
+    #[inline]
+    pub(crate) fn starts_block(&self, k: u64) -> bool {
+        k & ((1 << self.shift) - 1) == 0
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
@@ -62,13 +82,13 @@ impl Ring {
     /// The entry of count `k`, or the tag its slot held instead of its block.
     #[inline]
     pub(crate) fn get(&self, k: u64) -> Result<u32, u64> {
-        let block = k >> SHIFT;
+        let block = k >> self.shift;
         let slot = Self::slot(block);
         let tag = &self.tags[slot];
         let want = block + 1;
         let seen = tag.load(Ordering::Acquire);
         if seen == want {
-            let i = slot * BLOCK + (k & MASK) as usize;
+            let i = (slot << self.shift) + (k & ((1 << self.shift) - 1)) as usize;
             let entry = self.entries.get(i).map_or(0, |e| e.load(Ordering::Relaxed));
             // Orders the entry's load before the second tag load: had a writer started
             // over this slot before our entry load saw its write, we see its mark.
@@ -102,7 +122,7 @@ impl Claim<'_> {
     /// The slot's entries, to write.
     pub(crate) fn entries(&self) -> &[AtomicU32] {
         let slot = Ring::slot(self.block);
-        &self.ring.entries[slot * BLOCK..(slot + 1) * BLOCK]
+        &self.ring.entries[slot << self.ring.shift..(slot + 1) << self.ring.shift]
     }
 
     /// Publishes the block written into [`Claim::entries`].

@@ -25,16 +25,21 @@ const CHAIN: usize = 8;
 /// The selection sequence of one pool state, immutable once built.
 ///
 /// Built from the weights in pool order; [`Schedule::next`] yields server indices into
-/// that order. The schedule has no interior state: a [`Cursor`] (owned, `&mut`) or an
-/// [`AtomicCursor`] (shared, lock-free) holds the position, so a rebuilt schedule with a
-/// fresh cursor restarts the iteration.
+/// that order. A [`Cursor`] (owned, `&mut`) or an [`AtomicCursor`] (shared, lock-free)
+/// holds the position, so a rebuilt schedule with a fresh cursor restarts the
+/// iteration. The sequence has no interior state; the only one the schedule has is a
+/// cache for [`Schedule::next_atomic`] (a ring of prefetched blocks), which a clone
+/// starts empty.
 ///
 /// Memory is O(n) whatever the weights ([`Schedule::heap_bytes`]):
 /// [`Policy::Interleaved`] keeps a max tree over the weights and the next heavier
 /// server of every server (at most `5n` `u32`s),
 /// [`Policy::Smooth`] an apportionment tree (`n - 1` nodes of 32 bytes); either policy
 /// adds, when the period has at most `4n + 65536` picks, the period itself as a table
-/// of `u32` indices (at most `16n` bytes + 256 KiB), which makes a pick O(1).
+/// of `u32` indices (at most `16n` bytes + 256 KiB), which makes a pick O(1), and
+/// otherwise the ring of [`Schedule::next_atomic`] (16 KiB) and, for interleaved, an
+/// index of its rounds (one 16-byte segment per distinct weight and a wavelet matrix
+/// of `log2 n` bits per server, with a directory: at most about `6n` more `u32`s).
 ///
 /// ```
 /// use roundrobin_core::{Policy, Schedule};
@@ -72,7 +77,7 @@ impl Clone for Schedule {
             period: self.period,
             magic: self.magic,
             #[cfg(target_has_atomic = "64")]
-            ring: self.ring.as_ref().map(|_| Ring::new()),
+            ring: self.ring.as_ref().map(|r| Ring::new(r.shift())),
         }
     }
 }
@@ -151,7 +156,8 @@ impl Schedule {
         let ring = match (&table, &kind) {
             (Some(_), _) => None,
             (None, Kind::Smooth(sm)) if !sm.tree.is_narrow() => None,
-            (None, _) => Some(Ring::new()),
+            (None, Kind::Smooth(_)) => Some(Ring::new(ring::SMALL_SHIFT)),
+            (None, Kind::Interleaved(_)) => Some(Ring::new(ring::SHIFT)),
         };
         Ok(Self {
             kind,
@@ -279,7 +285,8 @@ impl Schedule {
     /// callers get distinct positions of the same sequence.
     ///
     /// Periods kept as a table: one read. Longer periods: the schedule holds a small
-    /// ring of prefetched blocks of the sequence (4 blocks of 1024 server indices);
+    /// ring of prefetched blocks of the sequence (4 blocks of 1024 server indices,
+    /// interleaved, or of 512, smooth);
     /// the caller that claims the first position of a block generates the next block
     /// (O(1) amortised a position for interleaved, a few additions per tree level for
     /// smooth), the others read their entry, checked seqlock-style. A position whose
@@ -297,8 +304,8 @@ impl Schedule {
         let Some(ring) = &self.ring else {
             return self.at(smooth::rem(k, self.period, self.magic));
         };
-        if k & ring::MASK == 0 {
-            self.fill(ring, (k >> ring::SHIFT) + 1);
+        if ring.starts_block(k) {
+            self.fill(ring, (k >> ring.shift()) + 1);
         }
         match ring.get(k) {
             Ok(index) => index as usize,
@@ -313,7 +320,7 @@ impl Schedule {
     #[cold]
     #[inline(never)]
     fn missed(&self, ring: &Ring, k: u64, seen: u64) -> usize {
-        let block = k >> ring::SHIFT;
+        let block = k >> ring.shift();
         if ring::older(seen, block) {
             self.fill(ring, block);
             if let Ok(index) = ring.get(k) {
@@ -333,15 +340,16 @@ impl Schedule {
         let Some(claim) = ring.claim(block) else {
             return;
         };
-        let pos = smooth::rem(block << ring::SHIFT, self.period, self.magic);
+        let pos = smooth::rem(block << ring.shift(), self.period, self.magic);
         match &self.kind {
             Kind::Interleaved(il) => il.fill(il.position(pos), claim.entries()),
             Kind::Smooth(sm) => {
                 // The block and the scratch of its merges, 64 entries further than 4 KiB
                 // apart (loads from one at the offset of a recent store to the other
                 // stall on 4K aliasing).
-                let mut buf = vec![0u32; 2 * ring::BLOCK + 64];
-                let (out, tmp) = buf.split_at_mut(ring::BLOCK);
+                let len = claim.entries().len();
+                let mut buf = vec![0u32; 2 * len + 64];
+                let (out, tmp) = buf.split_at_mut(len);
                 sm.tree.fill_wrapping(pos, self.period, out, &mut tmp[64..]);
                 for (dst, &e) in claim.entries().iter().zip(&*out) {
                     dst.store(e, core::sync::atomic::Ordering::Relaxed);
@@ -1024,7 +1032,8 @@ mod tests {
     fn late_cursor_gets_the_same_sequence() {
         for policy in [Policy::Interleaved, Policy::Smooth] {
             let s = Schedule::new(&[70_000, 3, 40_000, 0, 70_001, 17], policy).unwrap();
-            let len = 6 * ring::BLOCK;
+            let block = 1usize << s.ring.as_ref().map_or(0, Ring::shift);
+            let len = 12 * block;
             let want = owned(&s, 5, len);
             let (ahead, behind) = (
                 AtomicCursor::from(s.start_at(5)),
@@ -1032,7 +1041,7 @@ mod tests {
             );
             // `ahead` keeps 3.5 blocks ahead of `behind`: the ring holds 4, so half the
             // time `behind`'s block has already been replaced by a newer one.
-            let lead = 7 * ring::BLOCK / 2;
+            let lead = 7 * block / 2;
             for &w in &want[..lead] {
                 assert_eq!(s.next_atomic(&ahead), w);
             }
@@ -1044,7 +1053,7 @@ mod tests {
             }
             // Far behind: every block it needs was overwritten.
             let late = AtomicCursor::from(s.start_at(5));
-            for (k, &w) in want.iter().enumerate().take(2 * ring::BLOCK) {
+            for (k, &w) in want.iter().enumerate().take(2 * block) {
                 assert_eq!(s.next_atomic(&late), w, "{policy:?} late {k}");
             }
         }

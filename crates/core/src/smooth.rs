@@ -40,6 +40,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 
+#[cfg(target_has_atomic = "64")]
 /// A node with at most this many positions of a block being generated walks each of
 /// them (see [`Tree::fill`]) instead of merging its children's.
 const WALK_MAX: usize = 8;
@@ -379,6 +380,7 @@ impl Tree {
         (id & !LEAF) as usize
     }
 
+    #[cfg(target_has_atomic = "64")]
     /// Writes the servers at positions `pos..pos + out.len()` (all below the period)
     /// into `out`; `tmp` is scratch space at least as long.
     ///
@@ -409,6 +411,7 @@ impl Tree {
         }
     }
 
+    #[cfg(target_has_atomic = "64")]
     /// [`Tree::fill`] from position `pos` on, wrapping at the `period`.
     pub(crate) fn fill_wrapping(&self, pos: u64, period: u64, out: &mut [u32], tmp: &mut [u32]) {
         let (mut pos, mut out) = (pos, out);
@@ -420,6 +423,7 @@ impl Tree {
         }
     }
 
+    #[cfg(target_has_atomic = "64")]
     /// `out` gets the servers of ranks `r0..r0 + out.len()` of node `id` (narrow
     /// trees); `tmp` is scratch (at least as long), the children's outputs before the
     /// merge. The children use `out` as their scratch in turn.
@@ -472,6 +476,7 @@ impl Tree {
         }
     }
 
+    #[cfg(target_has_atomic = "64")]
     /// Walks every `(node, rank)` of `walks` down to its leaf (left in `.0`), eight
     /// in lockstep: the walks are independent, so their loads and multiplications
     /// overlap instead of waiting on each other (narrow trees).
