@@ -21,7 +21,8 @@
 //!
 //! After criterion, the bench prints one markdown table (medians read back from
 //! criterion's `estimates.json`): ns per pick, build time, bytes per schedule, and the
-//! ratio to pingora.
+//! ratio to pingora; then the time a schedule beyond its table takes to generate one
+//! block of its ring (timed around the pick that starts a block).
 
 use core::hint::black_box;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +39,7 @@ use pingora_load_balancing::selection::{
     BackendIter, BackendSelection, RoundRobin as PingoraWeighted,
 };
 use pingora_load_balancing::Backend;
-use roundrobin_core::{Policy, RoundRobin, Schedule};
+use roundrobin_core::{AtomicCursor, Policy, RoundRobin, Schedule};
 
 const SIZES: [usize; 5] = [10, 100, 1000, 10_000, 100_000];
 /// pingora indexes its table with `u16`.
@@ -361,6 +362,38 @@ fn ratio(v: Option<f64>, base: Option<f64>) -> String {
     }
 }
 
+/// Positions per block of the ring a schedule beyond its table prefetches into
+/// (`roundrobin_core`'s `ring.rs`).
+fn block(policy: Policy) -> u64 {
+    match policy {
+        Policy::Interleaved => 1024,
+        Policy::Smooth => 512,
+    }
+}
+
+/// The pick that claims a block's first position generates the next block: median
+/// and largest time of such picks over 256 blocks (one thread), in ns; `None` when
+/// the period is kept as a table (no ring).
+fn fill_time(weights: &[u32], policy: Policy) -> Option<(f64, f64)> {
+    let s = Schedule::new(weights, policy).unwrap();
+    if s.period() <= 4 * weights.len() as u64 + 65_536 {
+        return None;
+    }
+    let cursor = AtomicCursor::new(&s);
+    let mut times = Vec::new();
+    let block = block(policy);
+    for k in 0..258 * block {
+        let start = Instant::now();
+        black_box(s.next_atomic(&cursor));
+        // The first two blocks are generated on a miss (nothing prefetched them).
+        if k % block == 0 && k >= 2 * block {
+            times.push(start.elapsed().as_nanos() as f64);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Some((times[times.len() / 2], times[times.len() - 1]))
+}
+
 /// The markdown summary of this run.
 fn summary() {
     let Some(dir) = criterion_dir() else {
@@ -401,6 +434,28 @@ fn summary() {
             bytes(size(Policy::Interleaved)),
             bytes(size(Policy::Smooth)),
             pingora_bytes.map_or("–".into(), bytes),
+        );
+    }
+    println!("\nFill: the pick that starts a block generates the next block (1024 server indices interleaved, 512 smooth); its time, median and largest over 256 blocks from the start of the period (one thread, measured after criterion). Per entry = median / block length.\n");
+    println!("| n | interleaved median | interleaved max | smooth median | smooth max | per entry il / sm |");
+    println!("|---:|---:|---:|---:|---:|---|");
+    for n in SIZES {
+        let w = weights(n);
+        let (il, sm) = (
+            fill_time(&w, Policy::Interleaved),
+            fill_time(&w, Policy::Smooth),
+        );
+        let med = |t: Option<(f64, f64)>| ns(t.map(|t| t.0));
+        let max = |t: Option<(f64, f64)>| ns(t.map(|t| t.1));
+        let per = |t: Option<(f64, f64)>, p| ns(t.map(|t| t.0 / block(p) as f64));
+        println!(
+            "| {n} | {} | {} | {} | {} | {} / {} |",
+            med(il),
+            max(il),
+            med(sm),
+            max(sm),
+            per(il, Policy::Interleaved),
+            per(sm, Policy::Smooth)
         );
     }
     println!("\nChanges through `RoundRobin` at n = {CHANGE_N}, and picks while another thread changes a weight every ms.\n");

@@ -18,9 +18,8 @@ use crate::{Error, Policy};
 /// A weighted round-robin balancer shared by every task of a server.
 ///
 /// Every method takes `&self`. A pick loads the current snapshot (servers, schedule and
-/// cursor) and claims the next position of its sequence with one atomic operation
-/// (a `fetch_add`, or a compare-and-swap for interleaved periods too long for a
-/// table): no lock, and
+/// cursor) and claims the next position of its sequence with one `fetch_add` (see
+/// [`Schedule::next_atomic`]): no lock, and
 /// concurrent callers get distinct positions. A change (upsert, remove)
 /// builds a new snapshot with a fresh cursor and swaps it in, so the iteration restarts
 /// atomically; changes are serialised among themselves by a lock that picks never take.

@@ -6,7 +6,10 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
+#[cfg(target_has_atomic = "64")]
+use crate::ring::{self, Ring};
 use crate::smooth::{self, Tree, MAX_SERVERS};
+use crate::wavelet::Wavelet;
 use crate::{Error, Policy};
 
 /// Former cap on the smooth policy's period, when it precomputed the whole period into
@@ -22,16 +25,21 @@ const CHAIN: usize = 8;
 /// The selection sequence of one pool state, immutable once built.
 ///
 /// Built from the weights in pool order; [`Schedule::next`] yields server indices into
-/// that order. The schedule has no interior state: a [`Cursor`] (owned, `&mut`) or an
-/// [`AtomicCursor`] (shared, lock-free) holds the position, so a rebuilt schedule with a
-/// fresh cursor restarts the iteration.
+/// that order. A [`Cursor`] (owned, `&mut`) or an [`AtomicCursor`] (shared, lock-free)
+/// holds the position, so a rebuilt schedule with a fresh cursor restarts the
+/// iteration. The sequence has no interior state; the only one the schedule has is a
+/// cache for [`Schedule::next_atomic`] (a ring of prefetched blocks), which a clone
+/// starts empty.
 ///
 /// Memory is O(n) whatever the weights ([`Schedule::heap_bytes`]):
 /// [`Policy::Interleaved`] keeps a max tree over the weights and the next heavier
 /// server of every server (at most `5n` `u32`s),
 /// [`Policy::Smooth`] an apportionment tree (`n - 1` nodes of 32 bytes); either policy
 /// adds, when the period has at most `4n + 65536` picks, the period itself as a table
-/// of `u32` indices (at most `16n` bytes + 256 KiB), which makes a pick O(1).
+/// of `u32` indices (at most `16n` bytes + 256 KiB), which makes a pick O(1), and
+/// otherwise the ring of [`Schedule::next_atomic`] (16 KiB) and, for interleaved, an
+/// index of its rounds (one 16-byte segment per distinct weight and a wavelet matrix
+/// of `log2 n` bits per server, with a directory: at most about `6n` more `u32`s).
 ///
 /// ```
 /// use roundrobin_core::{Policy, Schedule};
@@ -46,15 +54,32 @@ const CHAIN: usize = 8;
 /// assert_eq!(schedule.next(&mut cursor), 1);
 /// # Ok::<(), roundrobin_core::Error>(())
 /// ```
-#[derive(Clone)]
 pub struct Schedule {
     kind: Kind,
     /// The whole period as server indices, when it has at most [`table_cap`] picks:
-    /// then a cursor is a plain position and a pick is one read, for either policy.
+    /// then a pick is one read, for either policy.
     table: Option<Box<[u32]>>,
     period: u64,
     /// `u64::MAX / period`: positions are reduced modulo the period without a division.
     magic: u64,
+    /// Beyond the table: the blocks of the sequence shared pickers are about to claim,
+    /// generated a block at a time ([`Schedule::next_atomic`]).
+    #[cfg(target_has_atomic = "64")]
+    ring: Option<Ring>,
+}
+
+/// A clone starts with an empty ring of prefetched blocks (it is a cache).
+impl Clone for Schedule {
+    fn clone(&self) -> Self {
+        Self {
+            kind: self.kind.clone(),
+            table: self.table.clone(),
+            period: self.period,
+            magic: self.magic,
+            #[cfg(target_has_atomic = "64")]
+            ring: self.ring.as_ref().map(|r| Ring::new(r.shift())),
+        }
+    }
 }
 
 /// Policy and period only: the trees can hold many nodes.
@@ -84,7 +109,13 @@ struct Smooth {
 
 /// A position in a [`Schedule`]: the next pick it yields. Cheap to copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor(u64);
+pub struct Cursor {
+    /// The position in the period.
+    pos: u64,
+    /// Interleaved schedules without a table: the same position as a packed
+    /// `(round, index)`, stepped in O(1) amortised (0 otherwise).
+    at: u64,
+}
 
 impl Schedule {
     /// Builds the schedule of `weights` (pool order) under `policy`: O(n) for
@@ -116,12 +147,25 @@ impl Schedule {
                 tree: smooth(weights, g),
             }),
         };
+        let mut kind = kind;
         let table = (period <= table_cap(weights.len())).then(|| materialise(&kind, period));
+        if let (Kind::Interleaved(il), None) = (&mut kind, &table) {
+            il.seek = Some(Seek::new(il));
+        }
+        #[cfg(target_has_atomic = "64")]
+        let ring = match (&table, &kind) {
+            (Some(_), _) => None,
+            (None, Kind::Smooth(sm)) if !sm.tree.is_narrow() => None,
+            (None, Kind::Smooth(_)) => Some(Ring::new(ring::SMALL_SHIFT)),
+            (None, Kind::Interleaved(_)) => Some(Ring::new(ring::SHIFT)),
+        };
         Ok(Self {
             kind,
             table,
             period,
             magic: u64::MAX / period,
+            #[cfg(target_has_atomic = "64")]
+            ring,
         })
     }
 
@@ -143,9 +187,15 @@ impl Schedule {
     /// `size_of::<Schedule>()` bytes of the value itself.
     pub fn heap_bytes(&self) -> usize {
         let table = self.table.as_ref().map_or(0, |t| size_of_val(&**t));
+        #[cfg(target_has_atomic = "64")]
+        let table = table + self.ring.as_ref().map_or(0, Ring::heap_bytes);
         table
             + match &self.kind {
-                Kind::Interleaved(il) => size_of_val(&*il.tree) + size_of_val(&*il.heavier),
+                Kind::Interleaved(il) => {
+                    size_of_val(&*il.tree)
+                        + size_of_val(&*il.heavier)
+                        + il.seek.as_ref().map_or(0, Seek::heap_bytes)
+                }
                 Kind::Smooth(sm) => sm.tree.heap_bytes(),
             }
     }
@@ -171,21 +221,27 @@ impl Schedule {
 
     /// The cursor at the first pick of the sequence.
     pub fn start(&self) -> Cursor {
-        Cursor(match &self.kind {
-            Kind::Interleaved(il) if self.table.is_none() => il.first(),
-            _ => 0,
-        })
+        Cursor {
+            pos: 0,
+            at: match &self.kind {
+                Kind::Interleaved(il) if self.table.is_none() => il.first(),
+                _ => 0,
+            },
+        }
     }
 
     /// The cursor at position `offset % period` of the sequence (position 0 is the
-    /// [`Schedule::start`]). O(1) for smooth and for periods kept as a table, O(n log n)
+    /// [`Schedule::start`]). O(1) for smooth and for periods kept as a table, O(log n)
     /// for other interleaved schedules.
     pub fn start_at(&self, offset: u64) -> Cursor {
         let pos = smooth::rem(offset, self.period, self.magic);
-        Cursor(match &self.kind {
-            Kind::Interleaved(il) if self.table.is_none() => il.position(pos),
-            _ => pos,
-        })
+        Cursor {
+            pos,
+            at: match &self.kind {
+                Kind::Interleaved(il) if self.table.is_none() => il.position(pos),
+                _ => 0,
+            },
+        }
     }
 
     /// Returns the server index at `cursor` and advances the cursor.
@@ -193,58 +249,114 @@ impl Schedule {
     /// A cursor from another schedule never panics: when it points outside this one it
     /// restarts at [`Schedule::start`].
     pub fn next(&self, cursor: &mut Cursor) -> usize {
-        let (index, next) = self.step(cursor.0);
-        cursor.0 = next;
-        index
-    }
-
-    /// The index at position `pos` (sanitised) and the position after it.
-    #[inline]
-    fn step(&self, pos: u64) -> (usize, u64) {
-        if let Kind::Interleaved(il) = &self.kind {
-            if self.table.is_none() {
-                return il.step(pos);
-            }
+        let stepped = match (&self.table, &self.kind) {
+            (None, Kind::Interleaved(il)) => Some(il),
+            _ => None,
+        };
+        if cursor.pos >= self.period || stepped.is_some_and(|il| !il.valid(cursor.at)) {
+            *cursor = self.start();
         }
-        let k = if pos < self.period { pos } else { 0 };
-        let next = if k + 1 == self.period { 0 } else { k + 1 };
-        (self.at(k), next)
+        let k = cursor.pos;
+        cursor.pos = if k + 1 == self.period { 0 } else { k + 1 };
+        match stepped {
+            Some(il) => {
+                let (index, next) = il.step(cursor.at);
+                cursor.at = next;
+                index
+            }
+            None => self.at(k),
+        }
     }
 
-    /// The server index at position `k` (below the period) of a schedule whose cursors
-    /// are plain positions: a table read, or a walk of the smooth tree.
+    /// The server index at position `k` (below the period): a table read, a walk of
+    /// the smooth tree, or a seek in the interleaved rounds (O(log n)).
     #[inline]
     fn at(&self, k: u64) -> usize {
         match (&self.table, &self.kind) {
             (Some(table), _) => table.get(k as usize).map_or(0, |&i| i as usize),
             (None, Kind::Smooth(sm)) => sm.tree.at(k),
-            // Interleaved schedules without a table step their cursor instead.
-            (None, Kind::Interleaved(il)) => il.first_max as usize,
+            (None, Kind::Interleaved(il)) => il.index_at(k),
         }
     }
 
     /// Claims the position held by `cursor` for this caller and returns its server
-    /// index. Lock-free: one atomic read-modify-write claims exactly one position, so
-    /// concurrent callers get distinct positions of the same sequence. (Interleaved, when
-    /// its period is not kept as a table: a compare-and-swap of the packed
-    /// `(round, index)`; otherwise a `fetch_add` of the pick count, taken modulo the
-    /// period, which would only wrap after 2^64 picks.)
+    /// index. Lock-free: one `fetch_add` of the pick count claims exactly one position
+    /// (taken modulo the period; it would only wrap after 2^64 picks), so concurrent
+    /// callers get distinct positions of the same sequence.
+    ///
+    /// Periods kept as a table: one read. Longer periods: the schedule holds a small
+    /// ring of prefetched blocks of the sequence (4 blocks of 1024 server indices,
+    /// interleaved, or of 512, smooth);
+    /// the caller that claims the first position of a block generates the next block
+    /// (O(1) amortised a position for interleaved, a few additions per tree level for
+    /// smooth), the others read their entry, checked seqlock-style. A position whose
+    /// block is missing (not generated yet, or already overwritten for a caller that
+    /// was delayed) is computed on its own: the same server, O(log n) or O(depth).
     #[cfg(target_has_atomic = "64")]
     #[inline]
     pub fn next_atomic(&self, cursor: &AtomicCursor) -> usize {
         use core::sync::atomic::Ordering::Relaxed;
-        if let (Kind::Interleaved(il), None) = (&self.kind, &self.table) {
-            let mut pos = cursor.0.load(Relaxed);
-            loop {
-                let (index, next) = il.step(pos);
-                match cursor.0.compare_exchange_weak(pos, next, Relaxed, Relaxed) {
-                    Ok(_) => return index,
-                    Err(actual) => pos = actual,
+        let k = cursor.0.fetch_add(1, Relaxed);
+        if let Some(table) = &self.table {
+            let p = smooth::rem(k, self.period, self.magic);
+            return table.get(p as usize).map_or(0, |&i| i as usize);
+        }
+        let Some(ring) = &self.ring else {
+            return self.at(smooth::rem(k, self.period, self.magic));
+        };
+        if ring.starts_block(k) {
+            self.fill(ring, (k >> ring.shift()) + 1);
+        }
+        match ring.get(k) {
+            Ok(index) => index as usize,
+            Err(seen) => self.missed(ring, k, seen),
+        }
+    }
+
+    /// The entry of position count `k` was not in the ring: generate its block when
+    /// the ring holds an older one (the start of a cursor, or a block nobody generated),
+    /// else compute it alone.
+    #[cfg(target_has_atomic = "64")]
+    #[cold]
+    #[inline(never)]
+    fn missed(&self, ring: &Ring, k: u64, seen: u64) -> usize {
+        let block = k >> ring.shift();
+        if ring::older(seen, block) {
+            self.fill(ring, block);
+            if let Ok(index) = ring.get(k) {
+                return index as usize;
+            }
+        }
+        self.at(smooth::rem(k, self.period, self.magic))
+    }
+
+    /// Generates block `block` of the sequence (position counts `block · B ..`) into
+    /// its slot of the ring, unless another caller is writing that slot or it holds a
+    /// newer block.
+    #[cfg(target_has_atomic = "64")]
+    #[cold]
+    #[inline(never)]
+    fn fill(&self, ring: &Ring, block: u64) {
+        let Some(claim) = ring.claim(block) else {
+            return;
+        };
+        let pos = smooth::rem(block << ring.shift(), self.period, self.magic);
+        match &self.kind {
+            Kind::Interleaved(il) => il.fill(il.position(pos), claim.entries()),
+            Kind::Smooth(sm) => {
+                // The block and the scratch of its merges, 64 entries further than 4 KiB
+                // apart (loads from one at the offset of a recent store to the other
+                // stall on 4K aliasing).
+                let len = claim.entries().len();
+                let mut buf = vec![0u32; 2 * len + 64];
+                let (out, tmp) = buf.split_at_mut(len);
+                sm.tree.fill_wrapping(pos, self.period, out, &mut tmp[64..]);
+                for (dst, &e) in claim.entries().iter().zip(&*out) {
+                    dst.store(e, core::sync::atomic::Ordering::Relaxed);
                 }
             }
         }
-        let k = cursor.0.fetch_add(1, Relaxed);
-        self.at(smooth::rem(k, self.period, self.magic))
+        claim.publish();
     }
 }
 
@@ -278,7 +390,7 @@ impl AtomicCursor {
 impl From<Cursor> for AtomicCursor {
     /// A shared cursor at the position of `cursor` (of the same schedule).
     fn from(cursor: Cursor) -> Self {
-        Self(core::sync::atomic::AtomicU64::new(cursor.0))
+        Self(core::sync::atomic::AtomicU64::new(cursor.pos))
     }
 }
 
@@ -350,6 +462,8 @@ struct Interleaved {
     first_max: u32,
     /// For every server, the next index holding a larger weight (`n` if none).
     heavier: Box<[u32]>,
+    /// Position → `(round, index)` in O(log n); built when the period is not a table.
+    seek: Option<Seek>,
 }
 
 impl Interleaved {
@@ -388,6 +502,7 @@ impl Interleaved {
             rounds,
             first_max,
             heavier: heavier.into_boxed_slice(),
+            seek: None,
         }
     }
 
@@ -395,38 +510,74 @@ impl Interleaved {
         u64::from(self.first_max)
     }
 
-    /// The packed position of pick `p` (below the period). While the threshold `cw`
-    /// runs between two consecutive distinct weights, every round has the same eligible
-    /// servers: walk those segments, then find the round and the rank in it.
-    fn position(&self, mut p: u64) -> u64 {
-        if p == 0 {
-            return self.first();
-        }
-        let leaves = &self.tree[self.size..self.size + self.n];
-        let mut sorted: Vec<u32> = leaves.iter().copied().filter(|&w| w > 0).collect();
-        sorted.sort_unstable_by(|a, b| b.cmp(a));
-        let mut i = 0;
-        while i < sorted.len() {
-            let high = sorted[i];
-            let end = i + sorted[i..].iter().take_while(|&&w| w == high).count();
-            let low = sorted.get(end).copied().unwrap_or(0);
-            // Thresholds high..=low+1: `end` eligible servers in each round.
-            let (rounds, per) = (u64::from(high - low), end as u64);
-            if p < rounds * per {
-                let cw = high - (p / per) as u32;
-                let rank = (p % per) as usize;
-                let index = leaves
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &w)| w >= cw)
-                    .nth(rank)
-                    .map_or(self.first_max as usize, |(j, _)| j);
-                return pack(self.rounds - cw, index);
+    /// The packed position of pick `p` (below the period): O(log n) with the seek
+    /// structure (else the first pick).
+    fn position(&self, p: u64) -> u64 {
+        match &self.seek {
+            Some(seek) => {
+                let (round, index) = seek.find(p);
+                pack(round, index as usize)
             }
-            p -= rounds * per;
-            i = end;
+            None => self.first(),
         }
-        self.first()
+    }
+
+    /// The server index of pick `p` (below the period).
+    fn index_at(&self, p: u64) -> usize {
+        self.seek
+            .as_ref()
+            .map_or(self.first_max, |seek| seek.find(p).1) as usize
+    }
+
+    /// The server indices from the packed position `at` on, into `out` (a ring
+    /// slot, written in place): each round's eligible servers found 64 at a time (a
+    /// bit mask of the weights reaching the threshold); a run of 64 ineligible servers
+    /// is skipped by [`Interleaved::find`].
+    #[cfg(target_has_atomic = "64")]
+    fn fill(&self, at: u64, out: &[core::sync::atomic::AtomicU32]) {
+        use core::sync::atomic::Ordering::Relaxed;
+        let leaves = &self.tree[self.size..self.size + self.n];
+        let (mut round, mut j) = if self.valid(at) {
+            ((at >> 32) as u32, at as u32 as usize)
+        } else {
+            (0, self.first_max as usize)
+        };
+        let mut o = 0;
+        loop {
+            let cw = self.rounds - round;
+            while j < self.n {
+                if o >= out.len() {
+                    return;
+                }
+                let end = (j + 64).min(self.n);
+                let mut mask = eligible(&leaves[j..end], cw);
+                if mask == 0 {
+                    j = self.find(end, cw).unwrap_or(self.n);
+                    continue;
+                }
+                let count = mask.count_ones() as usize;
+                let dst = out.get(o..out.len().min(o + count)).unwrap_or_default();
+                for slot in dst {
+                    slot.store((j + mask.trailing_zeros() as usize) as u32, Relaxed);
+                    mask &= mask - 1;
+                }
+                o += count;
+                j = end;
+            }
+            round = if round + 1 == self.rounds {
+                0
+            } else {
+                round + 1
+            };
+            j = self.find(0, self.rounds - round).unwrap_or(0);
+        }
+    }
+
+    /// Whether `pos` is a `(round, index)` of this schedule.
+    fn valid(&self, pos: u64) -> bool {
+        let (round, index) = ((pos >> 32) as u32, pos as u32 as usize);
+        let leaves = &self.tree[self.size..self.size + self.n];
+        round < self.rounds && leaves.get(index).is_some_and(|&w| w >= self.rounds - round)
     }
 
     #[inline]
@@ -504,6 +655,109 @@ impl Interleaved {
             v += 1;
         }
     }
+}
+
+/// Position → `(round, index)` of an interleaved schedule. While the threshold `cw`
+/// runs between two consecutive distinct weights, every round has the same eligible
+/// servers: one segment per distinct weight (where it starts, its top threshold, its
+/// servers per round). Within a round, the eligible servers are the heaviest `per`
+/// ones, a prefix of the servers sorted by weight (then index): the `rank`-th in pool
+/// order is that prefix's `rank`-th smallest index, found in a wavelet matrix.
+#[derive(Clone)]
+struct Seek {
+    segments: Box<[Segment]>,
+    sorted: Wavelet,
+    /// Rounds per period.
+    rounds: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Segment {
+    /// The position of the segment's first pick.
+    start: u64,
+    /// The threshold of its first round (a weight).
+    high: u32,
+    /// Servers eligible in each of its rounds.
+    per: u32,
+}
+
+impl Seek {
+    fn new(il: &Interleaved) -> Self {
+        let leaves = &il.tree[il.size..il.size + il.n];
+        // Heaviest first, then by index, as one sort key.
+        let mut keys: Vec<u64> = (0u32..)
+            .zip(leaves)
+            .filter(|(_, &w)| w > 0)
+            .map(|(i, &w)| (u64::from(!w) << 32) | u64::from(i))
+            .collect();
+        keys.sort_unstable();
+        let weight = |key: u64| !((key >> 32) as u32);
+        let mut segments = Vec::new();
+        let mut start = 0u64;
+        for (end, pair) in keys.windows(2).enumerate() {
+            let (high, low) = (weight(pair[0]), weight(pair[1]));
+            if high != low {
+                segments.push(Segment {
+                    start,
+                    high,
+                    per: end as u32 + 1,
+                });
+                start += u64::from(high - low) * (end as u64 + 1);
+            }
+        }
+        if let Some(&last) = keys.last() {
+            segments.push(Segment {
+                start,
+                high: weight(last),
+                per: keys.len() as u32,
+            });
+        }
+        let indices: Vec<u32> = keys.iter().map(|&k| k as u32).collect();
+        Self {
+            segments: segments.into_boxed_slice(),
+            sorted: Wavelet::new(&indices),
+            rounds: il.rounds,
+        }
+    }
+
+    /// `(round, index)` of pick `p` (below the period).
+    fn find(&self, p: u64) -> (u32, u32) {
+        let i = self.segments.partition_point(|s| s.start <= p);
+        let Some(seg) = i.checked_sub(1).and_then(|i| self.segments.get(i)) else {
+            return (0, 0);
+        };
+        let (off, per) = (p - seg.start, u64::from(seg.per));
+        let cw = seg.high - (off / per) as u32;
+        let index = self
+            .sorted
+            .kth_smallest(seg.per as usize, (off % per) as usize);
+        (self.rounds - cw, index)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        size_of_val(&*self.segments) + self.sorted.heap_bytes()
+    }
+}
+
+/// Bit `k` set when `weights[k] >= cw` (at most 64 weights): 16 at a time, in the
+/// shape compilers turn into vector compares and a byte mask.
+#[inline]
+fn eligible(weights: &[u32], cw: u32) -> u64 {
+    let mut mask = 0u64;
+    let mut chunks = weights.chunks_exact(16);
+    let mut shift = 0;
+    for chunk in &mut chunks {
+        let mut m = 0u16;
+        for (k, &w) in chunk.iter().enumerate() {
+            m |= u16::from(w >= cw) << k;
+        }
+        mask |= u64::from(m) << shift;
+        shift += 16;
+    }
+    for (k, &w) in chunks.remainder().iter().enumerate() {
+        mask |= u64::from(w >= cw) << (shift + k);
+    }
+    mask
 }
 
 #[inline]
@@ -701,12 +955,155 @@ mod tests {
         }
         assert_eq!(short.next(&mut c), 0);
         let smooth = Schedule::new(&[1, 1], Policy::Smooth).unwrap();
-        let mut c = Cursor(99);
+        let mut c = Cursor { pos: 99, at: 99 };
         assert_eq!(smooth.next(&mut c), 0);
         let long = Schedule::new(&[1000, 999], Policy::Smooth).unwrap();
-        let mut c = Cursor(99);
+        let mut c = Cursor { pos: 99, at: 99 };
         assert_eq!(long.next(&mut c), 1);
-        let mut c = Cursor(u64::MAX);
+        let mut c = Cursor {
+            pos: u64::MAX,
+            at: u64::MAX,
+        };
         assert_eq!(long.next(&mut c), 0);
+    }
+
+    /// Weights whose period is beyond the table (for any n up to 300): one weight of
+    /// at least 2^17 and a pool of mixed weights, zeros and `u32` extremes.
+    #[cfg(target_has_atomic = "64")]
+    fn long_weights() -> impl proptest::strategy::Strategy<Value = Vec<u32>> {
+        use proptest::prelude::*;
+        let one = prop_oneof![
+            1 => Just(0u32),
+            3 => 1..=8u32,
+            6 => 1..=4096u32,
+            3 => 0..=u32::from(u16::MAX),
+            1 => (u32::MAX - 8)..=u32::MAX,
+        ];
+        (prop::collection::vec(one, 0..=300), (1u32 << 17)..(1 << 20)).prop_map(|(mut w, big)| {
+            // gcd 1: the period is above 2^17, beyond the table.
+            w.extend([big, 1]);
+            w
+        })
+    }
+
+    /// The sequence of `len` picks from `offset`, with an owned cursor.
+    #[cfg(target_has_atomic = "64")]
+    fn owned(s: &Schedule, offset: u64, len: usize) -> Vec<usize> {
+        let mut c = s.start_at(offset);
+        (0..len).map(|_| s.next(&mut c)).collect()
+    }
+
+    #[cfg(target_has_atomic = "64")]
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+        /// The ring-backed shared pick gives the owned cursor's sequence over several
+        /// blocks, from any start (mid-block, and just before the period wraps).
+        #[test]
+        fn shared_picks_follow_the_owned_sequence(
+            weights in long_weights(),
+            interleaved: bool,
+            offset: u64,
+            before_end in 0u64..3000,
+        ) {
+            let policy = if interleaved { Policy::Interleaved } else { Policy::Smooth };
+            let s = Schedule::new(&weights, policy).unwrap();
+            proptest::prop_assert!(s.table.is_none());
+            let len = 3 * ring::BLOCK + 100;
+            for offset in [offset, s.period().saturating_sub(before_end), 0] {
+                let want = owned(&s, offset, len);
+                let shared = AtomicCursor::from(s.start_at(offset));
+                let got: Vec<usize> = (0..len).map(|_| s.next_atomic(&shared)).collect();
+                proptest::prop_assert_eq!(&got, &want, "{:?} offset {}", policy, offset);
+                // A fresh schedule (empty ring) and a late cursor on this one (its
+                // blocks overwritten by newer ones) give the same picks.
+                let fresh = s.clone();
+                let shared = AtomicCursor::from(fresh.start_at(offset));
+                let got: Vec<usize> = (0..len).map(|_| fresh.next_atomic(&shared)).collect();
+                proptest::prop_assert_eq!(&got, &want);
+            }
+        }
+    }
+
+    /// A cursor far behind another on the same schedule finds newer blocks in the
+    /// ring: it computes its positions alone, and still gets the sequence.
+    #[cfg(target_has_atomic = "64")]
+    #[test]
+    fn late_cursor_gets_the_same_sequence() {
+        for policy in [Policy::Interleaved, Policy::Smooth] {
+            let s = Schedule::new(&[70_000, 3, 40_000, 0, 70_001, 17], policy).unwrap();
+            let block = 1usize << s.ring.as_ref().map_or(0, Ring::shift);
+            let len = 12 * block;
+            let want = owned(&s, 5, len);
+            let (ahead, behind) = (
+                AtomicCursor::from(s.start_at(5)),
+                AtomicCursor::from(s.start_at(5)),
+            );
+            // `ahead` keeps 3.5 blocks ahead of `behind`: the ring holds 4, so half the
+            // time `behind`'s block has already been replaced by a newer one.
+            let lead = 7 * block / 2;
+            for &w in &want[..lead] {
+                assert_eq!(s.next_atomic(&ahead), w);
+            }
+            for k in 0..len {
+                assert_eq!(s.next_atomic(&behind), want[k], "{policy:?} {k}");
+                if let Some(&w) = want.get(k + lead) {
+                    assert_eq!(s.next_atomic(&ahead), w);
+                }
+            }
+            // Far behind: every block it needs was overwritten.
+            let late = AtomicCursor::from(s.start_at(5));
+            for (k, &w) in want.iter().enumerate().take(2 * block) {
+                assert_eq!(s.next_atomic(&late), w, "{policy:?} late {k}");
+            }
+        }
+    }
+
+    /// Threads claiming positions at once (each also starting blocks, and some reading
+    /// blocks being written or already overwritten) take every position exactly once:
+    /// over whole periods, every server gets exactly its quota.
+    #[cfg(target_has_atomic = "64")]
+    #[test]
+    fn threads_through_the_ring_keep_exact_quotas() {
+        use std::sync::Barrier;
+        use std::thread;
+        const THREADS: usize = 4;
+        // A multiple of THREADS: the threads together take whole periods.
+        const PERIODS: u64 = 4;
+        let weights = [70_000u32, 3, 40_000, 0, 70_001, 17, 1, 999];
+        for (policy, offset) in [
+            (Policy::Interleaved, 12_345),
+            (Policy::Smooth, 12_345),
+            (Policy::Interleaved, 181_000),
+            (Policy::Smooth, 181_000),
+        ] {
+            let s = Schedule::new(&weights, policy).unwrap();
+            assert!(s.table.is_none());
+            let total = PERIODS * s.period();
+            let per_thread = total / THREADS as u64;
+            assert_eq!(per_thread * THREADS as u64, total);
+            let cursor = AtomicCursor::from(s.start_at(offset));
+            let barrier = Barrier::new(THREADS);
+            let counts: Vec<Vec<u64>> = thread::scope(|scope| {
+                let handles: Vec<_> = (0..THREADS)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut counts = vec![0u64; weights.len()];
+                            barrier.wait();
+                            for _ in 0..per_thread {
+                                counts[s.next_atomic(&cursor)] += 1;
+                            }
+                            counts
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let g = weights.iter().fold(0, |g, &w| gcd(g, w));
+            for (i, &w) in weights.iter().enumerate() {
+                let got: u64 = counts.iter().map(|c| c[i]).sum();
+                assert_eq!(got, PERIODS * u64::from(w / g), "{policy:?} server {i}");
+            }
+        }
     }
 }

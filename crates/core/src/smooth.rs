@@ -40,6 +40,11 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 
+#[cfg(target_has_atomic = "64")]
+/// A node with at most this many positions of a block being generated walks each of
+/// them (see [`Tree::fill`]) instead of merging its children's.
+const WALK_MAX: usize = 8;
+
 /// Marks a child id as a leaf: the low bits are the server's index in the pool.
 const LEAF: u32 = 1 << 31;
 
@@ -333,6 +338,11 @@ impl Tree {
         self.bound_sum / 2.0
     }
 
+    /// Whether every node total is below 2^32 (the fixed-point walk).
+    pub(crate) fn is_narrow(&self) -> bool {
+        self.narrow
+    }
+
     /// Heap bytes held by the tree.
     pub(crate) fn heap_bytes(&self) -> usize {
         size_of_val(&*self.nodes) + size_of_val(&*self.fast)
@@ -349,8 +359,13 @@ impl Tree {
     }
 
     #[inline(always)]
-    fn walk_fast(&self, mut m: u64) -> usize {
-        let mut id = self.root;
+    fn walk_fast(&self, m: u64) -> usize {
+        self.walk_from(self.root, m)
+    }
+
+    /// The server at rank `m` among the positions of node `id` (narrow trees).
+    #[inline(always)]
+    fn walk_from(&self, mut id: u32, mut m: u64) -> usize {
         while id & LEAF == 0 {
             let Some(node) = self.fast.get(id as usize) else {
                 break;
@@ -363,6 +378,150 @@ impl Tree {
             id = (node.first & first as u32) | (node.second & !(first as u32));
         }
         (id & !LEAF) as usize
+    }
+
+    #[cfg(target_has_atomic = "64")]
+    /// Writes the servers at positions `pos..pos + out.len()` (all below the period)
+    /// into `out`; `tmp` is scratch space at least as long.
+    ///
+    /// A node's positions with ranks `r0..r1` give each child a contiguous range of its
+    /// own ranks (by the same floor formula), so the block is generated top-down and
+    /// merged bottom-up by each node's pattern: a node with `len` of the block's
+    /// positions costs O(len) additions and copies (no multiplication), and a node with
+    /// one position walks down from there. About `depth` cheap steps per position
+    /// instead of `depth` dependent multiplications and loads.
+    pub(crate) fn fill(&self, pos: u64, out: &mut [u32], tmp: &mut [u32]) {
+        if self.narrow {
+            let mut walks = Vec::new();
+            self.generate(self.root, pos, out, tmp, &mut walks);
+            if walks.is_empty() {
+                return;
+            }
+            self.walk_many(&mut walks);
+            // The merges moved the placeholders to their positions: resolve them.
+            for o in out.iter_mut() {
+                if *o & LEAF != 0 {
+                    *o = walks.get((*o & !LEAF) as usize).map_or(0, |w| w.0 & !LEAF);
+                }
+            }
+        } else {
+            for (k, o) in (pos..).zip(out.iter_mut()) {
+                *o = self.walk_wide(k) as u32;
+            }
+        }
+    }
+
+    #[cfg(target_has_atomic = "64")]
+    /// [`Tree::fill`] from position `pos` on, wrapping at the `period`.
+    pub(crate) fn fill_wrapping(&self, pos: u64, period: u64, out: &mut [u32], tmp: &mut [u32]) {
+        let (mut pos, mut out) = (pos, out);
+        while !out.is_empty() {
+            let len = (period - pos).min(out.len() as u64) as usize;
+            let (head, rest) = out.split_at_mut(len);
+            self.fill(pos, head, tmp);
+            (out, pos) = (rest, 0);
+        }
+    }
+
+    #[cfg(target_has_atomic = "64")]
+    /// `out` gets the servers of ranks `r0..r0 + out.len()` of node `id` (narrow
+    /// trees); `tmp` is scratch (at least as long), the children's outputs before the
+    /// merge. The children use `out` as their scratch in turn.
+    ///
+    /// A node with one of the positions leaves a placeholder (`LEAF | i`) and the
+    /// walk `i` from it in `walks` (`(node, rank)`), done later several at a time.
+    fn generate(
+        &self,
+        id: u32,
+        r0: u64,
+        out: &mut [u32],
+        tmp: &mut [u32],
+        walks: &mut Vec<(u32, u64)>,
+    ) {
+        let len = out.len();
+        if id & LEAF != 0 {
+            out.fill(id & !LEAF);
+            return;
+        }
+        if len <= WALK_MAX {
+            for (r, o) in (r0..).zip(out.iter_mut()) {
+                *o = LEAF | walks.len() as u32;
+                walks.push((id, r));
+            }
+            return;
+        }
+        let Some(&node) = self.fast.get(id as usize) else {
+            return;
+        };
+        let v0 = u128::from(r0) * u128::from(node.f) + u128::from(node.h);
+        let v1 = u128::from(r0 + len as u64) * u128::from(node.f) + u128::from(node.h);
+        let q0 = (v0 >> 64) as u64;
+        let a = (((v1 >> 64) as u64) - q0) as usize;
+        let tmp = &mut tmp[..len];
+        {
+            let (t1, t2) = tmp.split_at_mut(a);
+            let (o1, o2) = out.split_at_mut(a);
+            self.generate(node.first, q0, t1, o1, walks);
+            self.generate(node.second, r0 - q0, t2, o2, walks);
+        }
+        // Rank m goes to the first child when the low word of m·f + h reaches g.
+        let mut low = v0 as u64;
+        let (mut i, mut j) = (0usize, a);
+        for o in out.iter_mut() {
+            let first = low >= node.g;
+            low = low.wrapping_add(node.f);
+            *o = tmp[if first { i } else { j }];
+            i += usize::from(first);
+            j += usize::from(!first);
+        }
+    }
+
+    #[cfg(target_has_atomic = "64")]
+    /// Walks every `(node, rank)` of `walks` down to its leaf (left in `.0`), eight
+    /// in lockstep: the walks are independent, so their loads and multiplications
+    /// overlap instead of waiting on each other (narrow trees).
+    fn walk_many(&self, walks: &mut [(u32, u64)]) {
+        const LANES: usize = 8;
+        let Some(&dummy) = self.fast.first() else {
+            return;
+        };
+        for group in walks.chunks_mut(LANES) {
+            let mut ids = [LEAF; LANES];
+            let mut ms = [0u64; LANES];
+            for (k, &(id, m)) in group.iter().enumerate() {
+                (ids[k], ms[k]) = (id, m);
+            }
+            loop {
+                let mut live = false;
+                for (id, m) in ids.iter_mut().zip(ms.iter_mut()) {
+                    let inner = *id & LEAF == 0;
+                    live |= inner;
+                    // A finished walk reads the root and keeps its state.
+                    let node = if inner {
+                        self.fast.get(*id as usize).copied().unwrap_or(dummy)
+                    } else {
+                        dummy
+                    };
+                    let v = u128::from(*m) * u128::from(node.f) + u128::from(node.h);
+                    let (q, low) = ((v >> 64) as u64, v as u64);
+                    let first = low >= node.g;
+                    let (next_id, next_m) = if first {
+                        (node.first, q)
+                    } else {
+                        (node.second, m.wrapping_sub(q))
+                    };
+                    if inner {
+                        (*id, *m) = (next_id, next_m);
+                    }
+                }
+                if !live {
+                    break;
+                }
+            }
+            for (w, &id) in group.iter_mut().zip(&ids) {
+                w.0 = id;
+            }
+        }
     }
 
     /// Periods of 2^32 picks and more: `u128` divisions.
