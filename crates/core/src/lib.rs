@@ -102,8 +102,8 @@
 //!   table of `u32` server indices (at most `16n` bytes + 256 KiB): a pick is one
 //!   `fetch_add` and one read, O(1).
 //! - Longer periods: the positions are claimed in order, so the sequence is produced a
-//!   block at a time. The schedule holds a ring of 4 blocks of 1024 server indices
-//!   (16 KiB of atomics, a tag per block checked seqlock-style, no `unsafe`); the
+//!   block at a time. The schedule holds a ring of 4 blocks of server indices
+//!   (1024 a block interleaved, 512 smooth: 16 or 8 KiB of atomics, a tag per block checked seqlock-style, no `unsafe`); the
 //!   caller that claims a block's first position generates the next block, the others
 //!   read one entry. A position whose block is not there (not generated yet, being
 //!   written, or replaced already for a caller that was delayed) is computed alone:
