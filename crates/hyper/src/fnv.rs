@@ -7,26 +7,41 @@ use core::hash::{BuildHasherDefault, Hasher};
 /// Builds [`Fnv`] hashers.
 pub(crate) type FnvBuild = BuildHasherDefault<Fnv>;
 
-/// FNV-1a.
-#[derive(Default)]
+/// FNV-1a (64-bit).
 pub(crate) struct Fnv(u64);
 
+impl Default for Fnv {
+    fn default() -> Self {
+        // The offset basis.
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+}
+
 impl Hasher for Fnv {
+    #[inline]
     fn finish(&self) -> u64 {
         self.0
     }
 
+    #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
         for &b in bytes {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
+            self.byte(b);
         }
-        self.0 = hash;
+    }
+
+    /// `http::uri::Authority` hashes itself a byte at a time (lowercased): one step
+    /// each, not a one-byte slice each.
+    #[inline]
+    fn write_u8(&mut self, b: u8) {
+        self.byte(b);
     }
 }
 
@@ -46,6 +61,9 @@ mod tests {
             let mut h = Fnv::default();
             h.write(input);
             assert_eq!(h.finish(), hash);
+            let mut bytewise = Fnv::default();
+            input.iter().for_each(|&b| bytewise.write_u8(b));
+            assert_eq!(bytewise.finish(), hash);
         }
     }
 }
