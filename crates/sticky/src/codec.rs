@@ -51,6 +51,18 @@ pub trait ValueCodec: Send + Sync + Debug {
     /// The built-in codecs make [`ValueIndex::find`] O(1) in the pool size.
     fn index(&self, servers: &[ServerUrl]) -> Box<dyn ValueIndex>;
 
+    /// Whether [`ValueCodec::encode_at`] gives one value per server whatever the time
+    /// and however often it is called. A [`StickySession`](crate::StickySession) then
+    /// writes each server's `Set-Cookie` once and reuses it (unless its options set a
+    /// relative `Expires`). Default: `false` (encode on every response).
+    ///
+    /// `true` for [`Hash`](crate::codec::Hash), [`Hmac`](crate::codec::Hmac) and
+    /// [`Raw`](crate::codec::Raw); `false` for [`Aes`](crate::codec::Aes) (a fresh
+    /// nonce per value).
+    fn timeless(&self) -> bool {
+        false
+    }
+
     /// Which of `servers` `value` names, reading the system clock if the codec needs it.
     ///
     /// Builds an index each call (O(n)); for repeated lookups build one with
@@ -88,6 +100,9 @@ impl<C: ValueCodec + ?Sized> ValueCodec for Box<C> {
     }
     fn index(&self, servers: &[ServerUrl]) -> Box<dyn ValueIndex> {
         (**self).index(servers)
+    }
+    fn timeless(&self) -> bool {
+        (**self).timeless()
     }
 }
 

@@ -1,7 +1,8 @@
 //! `StickySession` and its precomputed `StickyIndex`.
 
 use core::fmt;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use http::header::{COOKIE, SET_COOKIE};
@@ -53,6 +54,9 @@ struct Inner {
     codec: Arc<dyn ValueCodec>,
     /// Why no cookie can be written with this name and options, if so.
     invalid: Option<Error>,
+    /// The `Set-Cookie` values written so far, when they depend on nothing but the
+    /// server; a fresh one after every change of name, options or codec.
+    written: Option<Arc<Written>>,
 }
 
 impl Inner {
@@ -62,6 +66,32 @@ impl Inner {
         } else {
             Some(Error::InvalidName)
         };
+        let timeless = self.codec.timeless() && self.options.expires.is_none();
+        self.written = timeless.then(Arc::default);
+    }
+}
+
+/// Servers whose `Set-Cookie` is kept, at most: a pool that churns through more
+/// addresses starts over (the values are written again as servers are picked).
+const MAX_WRITTEN: usize = 65_536;
+
+/// Each server's `Set-Cookie` value, written once (the codec's MAC and the cookie's
+/// text cost about 10k instructions a response) and cloned after (a reference count).
+#[derive(Default)]
+struct Written(RwLock<HashMap<ServerUrl, HeaderValue>>);
+
+impl Written {
+    fn get(&self, server: &ServerUrl) -> Option<HeaderValue> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(server).cloned()
+    }
+
+    fn put(&self, server: &ServerUrl, value: HeaderValue) {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_WRITTEN {
+            map.clear();
+        }
+        map.insert(server.clone(), value);
     }
 }
 
@@ -94,6 +124,7 @@ impl StickySession {
             options: CookieOptions::default(),
             codec: Arc::new(codec),
             invalid: None,
+            written: None,
         };
         inner.check();
         Self {
@@ -169,7 +200,7 @@ impl StickySession {
 
     /// [`StickySession::stick`] at the time `now` (used for `Expires` and TTLs).
     pub fn stick_at(&self, server: &ServerUrl, headers: &mut HeaderMap, now: SystemTime) {
-        match self.set_cookie_at(server, now) {
+        match self.set_cookie_once(server, now) {
             Ok(value) => {
                 headers.append(SET_COOKIE, value);
             }
@@ -177,6 +208,20 @@ impl StickySession {
                 tracing::error!(cookie = %self.inner.name, %error, "sticky cookie not written");
             }
         }
+    }
+
+    /// [`StickySession::set_cookie_at`], from the values already written when the
+    /// codec is [timeless](ValueCodec::timeless) and no `Expires` is set.
+    fn set_cookie_once(&self, server: &ServerUrl, now: SystemTime) -> Result<HeaderValue, Error> {
+        let Some(written) = &self.inner.written else {
+            return self.set_cookie_at(server, now);
+        };
+        if let Some(value) = written.get(server) {
+            return Ok(value);
+        }
+        let value = self.set_cookie_at(server, now)?;
+        written.put(server, value.clone());
+        Ok(value)
     }
 
     /// Old name of [`StickySession::server`].
@@ -376,5 +421,121 @@ mod tests {
                 ("g", "")
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod written {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    use core::time::Duration;
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use http::header::SET_COOKIE;
+    use http::HeaderMap;
+    use roundrobin_core::ServerUrl;
+
+    use crate::codec::{Raw, ValueCodec, ValueIndex};
+    use crate::{CookieOptions, StickySession};
+
+    /// `Raw`, counting its encodings, timeless or not as told.
+    #[derive(Debug)]
+    struct Counting {
+        calls: Arc<AtomicUsize>,
+        timeless: bool,
+    }
+
+    impl ValueCodec for Counting {
+        fn encode_at(&self, server: &ServerUrl, now: SystemTime) -> String {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            Raw.encode_at(server, now)
+        }
+        fn index(&self, servers: &[ServerUrl]) -> Box<dyn ValueIndex> {
+            Raw.index(servers)
+        }
+        fn timeless(&self) -> bool {
+            self.timeless
+        }
+    }
+
+    fn session(timeless: bool) -> (StickySession, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let codec = Counting {
+            calls: Arc::clone(&calls),
+            timeless,
+        };
+        (StickySession::with_codec("srv", codec), calls)
+    }
+
+    fn stick(session: &StickySession, server: &ServerUrl, at: u64) -> String {
+        let mut headers = HeaderMap::new();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(at);
+        session.stick_at(server, &mut headers, now);
+        headers[SET_COOKIE].to_str().unwrap().to_owned()
+    }
+
+    fn servers() -> [ServerUrl; 2] {
+        ["http://a:1".parse().unwrap(), "http://b:2".parse().unwrap()]
+    }
+
+    #[test]
+    fn a_timeless_codec_encodes_each_server_once() {
+        let (session, calls) = session(true);
+        let [a, b] = servers();
+        let first = stick(&session, &a, 1);
+        assert_eq!(stick(&session, &a, 2), first);
+        assert_eq!(stick(&session, &a, 3), first);
+        assert_ne!(stick(&session, &b, 4), first);
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+        // Clones share what was written.
+        assert_eq!(stick(&session.clone(), &a, 5), first);
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn other_codecs_encode_every_response() {
+        let (session, calls) = session(false);
+        let [a, _] = servers();
+        for at in 0..3 {
+            stick(&session, &a, at);
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_relative_expires_is_written_every_response() {
+        let (session, calls) = session(true);
+        let session = session.options(CookieOptions {
+            expires: Some(Duration::from_secs(60)),
+            ..CookieOptions::default()
+        });
+        let [a, _] = servers();
+        let early = stick(&session, &a, 1_000_000);
+        let late = stick(&session, &a, 2_000_000);
+        assert_ne!(early, late, "Expires follows the time of writing");
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn new_options_are_not_served_from_the_old_ones() {
+        let (session, _) = session(true);
+        let [a, _] = servers();
+        let plain = stick(&session, &a, 1);
+        let secure = session.clone().options(CookieOptions {
+            secure: true,
+            ..CookieOptions::default()
+        });
+        assert!(stick(&secure, &a, 2).contains("Secure"));
+        assert_eq!(stick(&session, &a, 3), plain);
+        assert!(!plain.contains("Secure"));
+    }
+
+    #[test]
+    fn the_builtin_codecs_say_whether_they_are_timeless() {
+        use crate::codec::{Aes, Hash, Hmac};
+        assert!(Raw.timeless());
+        assert!(Hmac::new([7; 32]).timeless());
+        assert!(Hash::new("salt").timeless());
+        assert!(!Aes::new([1; 32]).unwrap().timeless());
     }
 }

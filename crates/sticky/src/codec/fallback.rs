@@ -51,6 +51,10 @@ impl<F: ValueCodec, T: ValueCodec> ValueCodec for Fallback<F, T> {
             to: self.to.index(servers),
         })
     }
+
+    fn timeless(&self) -> bool {
+        self.to.timeless()
+    }
 }
 
 #[derive(Debug)]

@@ -96,6 +96,10 @@ impl ValueCodec for Hash {
         }
         Box::new(HashIndex { map })
     }
+
+    fn timeless(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug)]

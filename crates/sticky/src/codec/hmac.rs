@@ -90,6 +90,10 @@ impl ValueCodec for Hmac {
         }
         Box::new(HmacIndex { map })
     }
+
+    fn timeless(&self) -> bool {
+        true
+    }
 }
 
 struct HmacIndex {

@@ -37,6 +37,10 @@ impl ValueCodec for Raw {
     fn index(&self, servers: &[ServerUrl]) -> Box<dyn ValueIndex> {
         Box::new(UrlIndex::new(servers))
     }
+
+    fn timeless(&self) -> bool {
+        true
+    }
 }
 
 /// Lookup by [`url_key`] of the normalised URL; shared with `Aes`.
