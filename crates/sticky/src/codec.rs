@@ -56,8 +56,8 @@ pub trait ValueCodec: Send + Sync + Debug {
     /// writes each server's `Set-Cookie` once and reuses it (unless its options set a
     /// relative `Expires`). Default: `false` (encode on every response).
     ///
-    /// `true` for [`Hash`](crate::codec::Hash), [`Hmac`](crate::codec::Hmac) and
-    /// [`Raw`](crate::codec::Raw); `false` for [`Aes`](crate::codec::Aes) (a fresh
+    /// `true` for [`Hash`](struct@Hash), [`Hmac`] and
+    /// [`Raw`]; `false` for [`Aes`] (a fresh
     /// nonce per value).
     fn timeless(&self) -> bool {
         false
