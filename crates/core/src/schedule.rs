@@ -155,6 +155,7 @@ impl Schedule {
         #[cfg(target_has_atomic = "64")]
         let ring = match (&table, &kind) {
             (Some(_), _) => None,
+            // Wide trees (periods of 2^32 and more) walk each position anyway: no ring.
             (None, Kind::Smooth(sm)) if !sm.tree.is_narrow() => None,
             (None, Kind::Smooth(_)) => Some(Ring::new(ring::SMALL_SHIFT)),
             (None, Kind::Interleaved(_)) => Some(Ring::new(ring::SHIFT)),
@@ -344,12 +345,14 @@ impl Schedule {
         match &self.kind {
             Kind::Interleaved(il) => il.fill(il.position(pos), claim.entries()),
             Kind::Smooth(sm) => {
-                // The block and the scratch of its merges, 64 entries further than 4 KiB
-                // apart (loads from one at the offset of a recent store to the other
-                // stall on 4K aliasing).
-                let len = claim.entries().len();
-                let mut buf = vec![0u32; 2 * len + 64];
-                let (out, tmp) = buf.split_at_mut(len);
+                // The block and the scratch of its merges, on the stack (no allocation
+                // on the picking thread), 64 entries further than 4 KiB apart (loads
+                // from one at the offset of a recent store to the other stall on 4K
+                // aliasing).
+                const LEN: usize = 1 << ring::SMALL_SHIFT;
+                let mut buf = [0u32; 2 * LEN + 64];
+                let (out, tmp) = buf.split_at_mut(LEN);
+                let out = &mut out[..claim.entries().len().min(LEN)];
                 sm.tree.fill_wrapping(pos, self.period, out, &mut tmp[64..]);
                 for (dst, &e) in claim.entries().iter().zip(&*out) {
                     dst.store(e, core::sync::atomic::Ordering::Relaxed);

@@ -359,13 +359,8 @@ impl Tree {
     }
 
     #[inline(always)]
-    fn walk_fast(&self, m: u64) -> usize {
-        self.walk_from(self.root, m)
-    }
-
-    /// The server at rank `m` among the positions of node `id` (narrow trees).
-    #[inline(always)]
-    fn walk_from(&self, mut id: u32, mut m: u64) -> usize {
+    fn walk_fast(&self, mut m: u64) -> usize {
+        let mut id = self.root;
         while id & LEAF == 0 {
             let Some(node) = self.fast.get(id as usize) else {
                 break;
