@@ -1,13 +1,20 @@
-//! One client connection's clock: is it idle, reading a request head, or busy? The
-//! server closes connections that stay idle or dribble a head for too long.
+//! One client connection's clock and orders: is it idle, reading a request head, or
+//! busy, and what the server's sweeper tells it to do about that.
+//!
+//! A connection's task does not keep a timer of its own: the accept loop sweeps every
+//! open connection a few times per shortest timeout ([`ConnState::sweep`]) and orders
+//! the ones that are due (close when idle too long, drop when a head dribbles, hand back
+//! the HTTP/1 buffers when idle for a moment), waking their task. A busy connection's
+//! task is woken by its socket alone and checks its orders with one atomic load.
 
 use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -19,6 +26,16 @@ const BUSY: u8 = 2;
 /// HTTP/2: many streams, no head to time (hyper's keep-alive pings cover it).
 const H2: u8 = 3;
 
+/// Orders (bits of [`ConnState::orders`]).
+/// Idle for a moment: hand the HTTP/1 connection's buffers back, keep the socket.
+pub(crate) const RELEASE: u8 = 1;
+/// Close gracefully: idle past the idle timeout, or the server stops.
+pub(crate) const CLOSE: u8 = 2;
+/// Drop at once: a request head took longer than the header timeout.
+pub(crate) const DROP: u8 = 4;
+/// The connection's task is over (the socket may live on in a tunnel): no more orders.
+const DONE: u8 = 8;
+
 /// What a connection is doing, and since when.
 #[derive(Debug)]
 pub(crate) struct ConnState {
@@ -27,9 +44,12 @@ pub(crate) struct ConnState {
     /// Milliseconds from `base` to the start of the phase.
     since: AtomicU64,
     in_flight: AtomicU32,
+    orders: AtomicU8,
+    /// The connection's task, woken when an order arrives.
+    waker: Mutex<Option<Waker>>,
     /// Released when the last holder of the state goes: the connection's task, its
     /// service, and its socket (`Watched`), which outlives both in a tunnel.
-    _held: Held,
+    held: Held,
 }
 
 /// What an open client connection holds, in the server or, once upgraded, in a tunnel:
@@ -56,6 +76,15 @@ impl Held {
     }
 }
 
+impl Held {
+    /// Counts a rest of the connection (its HTTP state handed back).
+    pub(crate) fn rested(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.connection_rested();
+        }
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         if let Some(metrics) = &self.metrics {
@@ -64,14 +93,22 @@ impl Drop for Held {
     }
 }
 
-/// What the watchdog should do about a connection.
-pub(crate) enum Verdict {
-    /// Nothing until then.
-    Wait(Instant),
-    /// Idle past the idle timeout: close it gracefully.
-    Idle,
-    /// A request head took longer than the header timeout: drop it.
-    SlowHead,
+/// The timeouts a sweep applies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub(crate) header: Duration,
+    pub(crate) idle: Duration,
+    pub(crate) release: Duration,
+}
+
+impl Timeouts {
+    /// How often to sweep: half the release delay or a quarter of the shortest
+    /// timeout, within 5 ms ..= 1 s (so a timeout fires within a quarter of itself late).
+    pub(crate) fn tick(&self) -> Duration {
+        (self.header.min(self.idle) / 4)
+            .min(self.release / 2)
+            .clamp(Duration::from_millis(5), Duration::from_secs(1))
+    }
 }
 
 impl ConnState {
@@ -81,7 +118,9 @@ impl ConnState {
             phase: AtomicU8::new(IDLE),
             since: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
-            _held: held,
+            orders: AtomicU8::new(0),
+            waker: Mutex::new(None),
+            held,
         })
     }
 
@@ -103,6 +142,17 @@ impl ConnState {
         }
     }
 
+    /// The connection speaks HTTP/2: no heads to time, no buffers to hand back.
+    pub(crate) fn h2(&self) {
+        self.phase.store(H2, Ordering::Release);
+    }
+
+    /// Idle with nothing read since the last response: the HTTP/1 connection can stop
+    /// here and start again on the next byte.
+    fn at_rest(&self) -> bool {
+        self.phase.load(Ordering::Acquire) == IDLE && self.in_flight.load(Ordering::Acquire) == 0
+    }
+
     /// A request's head was read: the connection is busy until its response is done.
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -112,27 +162,76 @@ impl ConnState {
         InFlight(Arc::clone(self))
     }
 
-    /// What to do at `now`, given the timeouts.
-    pub(crate) fn verdict(&self, header: Duration, idle: Duration) -> Verdict {
-        let since = self.base + Duration::from_millis(self.since.load(Ordering::Relaxed));
-        let now = Instant::now();
-        let (phase, busy) = (
-            self.phase.load(Ordering::Acquire),
-            self.in_flight.load(Ordering::Acquire) > 0,
-        );
-        let (limit, verdict) = match phase {
-            IDLE => (idle, Verdict::Idle),
-            HEAD => (header, Verdict::SlowHead),
-            H2 if !busy => (idle, Verdict::Idle),
-            // busy: body timeouts are the forwarder's; look again later
-            _ => return Verdict::Wait(now + header.min(idle)),
-        };
-        let deadline = since + limit;
-        if now >= deadline {
-            verdict
-        } else {
-            Verdict::Wait(deadline)
+    /// The orders given so far.
+    pub(crate) fn orders(&self) -> u8 {
+        self.orders.load(Ordering::Acquire)
+    }
+
+    /// Gives `orders`, waking the connection's task if any of them is new.
+    pub(crate) fn order(&self, orders: u8) {
+        let before = self.orders.fetch_or(orders, Ordering::AcqRel);
+        if before & orders != orders {
+            let waker = self
+                .waker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
+    }
+
+    /// The connection handed back its HTTP state and buffers: counted.
+    pub(crate) fn rested(&self) {
+        self.held.rested();
+    }
+
+    /// Withdraws `orders` (a released connection that starts again).
+    pub(crate) fn clear(&self, orders: u8) {
+        self.orders.fetch_and(!orders, Ordering::AcqRel);
+    }
+
+    /// Notes the task to wake for the next order.
+    pub(crate) fn register(&self, cx: &Context<'_>) {
+        let mut slot = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => *slot = Some(cx.waker().clone()),
+        }
+    }
+
+    /// The connection's task is over: sweeps skip it from now on.
+    pub(crate) fn done(&self) {
+        self.orders.fetch_or(DONE, Ordering::AcqRel);
+        self.waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    /// One sweep over this connection at `now`: gives the orders that are due. Returns
+    /// `false` once the connection's task is over (the sweeper forgets it).
+    pub(crate) fn sweep(&self, now: Instant, timeouts: &Timeouts) -> bool {
+        let orders = self.orders();
+        if orders & DONE != 0 {
+            return false;
+        }
+        let since = self.base + Duration::from_millis(self.since.load(Ordering::Relaxed));
+        let waited = now.saturating_duration_since(since);
+        let busy = self.in_flight.load(Ordering::Acquire) > 0;
+        let due = match self.phase.load(Ordering::Acquire) {
+            IDLE if waited >= timeouts.idle => CLOSE,
+            IDLE if waited >= timeouts.release && !busy => RELEASE,
+            HEAD if waited >= timeouts.header => DROP,
+            H2 if !busy && waited >= timeouts.idle => CLOSE,
+            // busy: body timeouts are the forwarder's
+            _ => 0,
+        };
+        if due & !orders != 0 {
+            self.order(due);
+        }
+        true
     }
 }
 
@@ -153,13 +252,22 @@ impl Drop for InFlight {
 }
 
 pin_project! {
-    /// A client connection's socket, noting when request bytes arrive.
+    /// A client connection's socket, noting when request bytes arrive, replaying bytes
+    /// read ahead of hyper, and ending an HTTP/1 connection at rest when it is ordered
+    /// to hand its buffers back.
     #[derive(Debug)]
     pub(crate) struct Watched<T> {
         #[pin]
         io: T,
         state: Arc<ConnState>,
+        // Read before hyper started (the protocol sniff, a released connection's
+        // next bytes); hyper reads these first.
+        replay: Bytes,
         first: bool,
+        // The end of stream given to hyper to release the connection: no shutdown.
+        released: bool,
+        // The last write or flush did not complete: not at rest.
+        blocked: bool,
     }
 }
 
@@ -168,7 +276,53 @@ impl<T> Watched<T> {
         Self {
             io,
             state,
+            replay: Bytes::new(),
             first: true,
+            released: false,
+            blocked: false,
+        }
+    }
+
+    /// Bytes hyper reads before the socket's.
+    pub(crate) fn replay(&mut self, bytes: Bytes) {
+        debug_assert!(self.replay.is_empty());
+        self.replay = bytes;
+    }
+
+    /// Whether the connection ended because it was released (and not closed), and
+    /// starts over: the next connection over this socket may be released again.
+    pub(crate) fn take_released(&mut self) -> bool {
+        core::mem::take(&mut self.released)
+    }
+}
+
+impl<T: AsyncRead> Watched<T> {
+    /// Reads at least one byte into `buf` (at most its length), waking on orders:
+    /// `Ready(Ok(n))` with `n == 0` at the end of the stream, `Ready(Err)` on a socket
+    /// error, and `Ready(Ok(0))` too when an order says to stop waiting (check
+    /// [`ConnState::orders`]).
+    pub(crate) fn poll_bytes(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        stop: u8,
+    ) -> Poll<io::Result<usize>> {
+        self.state.register(cx);
+        if self.state.orders() & stop != 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let this = self.project();
+        let mut read = ReadBuf::new(buf);
+        match this.io.poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                let read = read.filled();
+                if !read.is_empty() {
+                    this.state.read(read, core::mem::take(this.first));
+                }
+                Poll::Ready(Ok(read.len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -180,6 +334,22 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        if this.state.orders() & RELEASE != 0 && !*this.released {
+            if this.state.at_rest() && !*this.blocked {
+                // hyper sees the client close and ends the connection, handing the
+                // socket back with no shutdown (see `poll_shutdown`)
+                *this.released = true;
+                return Poll::Ready(Ok(()));
+            }
+            // a request came first: the order lapses
+            this.state.clear(RELEASE);
+        }
         let before = buf.filled().len();
         let polled = this.io.poll_read(cx, buf);
         let read = &buf.filled()[before..];
@@ -196,20 +366,33 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
+        let this = self.project();
+        let polled = this.io.poll_write(cx, buf);
+        *this.blocked = polled.is_pending();
+        polled
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
+        let this = self.project();
+        let polled = this.io.poll_flush(cx);
+        *this.blocked = polled.is_pending();
+        polled
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
+        let this = self.project();
+        if *this.released {
+            return Poll::Ready(Ok(()));
+        }
+        this.io.poll_shutdown(cx)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let polled = this.io.poll_write_vectored(cx, bufs);
+        *this.blocked = polled.is_pending();
+        polled
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()

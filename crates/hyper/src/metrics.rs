@@ -122,8 +122,8 @@ impl Drop for OpenTunnel {
 
 /// The proxy's metrics: per server (requests by status class, errors by kind, latency,
 /// in flight, retries, open tunnels; weights, rating and health from the pool at
-/// scrape time) and proxy-wide (open and accepted client connections, failed TLS
-/// handshakes, rebalancer steps).
+/// scrape time) and proxy-wide (open and accepted client connections, rests of
+/// keep-alive connections, failed TLS handshakes, rebalancer steps).
 ///
 /// Share one `Arc<Metrics>` between the balancer
 /// ([`Builder::metrics`](crate::Builder::metrics)), the server
@@ -137,6 +137,7 @@ pub struct Metrics {
     adding: Mutex<()>,
     open: AtomicI64,
     accepted: AtomicU64,
+    rests: AtomicU64,
     tls_handshake_failures: AtomicU64,
 }
 
@@ -195,6 +196,11 @@ impl Metrics {
     /// A client connection closed.
     pub(crate) fn connection_closed(&self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A keep-alive client connection at rest handed back its HTTP state and buffers.
+    pub(crate) fn connection_rested(&self) {
+        self.rests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A client's TLS handshake failed or timed out.
@@ -417,6 +423,12 @@ impl Collector for Scrape {
             "roundrobin_client_connections_accepted",
             "Client connections accepted.",
             core::iter::once((Vec::new(), self.metrics.accepted.load(Ordering::Relaxed))),
+        )?;
+        counter(
+            &mut encoder,
+            "roundrobin_client_connection_rests",
+            "Times a keep-alive client connection at rest handed back its HTTP state and buffers (it stays open).",
+            core::iter::once((Vec::new(), self.metrics.rests.load(Ordering::Relaxed))),
         )?;
         counter(
             &mut encoder,

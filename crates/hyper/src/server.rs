@@ -3,23 +3,29 @@
 use core::error::Error as StdError;
 use core::future::Future;
 use core::net::SocketAddr;
+use core::pin::Pin;
+use core::task::{Context, Poll};
 use core::time::Duration;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
 
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use roundrobin_core::ServerUrl;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::conn::{ConnState, Held, TrackedBody, Verdict, Watched};
+use crate::conn::{
+    ConnState, Held, InFlight, Timeouts, TrackedBody, Watched, CLOSE, DROP, RELEASE,
+};
 use crate::ClientAddr;
 
 /// A hyper service [`serve`] and [`spawn`] can run: it takes `Request<Incoming>`, is
@@ -72,6 +78,7 @@ pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// |---|---|---|---|
 /// | `header_timeout`: from a request's first byte to its whole head | 10 s | `timeout http-request` | `client_header_timeout` 60 s |
 /// | `idle_timeout`: a keep-alive connection with no request | 60 s | `timeout http-keep-alive` | `keepalive_timeout` 75 s |
+/// | `idle_release`: an HTTP/1 keep-alive connection with no request hands back its buffers (it stays open) | 100 ms | at once | at once |
 /// | `max_connections`: open client connections; more wait in the listen backlog | 10,000 | `maxconn` | `worker_connections` 512 |
 /// | `shutdown_timeout`: how long a graceful shutdown waits before closing what is left | 30 s | `hard-stop-after` | `worker_shutdown_timeout` |
 /// | `max_headers`: request header fields → 431 above | 100 | `tune.http.maxhdr` 101 | — |
@@ -82,6 +89,11 @@ pub struct ServerLimits {
     pub header_timeout: Duration,
     /// How long a keep-alive connection may wait for its next request.
     pub idle_timeout: Duration,
+    /// How long an HTTP/1 keep-alive connection waits for its next request before it
+    /// hands back its HTTP state and buffers (about 16 KiB) and keeps only its socket;
+    /// the next request builds them again (a few microseconds). Shorter saves memory
+    /// sooner, longer spares connections that pause briefly the rebuild.
+    pub idle_release: Duration,
     /// Client connections open at once; further ones wait to be accepted.
     pub max_connections: usize,
     /// How long shutting down waits for in-flight requests before closing.
@@ -99,6 +111,7 @@ impl Default for ServerLimits {
         Self {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            idle_release: Duration::from_millis(100),
             max_connections: 10_000,
             shutdown_timeout: Duration::from_secs(30),
             max_headers: 100,
@@ -197,6 +210,9 @@ pub async fn serve_tls_with<S, B>(
 /// The accept loop of [`serve_with`]; `handshake` turns an accepted socket into the
 /// stream served (at once for plain TCP, after a TLS handshake), in the connection's
 /// task.
+///
+/// The loop also sweeps the open connections every [`Timeouts::tick`], ordering the
+/// ones that are due (see [`ConnState::sweep`]): the connections' tasks keep no timers.
 async fn serve_io<S, B, H, F, I>(
     listener: TcpListener,
     service: S,
@@ -210,36 +226,55 @@ async fn serve_io<S, B, H, F, I>(
     F: Future<Output = io::Result<I>> + Send + 'static,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new());
+    let shared = Arc::new(Shared {
+        h1,
+        h2,
+        limits: limits.clone(),
+    });
+    let timeouts = Timeouts {
+        header: limits.header_timeout,
+        idle: limits.idle_timeout,
+        release: limits.idle_release,
+    };
+    let mut sweep = tokio::time::interval(timeouts.tick());
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut open: Vec<Weak<ConnState>> = Vec::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let (stop, stopped) = watch::channel(false);
+    let mut permit = None;
     let mut connections = JoinSet::new();
     let mut shutdown = core::pin::pin!(shutdown);
     loop {
-        while connections.try_join_next().is_some() {}
-        if permits.available_permits() == 0 {
-            tracing::warn!(
+        if permit.is_none() && permits.available_permits() == 0 {
+            tracing::debug!(
                 max = limits.max_connections,
                 "connection limit reached: new connections wait"
             );
         }
-        let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            _ = sweep.tick() => {
+                sweep_all(&mut open, &timeouts);
+                continue;
+            }
+            // A finished connection's task gives its memory back now, not at the next
+            // accept (a burst of connections that all close would otherwise stay).
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            acquired = Arc::clone(&permits).acquire_owned(), if permit.is_none() => match acquired {
+                Ok(acquired) => {
+                    permit = Some(acquired);
+                    continue;
+                }
                 Err(_closed) => break,
             },
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(), if permit.is_some() => match accepted {
                 Ok(conn) => conn,
                 Err(e) if is_connection_error(&e) => continue,
                 Err(error) => {
@@ -250,79 +285,35 @@ async fn serve_io<S, B, H, F, I>(
                     }
                 }
             },
-            // A finished connection's task gives its memory back now, not at the next
-            // accept (a burst of connections that all close would otherwise stay).
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            () = &mut shutdown => break,
+        };
+        let Some(permit) = permit.take() else {
+            continue;
         };
         let _ = stream.set_nodelay(true);
         // The slot and the gauge go with the socket: a connection upgraded to a tunnel
         // keeps them until the tunnel closes.
         let state = ConnState::new(Held::new(permit, limits.metrics.clone()));
-        let svc = {
-            let (service, state) = (service.clone(), Arc::clone(&state));
-            hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(ClientAddr(peer));
-                let in_flight = state.begin();
-                // Boxed once here: hyper moves the future it is given (into a task of
-                // its own for HTTP/2), and a balancer's future is large.
-                let response = Box::pin(service.call(req));
-                async move {
-                    let response = response.await?;
-                    Ok::<_, S::Error>(response.map(|body| TrackedBody::new(body, in_flight)))
-                }
-            })
-        };
-        let (builder, handshake) = (Arc::clone(&builder), handshake(stream));
-        let limits = limits.clone();
-        let stopped = stopped.clone();
-        connections.spawn(async move {
-            let Some(stream) = handshaken(handshake, &limits, peer).await else {
-                return;
-            };
-            let io = TokioIo::new(Watched::new(stream, Arc::clone(&state)));
-            let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
-            // Runs the connection to its end, closing it when it stays idle or dribbles
-            // a head too long, and gracefully once the server stops.
-            let mut stopped = stopped;
-            let mut conn = core::pin::pin!(conn);
-            let mut closing = false;
-            loop {
-                let wake = match state.verdict(limits.header_timeout, limits.idle_timeout) {
-                    Verdict::Wait(at) => at,
-                    Verdict::Idle => {
-                        if !closing {
-                            conn.as_mut().graceful_shutdown();
-                            closing = true;
-                        }
-                        tokio::time::Instant::now() + limits.idle_timeout
-                    }
-                    Verdict::SlowHead => {
-                        tracing::debug!(%peer, "request head not complete within the header timeout: closed");
-                        break;
-                    }
-                };
-                tokio::select! {
-                    done = conn.as_mut() => {
-                        if let Err(error) = done {
-                            tracing::debug!(%error, %peer, "connection error");
-                        }
-                        break;
-                    }
-                    () = tokio::time::sleep_until(wake) => {}
-                    changed = stopped.changed(), if !closing => {
-                        if changed.is_ok() {
-                            conn.as_mut().graceful_shutdown();
-                            closing = true;
-                        }
-                    }
-                }
-            }
-        });
+        open.push(Arc::downgrade(&state));
+        connections.spawn(connection(
+            handshake(stream),
+            Arc::clone(&shared),
+            service.clone(),
+            state,
+            peer,
+        ));
     }
     drop(listener);
-    let _ = stop.send(true);
-    let drain = async { while connections.join_next().await.is_some() {} };
+    for state in open.iter().filter_map(Weak::upgrade) {
+        state.order(CLOSE);
+    }
+    let drain = async {
+        loop {
+            tokio::select! {
+                joined = connections.join_next() => if joined.is_none() { break },
+                _ = sweep.tick() => sweep_all(&mut open, &timeouts),
+            }
+        }
+    };
     if tokio::time::timeout(limits.shutdown_timeout, drain)
         .await
         .is_err()
@@ -333,6 +324,252 @@ async fn serve_io<S, B, H, F, I>(
         );
         connections.abort_all();
         while connections.join_next().await.is_some() {}
+    }
+}
+
+/// Gives every open connection the orders that are due, forgetting finished ones.
+fn sweep_all(open: &mut Vec<Weak<ConnState>>, timeouts: &Timeouts) {
+    let now = tokio::time::Instant::now();
+    open.retain(|state| {
+        state
+            .upgrade()
+            .is_some_and(|state| state.sweep(now, timeouts))
+    });
+}
+
+/// What every connection of a server shares.
+struct Shared {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    limits: ServerLimits,
+}
+
+/// HTTP/2's connection preface: a connection that starts with it speaks HTTP/2.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves one accepted connection to its end.
+///
+/// Its first bytes tell HTTP/2 from HTTP/1. An HTTP/1 connection that rests (no
+/// request for [`ServerLimits::idle_release`]) is ended by its socket (see
+/// [`Watched`]): hyper's buffers and state go, the socket stays open, and the next
+/// bytes start a new hyper connection over it. So a resting keep-alive connection
+/// holds its socket and this task's few hundred bytes, not hyper's buffers.
+async fn connection<S, B, F, I>(
+    handshake: F,
+    shared: Arc<Shared>,
+    service: S,
+    state: Arc<ConnState>,
+    peer: SocketAddr,
+) where
+    S: ServeService<B>,
+    B: ServeBody,
+    F: Future<Output = io::Result<I>> + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _done = Finished(&state);
+    let Some(stream) = handshaken(handshake, &shared.limits, peer).await else {
+        return;
+    };
+    let mut io = Watched::new(stream, Arc::clone(&state));
+    let mut head = [0u8; PREFACE.len()];
+    let mut n = 0;
+    while n == 0 || (n < PREFACE.len() && head[..n] == PREFACE[..n]) {
+        match next_bytes(&mut io, &mut head[n..], &state, peer).await {
+            0 => return,
+            read => n += read,
+        }
+    }
+    io.replay(Bytes::copy_from_slice(&head[..n]));
+    let mut service = ConnService {
+        service: Box::new(service),
+        state: Arc::clone(&state),
+        peer,
+    };
+    if head == *PREFACE {
+        state.h2();
+        // Boxed, as HTTP/1's: this task stays small while its connection rests.
+        let mut conn = Box::pin(shared.h2.serve_connection(TokioIo::new(io), service));
+        supervise(conn.as_mut(), &state, peer).await;
+        return;
+    }
+    loop {
+        let mut conn = Box::new(
+            shared
+                .h1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
+        if !supervise(Pin::new(&mut *conn), &state, peer).await {
+            return;
+        }
+        // Upgraded (the tunnel has the socket), or closed by the client: done.
+        let Some(parts) = conn.into_parts() else {
+            return;
+        };
+        io = parts.io.into_inner();
+        if !io.take_released() {
+            return;
+        }
+        service = parts.service;
+        state.rested();
+        if parts.read_buf.is_empty() {
+            // At rest: nothing of hyper's is kept (its read buffer neither) until the
+            // next request's first bytes.
+            drop(parts.read_buf);
+            let mut next = [0u8; 32];
+            match next_bytes(&mut io, &mut next, &state, peer).await {
+                0 => return,
+                read => io.replay(Bytes::copy_from_slice(&next[..read])),
+            }
+        } else {
+            io.replay(parts.read_buf);
+        }
+        state.clear(RELEASE);
+    }
+}
+
+/// Marks the connection's task over, however it ends.
+struct Finished<'a>(&'a ConnState);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.done();
+    }
+}
+
+/// Waits for the connection's next bytes with no hyper connection over it: their
+/// count, or 0 when it closes, fails or is ordered to close (idle, slow head, the
+/// server stopping).
+async fn next_bytes<I: AsyncRead + Unpin>(
+    io: &mut Watched<I>,
+    buf: &mut [u8],
+    state: &ConnState,
+    peer: SocketAddr,
+) -> usize {
+    let read =
+        core::future::poll_fn(|cx| Pin::new(&mut *io).poll_bytes(cx, buf, CLOSE | DROP)).await;
+    match read {
+        Ok(0) if state.orders() & DROP != 0 => {
+            tracing::debug!(%peer, "request head not complete within the header timeout: closed");
+            0
+        }
+        Ok(read) => read,
+        Err(error) => {
+            tracing::debug!(%error, %peer, "connection error");
+            0
+        }
+    }
+}
+
+/// A hyper connection the sweeper can close.
+trait Graceful: Future<Output = hyper::Result<()>> {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Graceful for http2::Connection<I, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Drives `conn` to its end under the connection's orders: closes it gracefully when
+/// told to close (idle, the server stopping), drops it when a head dribbles. Whether it
+/// ended by itself without an error.
+async fn supervise<C: Graceful>(
+    mut conn: Pin<&mut C>,
+    state: &ConnState,
+    peer: SocketAddr,
+) -> bool {
+    let mut closing = false;
+    core::future::poll_fn(|cx| {
+        state.register(cx);
+        let orders = state.orders();
+        if orders & DROP != 0 {
+            tracing::debug!(%peer, "request head not complete within the header timeout: closed");
+            return Poll::Ready(false);
+        }
+        if orders & CLOSE != 0 && !closing {
+            conn.as_mut().graceful();
+            closing = true;
+        }
+        match conn.as_mut().poll(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(true),
+            Poll::Ready(Err(error)) => {
+                tracing::debug!(%error, %peer, "connection error");
+                Poll::Ready(false)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// The service of one connection: each request gets the client's address and keeps
+/// the connection busy until its response body is sent or dropped.
+struct ConnService<S> {
+    /// Boxed: a hyper connection must be `Unpin` to hand its socket back.
+    service: Box<S>,
+    state: Arc<ConnState>,
+    peer: SocketAddr,
+}
+
+impl<S, B> Service<Request<Incoming>> for ConnService<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = Tracked<S::Future>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(ClientAddr(self.peer));
+        let in_flight = self.state.begin();
+        Tracked {
+            response: Box::pin(self.service.call(req)),
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+/// A response on its way, its request in flight on the connection.
+struct Tracked<F> {
+    /// Boxed once here: hyper moves the future it is given (into a task of its own for
+    /// HTTP/2), and a balancer's future is large.
+    response: Pin<Box<F>>,
+    in_flight: Option<InFlight>,
+}
+
+impl<F, B, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = core::task::ready!(self.response.as_mut().poll(cx))?;
+        let in_flight = self.in_flight.take().expect("polled after completion");
+        Poll::Ready(Ok(response.map(|body| TrackedBody::new(body, in_flight))))
     }
 }
 
@@ -505,4 +742,39 @@ fn local_addr(listener: &TcpListener) -> SocketAddr {
     listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a resting connection costs, beside its socket, is mostly its task: the
+    /// hyper connection is boxed (and gone while it rests), so the task stays small.
+    #[tokio::test]
+    async fn a_connection_task_is_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+            Ok::<_, io::Error>(Response::new(http_body_util::Empty::<Bytes>::new()))
+        });
+        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+        let shared = Arc::new(Shared {
+            h1: http1::Builder::new(),
+            h2: http2::Builder::new(TokioExecutor::new()),
+            limits: ServerLimits::default(),
+        });
+        let state = ConnState::new(Held::new(permit, None));
+        let task = connection(
+            core::future::ready(Ok(stream)),
+            shared,
+            service,
+            state,
+            peer,
+        );
+        let bytes = size_of_val(&task);
+        assert!(bytes <= 1024, "a connection's task takes {bytes} bytes");
+    }
 }

@@ -36,6 +36,10 @@ pub(crate) struct Resilience {
     /// How long a keep-alive client connection may wait for its next request.
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "60s")]
     pub(crate) idle_timeout: Duration,
+    /// How long a keep-alive client connection may wait for its next request before it
+    /// hands back its HTTP buffers (it stays open; the next request builds them again).
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "100ms")]
+    pub(crate) idle_release: Duration,
     /// Client connections open at once; more wait to be accepted.
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_connections: u32,
@@ -85,6 +89,7 @@ impl Resilience {
         ServerLimits {
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
+            idle_release: self.idle_release,
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             shutdown_timeout: self.shutdown_timeout,
             ..ServerLimits::default()

@@ -10,7 +10,8 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use roundrobin_hyper::{serve_with, ServerLimits};
+use roundrobin_core::{RoundRobin, ServerUrl};
+use roundrobin_hyper::{serve_with, Metrics, ServerLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -61,6 +62,106 @@ async fn read_to_end(stream: &mut TcpStream) -> String {
 }
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+
+/// Reads until `n` responses of the `ok` server have arrived; returns them.
+async fn read_responses(stream: &mut TcpStream, n: usize) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while String::from_utf8_lossy(&got).matches("\r\n\r\nok").count() < n {
+        let read = stream.read(&mut buf).await.unwrap();
+        assert!(read > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..read]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The `roundrobin_client_connection_rests` counter of `metrics`.
+fn rests(metrics: &std::sync::Arc<Metrics>) -> u64 {
+    let pool = RoundRobin::<ServerUrl>::new();
+    metrics
+        .encode(&pool)
+        .lines()
+        .find(|l| l.starts_with("roundrobin_client_connection_rests"))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|v| v.parse().unwrap())
+        .unwrap()
+}
+
+/// Waits (within the test's bound) until `metrics` counts `n` rests.
+async fn rested(metrics: &std::sync::Arc<Metrics>, n: u64) {
+    while rests(metrics) < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn a_connection_at_rest_hands_back_its_state_and_serves_what_comes_next() {
+    run(async {
+        let metrics = Metrics::new();
+        let limits = ServerLimits {
+            idle_release: Duration::from_millis(20),
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            metrics: Some(std::sync::Arc::clone(&metrics)),
+            ..limits()
+        };
+        let (addr, _stop, _task) = server(limits, Duration::ZERO).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(GET).await.unwrap();
+        read_responses(&mut client, 1).await;
+        rested(&metrics, 1).await;
+        // one request in one write
+        client.write_all(GET).await.unwrap();
+        read_responses(&mut client, 1).await;
+        rested(&metrics, 2).await;
+        // a head longer than what is read while at rest, in two writes
+        let long = format!(
+            "GET /{} HTTP/1.1\r\nhost: x\r\nx-pad: {}\r\n\r\n",
+            "a".repeat(100),
+            "b".repeat(3000)
+        );
+        client.write_all(&long.as_bytes()[..10]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.write_all(&long.as_bytes()[10..]).await.unwrap();
+        read_responses(&mut client, 1).await;
+        rested(&metrics, 3).await;
+        // two pipelined requests in one write
+        client.write_all(&[GET, GET].concat()).await.unwrap();
+        let got = read_responses(&mut client, 2).await;
+        assert_eq!(got.matches("HTTP/1.1 200").count(), 2, "{got}");
+        rested(&metrics, 4).await;
+        // and a client that closes at rest is let go
+        drop(client);
+    });
+}
+
+#[test]
+fn a_connection_at_rest_still_closes_when_idle_and_on_shutdown() {
+    run(async {
+        let limits = ServerLimits {
+            idle_release: Duration::from_millis(10),
+            ..limits()
+        };
+        let (addr, stop, task) = server(limits, Duration::ZERO).await;
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        idle.write_all(GET).await.unwrap();
+        let start = Instant::now();
+        let got = read_to_end(&mut idle).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        assert!(start.elapsed() >= SHORT, "closed when idle, not at rest");
+        let mut resting = TcpStream::connect(addr).await.unwrap();
+        resting.write_all(GET).await.unwrap();
+        read_responses(&mut resting, 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(()).unwrap();
+        task.await.unwrap();
+        assert_eq!(
+            read_to_end(&mut resting).await,
+            "",
+            "closed by the shutdown"
+        );
+    });
+}
 
 #[test]
 fn a_head_dribbled_past_the_header_timeout_is_closed() {
