@@ -440,3 +440,103 @@ impl<B: Body> Body for TrackedBody<B> {
         self.body.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::Semaphore;
+    use tokio::time::advance;
+
+    use super::*;
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        header: Duration::from_secs(1),
+        idle: Duration::from_secs(10),
+        release: Duration::from_millis(100),
+    };
+
+    async fn state() -> Arc<ConnState> {
+        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+        ConnState::new(Held::new(permit, None))
+    }
+
+    /// Sweeps now; returns the orders given by this sweep, withdrawing them.
+    fn sweep(state: &ConnState) -> u8 {
+        assert!(state.sweep(Instant::now(), &TIMEOUTS));
+        let orders = state.orders();
+        state.clear(orders);
+        orders
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_orders_what_is_due_and_nothing_before() {
+        let idle = state().await;
+        advance(Duration::from_millis(99)).await;
+        assert_eq!(sweep(&idle), 0);
+        advance(Duration::from_millis(1)).await;
+        assert_eq!(sweep(&idle), RELEASE, "at rest for the release delay");
+        let request = idle.begin();
+        advance(Duration::from_secs(60)).await;
+        assert_eq!(sweep(&idle), 0, "busy: the forwarder's timeouts apply");
+        drop(request);
+        advance(Duration::from_millis(9_999)).await;
+        assert_eq!(sweep(&idle), RELEASE);
+        advance(Duration::from_millis(1)).await;
+        assert_eq!(sweep(&idle), CLOSE, "idle for the idle timeout");
+
+        let head = state().await;
+        head.read(b"GET / HT", true);
+        advance(Duration::from_millis(999)).await;
+        assert_eq!(sweep(&head), 0, "a head is not at rest");
+        advance(Duration::from_millis(1)).await;
+        assert_eq!(sweep(&head), DROP);
+
+        let h2 = state().await;
+        h2.h2();
+        advance(Duration::from_secs(9)).await;
+        assert_eq!(sweep(&h2), 0, "HTTP/2 has no buffers to hand back here");
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(sweep(&h2), CLOSE);
+
+        h2.done();
+        assert!(!h2.sweep(Instant::now(), &TIMEOUTS), "forgotten once done");
+    }
+
+    #[tokio::test]
+    async fn watched_replays_first_and_ends_only_at_rest_without_a_shutdown() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let state = state().await;
+        let mut io = Watched::new(server, Arc::clone(&state));
+        io.replay(Bytes::from_static(b"GE"));
+        client.write_all(b"T /").await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GE", "the replayed bytes come first");
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"T /");
+        // ordered to rest while a head is coming: the order lapses, the bytes are read
+        state.order(RELEASE);
+        client.write_all(b" HTTP/1.1").await.unwrap();
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b" HTTP/1.");
+        assert_eq!(state.orders() & RELEASE, 0);
+        // at rest (the request answered) and ordered: the end of the stream, no shutdown
+        drop(state.begin());
+        state.order(RELEASE);
+        assert_eq!(io.read(&mut buf).await.unwrap(), 0);
+        io.shutdown().await.unwrap();
+        assert!(io.take_released());
+        // resting: the next bytes are waited for without hyper, the socket still open
+        client.write_all(b"next").await.unwrap();
+        let n = core::future::poll_fn(|cx| Pin::new(&mut io).poll_bytes(cx, &mut buf, CLOSE))
+            .await
+            .unwrap();
+        assert_eq!(&buf[..n], b"1next");
+        // and an order to close ends the wait
+        state.order(CLOSE);
+        let n = core::future::poll_fn(|cx| Pin::new(&mut io).poll_bytes(cx, &mut buf, CLOSE))
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+}
