@@ -9,10 +9,12 @@
 
 use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use core::task::{Context, Poll, Waker};
+use core::task::{Context, Poll};
 use core::time::Duration;
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use atomic_waker::AtomicWaker;
 
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
@@ -36,17 +38,47 @@ pub(crate) const DROP: u8 = 4;
 /// The connection's task is over (the socket may live on in a tunnel): no more orders.
 const DONE: u8 = 8;
 
+/// The sweeper's clock: milliseconds since the server started, as of the last sweep.
+/// A connection notes when its phase changed by reading it (one atomic load, not the
+/// system clock); a sweep reads the system clock once for all connections.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    base: Instant,
+    now_ms: AtomicU64,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            base: Instant::now(),
+            now_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// The time of the last [`tick`](Self::tick).
+    fn read(&self) -> u64 {
+        self.now_ms.load(Ordering::Relaxed)
+    }
+
+    /// Reads the system clock: the time sweeps and connections see from now on.
+    pub(crate) fn tick(&self) -> u64 {
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.now_ms.store(now, Ordering::Relaxed);
+        now
+    }
+}
+
 /// What a connection is doing, and since when.
 #[derive(Debug)]
 pub(crate) struct ConnState {
-    base: Instant,
+    clock: Arc<Clock>,
     phase: AtomicU8,
-    /// Milliseconds from `base` to the start of the phase.
+    /// When the phase started ([`Clock`] milliseconds).
     since: AtomicU64,
     in_flight: AtomicU32,
     orders: AtomicU8,
     /// The connection's task, woken when an order arrives.
-    waker: Mutex<Option<Waker>>,
+    waker: AtomicWaker,
     /// Released when the last holder of the state goes: the connection's task, its
     /// service, and its socket (`Watched`), which outlives both in a tunnel.
     held: Held,
@@ -112,24 +144,20 @@ impl Timeouts {
 }
 
 impl ConnState {
-    pub(crate) fn new(held: Held) -> Arc<Self> {
+    pub(crate) fn new(held: Held, clock: Arc<Clock>) -> Arc<Self> {
         Arc::new(Self {
-            base: Instant::now(),
+            since: AtomicU64::new(clock.read()),
+            clock,
             phase: AtomicU8::new(IDLE),
-            since: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             orders: AtomicU8::new(0),
-            waker: Mutex::new(None),
+            waker: AtomicWaker::new(),
             held,
         })
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
     fn enter(&self, phase: u8) {
-        self.since.store(self.now_ms(), Ordering::Relaxed);
+        self.since.store(self.clock.read(), Ordering::Relaxed);
         self.phase.store(phase, Ordering::Release);
     }
 
@@ -171,14 +199,7 @@ impl ConnState {
     pub(crate) fn order(&self, orders: u8) {
         let before = self.orders.fetch_or(orders, Ordering::AcqRel);
         if before & orders != orders {
-            let waker = self
-                .waker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+            self.waker.wake();
         }
     }
 
@@ -194,31 +215,27 @@ impl ConnState {
 
     /// Notes the task to wake for the next order.
     pub(crate) fn register(&self, cx: &Context<'_>) {
-        let mut slot = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
-        match &*slot {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => *slot = Some(cx.waker().clone()),
-        }
+        self.waker.register(cx.waker());
     }
 
     /// The connection's task is over: sweeps skip it from now on.
     pub(crate) fn done(&self) {
         self.orders.fetch_or(DONE, Ordering::AcqRel);
-        self.waker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        drop(self.waker.take());
     }
 
-    /// One sweep over this connection at `now`: gives the orders that are due. Returns
-    /// `false` once the connection's task is over (the sweeper forgets it).
-    pub(crate) fn sweep(&self, now: Instant, timeouts: &Timeouts) -> bool {
+    /// One sweep over this connection at `now` (the [`Clock`]'s last tick): gives the
+    /// orders that are due. Returns `false` once the connection's task is over (the
+    /// sweeper forgets it). Phases are timed to a tick, so a timeout is counted from a
+    /// tick later: it fires between one and two ticks past it, never before.
+    pub(crate) fn sweep(&self, now: u64, timeouts: &Timeouts) -> bool {
         let orders = self.orders();
         if orders & DONE != 0 {
             return false;
         }
-        let since = self.base + Duration::from_millis(self.since.load(Ordering::Relaxed));
-        let waited = now.saturating_duration_since(since);
+        let since = self.since.load(Ordering::Relaxed);
+        let waited =
+            Duration::from_millis(now.saturating_sub(since)).saturating_sub(timeouts.tick());
         let busy = self.in_flight.load(Ordering::Acquire) > 0;
         let due = match self.phase.load(Ordering::Acquire) {
             IDLE if waited >= timeouts.idle => CLOSE,
@@ -457,21 +474,31 @@ mod tests {
 
     async fn state() -> Arc<ConnState> {
         let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
-        ConnState::new(Held::new(permit, None))
+        let clock = Clock::new();
+        clock.tick();
+        ConnState::new(Held::new(permit, None), clock)
     }
 
     /// Sweeps now; returns the orders given by this sweep, withdrawing them.
     fn sweep(state: &ConnState) -> u8 {
-        assert!(state.sweep(Instant::now(), &TIMEOUTS));
+        assert!(state.sweep(state.clock.tick(), &TIMEOUTS));
         let orders = state.orders();
         state.clear(orders);
         orders
     }
 
+    /// Advances the clock by `after` and one tick (a timeout fires a tick late).
+    async fn pass(after: Duration) {
+        advance(after + TIMEOUTS.tick()).await;
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_sweep_orders_what_is_due_and_nothing_before() {
+        // A timeout counts from the tick after the phase began: it fires a tick late,
+        // at most two, never early.
+        let tick = TIMEOUTS.tick();
         let idle = state().await;
-        advance(Duration::from_millis(99)).await;
+        advance(TIMEOUTS.release + tick - Duration::from_millis(1)).await;
         assert_eq!(sweep(&idle), 0);
         advance(Duration::from_millis(1)).await;
         assert_eq!(sweep(&idle), RELEASE, "at rest for the release delay");
@@ -479,27 +506,27 @@ mod tests {
         advance(Duration::from_secs(60)).await;
         assert_eq!(sweep(&idle), 0, "busy: the forwarder's timeouts apply");
         drop(request);
-        advance(Duration::from_millis(9_999)).await;
+        pass(TIMEOUTS.idle - Duration::from_millis(1)).await;
         assert_eq!(sweep(&idle), RELEASE);
         advance(Duration::from_millis(1)).await;
         assert_eq!(sweep(&idle), CLOSE, "idle for the idle timeout");
 
         let head = state().await;
         head.read(b"GET / HT", true);
-        advance(Duration::from_millis(999)).await;
+        pass(TIMEOUTS.header - Duration::from_millis(1)).await;
         assert_eq!(sweep(&head), 0, "a head is not at rest");
         advance(Duration::from_millis(1)).await;
         assert_eq!(sweep(&head), DROP);
 
         let h2 = state().await;
         h2.h2();
-        advance(Duration::from_secs(9)).await;
+        pass(TIMEOUTS.idle - Duration::from_secs(1)).await;
         assert_eq!(sweep(&h2), 0, "HTTP/2 has no buffers to hand back here");
         advance(Duration::from_secs(1)).await;
         assert_eq!(sweep(&h2), CLOSE);
 
         h2.done();
-        assert!(!h2.sweep(Instant::now(), &TIMEOUTS), "forgotten once done");
+        assert!(!h2.sweep(h2.clock.tick(), &TIMEOUTS), "forgotten once done");
     }
 
     #[tokio::test]

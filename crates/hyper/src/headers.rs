@@ -75,6 +75,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Removes the headers a `Connection` value names (the fixed hop-by-hop ones are
 /// removed apart).
 fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
+    // What keep-alive servers send on every response (nginx, say): it names a header
+    // that is removed apart anyway.
+    if connection.as_bytes().eq_ignore_ascii_case(b"keep-alive") {
+        return;
+    }
     let Ok(connection) = connection.to_str() else {
         return;
     };

@@ -24,7 +24,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::conn::{
-    ConnState, Held, InFlight, Timeouts, TrackedBody, Watched, CLOSE, DROP, RELEASE,
+    Clock, ConnState, Held, InFlight, Timeouts, TrackedBody, Watched, CLOSE, DROP, RELEASE,
 };
 use crate::ClientAddr;
 
@@ -243,6 +243,7 @@ async fn serve_io<S, B, H, F, I>(
         idle: limits.idle_timeout,
         release: limits.idle_release,
     };
+    let clock = Clock::new();
     let mut sweep = tokio::time::interval(timeouts.tick());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut open: Vec<Weak<ConnState>> = Vec::new();
@@ -261,7 +262,7 @@ async fn serve_io<S, B, H, F, I>(
             biased;
             () = &mut shutdown => break,
             _ = sweep.tick() => {
-                sweep_all(&mut open, &timeouts);
+                sweep_all(&mut open, &clock, &timeouts);
                 continue;
             }
             // A finished connection's task gives its memory back now, not at the next
@@ -292,7 +293,10 @@ async fn serve_io<S, B, H, F, I>(
         let _ = stream.set_nodelay(true);
         // The slot and the gauge go with the socket: a connection upgraded to a tunnel
         // keeps them until the tunnel closes.
-        let state = ConnState::new(Held::new(permit, limits.metrics.clone()));
+        let state = ConnState::new(
+            Held::new(permit, limits.metrics.clone()),
+            Arc::clone(&clock),
+        );
         open.push(Arc::downgrade(&state));
         connections.spawn(connection(
             handshake(stream),
@@ -310,7 +314,7 @@ async fn serve_io<S, B, H, F, I>(
         loop {
             tokio::select! {
                 joined = connections.join_next() => if joined.is_none() { break },
-                _ = sweep.tick() => sweep_all(&mut open, &timeouts),
+                _ = sweep.tick() => sweep_all(&mut open, &clock, &timeouts),
             }
         }
     };
@@ -328,8 +332,8 @@ async fn serve_io<S, B, H, F, I>(
 }
 
 /// Gives every open connection the orders that are due, forgetting finished ones.
-fn sweep_all(open: &mut Vec<Weak<ConnState>>, timeouts: &Timeouts) {
-    let now = tokio::time::Instant::now();
+fn sweep_all(open: &mut Vec<Weak<ConnState>>, clock: &Clock, timeouts: &Timeouts) {
+    let now = clock.tick();
     open.retain(|state| {
         state
             .upgrade()
@@ -546,18 +550,21 @@ where
         req.extensions_mut().insert(ClientAddr(self.peer));
         let in_flight = self.state.begin();
         Tracked {
-            response: Box::pin(self.service.call(req)),
+            response: self.service.call(req),
             in_flight: Some(in_flight),
         }
     }
 }
 
-/// A response on its way, its request in flight on the connection.
-struct Tracked<F> {
-    /// Boxed once here: hyper moves the future it is given (into a task of its own for
-    /// HTTP/2), and a balancer's future is large.
-    response: Pin<Box<F>>,
-    in_flight: Option<InFlight>,
+pin_project_lite::pin_project! {
+    /// A response on its way, its request in flight on the connection. Not boxed:
+    /// hyper keeps an HTTP/1 connection's response future in one box for all its
+    /// requests (and an HTTP/2 stream's in the stream's task).
+    struct Tracked<F> {
+        #[pin]
+        response: F,
+        in_flight: Option<InFlight>,
+    }
 }
 
 impl<F, B, E> Future for Tracked<F>
@@ -566,9 +573,10 @@ where
 {
     type Output = Result<Response<TrackedBody<B>>, E>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = core::task::ready!(self.response.as_mut().poll(cx))?;
-        let in_flight = self.in_flight.take().expect("polled after completion");
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = core::task::ready!(this.response.poll(cx))?;
+        let in_flight = this.in_flight.take().expect("polled after completion");
         Poll::Ready(Ok(response.map(|body| TrackedBody::new(body, in_flight))))
     }
 }
@@ -766,7 +774,7 @@ mod tests {
             h2: http2::Builder::new(TokioExecutor::new()),
             limits: ServerLimits::default(),
         });
-        let state = ConnState::new(Held::new(permit, None));
+        let state = ConnState::new(Held::new(permit, None), Clock::new());
         let task = connection(
             core::future::ready(Ok(stream)),
             shared,

@@ -99,11 +99,11 @@ fn thousands_of_idle_connections_are_served_and_given_back() {
     let r = run(faults::idle_connections(&bin(), 2_000));
     assert_nothing_lost(&r);
     assert_eq!(r.failures(), 0, "{r:?}");
+    // Resting connections hand back hyper's buffers (16 KiB each, what 2,000 would
+    // take alone without a rest), so while the last ones opened still hold theirs,
+    // the whole stays below that.
+    assert!(r.peak_rss_kib < r.rss_before_kib + 2_000 * 16, "{r:?}");
     // The memory the connections took goes back (jemalloc returns freed pages).
-    assert!(
-        r.peak_rss_kib > r.rss_before_kib + faults::MEMORY_SLACK_KIB,
-        "{r:?}"
-    );
     assert!(
         r.rss_after_kib <= r.rss_before_kib + faults::MEMORY_SLACK_KIB,
         "{r:?}"

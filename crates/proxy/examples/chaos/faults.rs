@@ -536,7 +536,7 @@ pub async fn idle_connections(bin: &Path, n: usize) -> Report {
     }
     drop(idle);
     let fds = proxy.settle(before.1, Duration::from_secs(10)).await;
-    // The allocator gives freed pages back within seconds (jemalloc's decay, 10 s).
+    // The allocator gives freed pages back within a second (jemalloc's decay, 250 ms).
     proxy
         .settle_memory(before.0 + MEMORY_SLACK_KIB, Duration::from_secs(30))
         .await;
