@@ -46,7 +46,33 @@ use crate::{BoxError, Error};
 
 /// Idle connections by server authority (`host:port`; a shared buffer, so a key costs
 /// no allocation).
-type Idle<B> = HashMap<Authority, VecDeque<Box<Pooled<B>>>, FnvBuild>;
+type Idle<B> = HashMap<Key, VecDeque<Box<Pooled<B>>>, FnvBuild>;
+
+/// A server's authority as a key: hashed and compared as the text it is, in one pass
+/// (`Authority`'s own `Hash` and `Eq` ignore case a byte at a time; the authorities
+/// here come from configured servers, written one way), and looked up by `&str`.
+#[derive(Clone)]
+struct Key(Authority);
+
+impl core::hash::Hash for Key {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.0.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for Key {}
+
+impl core::borrow::Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        self.0.as_str()
+    }
+}
 
 /// A connection's future: hyper's HTTP/1.1 client connection with upgrades enabled
 /// (its type cannot be named).
@@ -323,7 +349,7 @@ where
     /// unsent (see [`Http1Pool::send`]).
     fn checkout(&self, key: &Authority) -> Option<Box<Pooled<B>>> {
         let mut idle = self.idle();
-        let parked = idle.get_mut(key)?;
+        let parked = idle.get_mut(key.as_str())?;
         let now = Instant::now();
         let mut i = parked.len();
         while i > 0 {
@@ -350,9 +376,9 @@ where
         conn.since = now;
         let mut idle = self.idle();
         // Looked up first: the key is cloned only for a server's first connection.
-        let parked = match idle.get_mut(&conn.key) {
+        let parked = match idle.get_mut(conn.key.as_str()) {
             Some(parked) => parked,
-            None => idle.entry(conn.key.clone()).or_default(),
+            None => idle.entry(Key(conn.key.clone())).or_default(),
         };
         // Only the clock here: whether the oldest was closed is seen when it is next
         // looked at (polling it now would cost every request a connection poll).
@@ -368,11 +394,8 @@ impl<B> Http1Pool<B> {
     /// Idle connections parked for `key` (tests).
     #[cfg(test)]
     fn idle_count(&self, key: &str) -> usize {
-        let Ok(key) = key.parse::<Authority>() else {
-            return 0;
-        };
         let idle = self.inner.idle();
-        idle.get(&key).map_or(0, VecDeque::len)
+        idle.get(key).map_or(0, VecDeque::len)
     }
 }
 
