@@ -260,10 +260,13 @@ pub(crate) struct InFlight(Arc<ConnState>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         let state = &self.0;
-        if state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1
-            && state.phase.load(Ordering::Acquire) == BUSY
-        {
-            state.enter(IDLE);
+        if state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            match state.phase.load(Ordering::Acquire) {
+                BUSY => state.enter(IDLE),
+                // HTTP/2 stays HTTP/2: its idle time counts from its last stream's end
+                H2 => state.since.store(state.clock.read(), Ordering::Relaxed),
+                _ => {}
+            }
         }
     }
 }
@@ -520,8 +523,12 @@ mod tests {
 
         let h2 = state().await;
         h2.h2();
+        let stream = h2.begin();
+        advance(Duration::from_secs(60)).await;
+        assert_eq!(sweep(&h2), 0, "a stream in flight");
+        drop(stream);
         pass(TIMEOUTS.idle - Duration::from_secs(1)).await;
-        assert_eq!(sweep(&h2), 0, "HTTP/2 has no buffers to hand back here");
+        assert_eq!(sweep(&h2), 0, "idle from its last stream's end; no rest for HTTP/2");
         advance(Duration::from_secs(1)).await;
         assert_eq!(sweep(&h2), CLOSE);
 
