@@ -528,7 +528,11 @@ mod tests {
         assert_eq!(sweep(&h2), 0, "a stream in flight");
         drop(stream);
         pass(TIMEOUTS.idle - Duration::from_secs(1)).await;
-        assert_eq!(sweep(&h2), 0, "idle from its last stream's end; no rest for HTTP/2");
+        assert_eq!(
+            sweep(&h2),
+            0,
+            "idle from its last stream's end; no rest for HTTP/2"
+        );
         advance(Duration::from_secs(1)).await;
         assert_eq!(sweep(&h2), CLOSE);
 
