@@ -149,6 +149,39 @@ pub(crate) struct Tree {
     bound_sum: f64,
 }
 
+#[cfg(target_has_atomic = "64")]
+/// The most walks of one block ([`Tree::fill`]): its length.
+const WALKS: usize = 1 << crate::ring::SMALL_SHIFT;
+
+#[cfg(target_has_atomic = "64")]
+/// The walks a block leaves to [`Tree::walk_many`], on the stack: `(node, rank)`
+/// pairs, then `(leaf, rank)` once walked.
+struct Walks {
+    node: [u32; WALKS],
+    rank: [u64; WALKS],
+    len: usize,
+}
+
+#[cfg(target_has_atomic = "64")]
+impl Walks {
+    fn new() -> Self {
+        Self {
+            node: [0; WALKS],
+            rank: [0; WALKS],
+            len: 0,
+        }
+    }
+
+    /// Adds a walk, and returns its index (`None` when full).
+    fn push(&mut self, node: u32, rank: u64) -> Option<usize> {
+        let i = self.len;
+        *self.node.get_mut(i)? = node;
+        *self.rank.get_mut(i)? = rank;
+        self.len += 1;
+        Some(i)
+    }
+}
+
 /// A node or leaf while building: weight, the smallest server index below (the tie
 /// break), and its id.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -359,8 +392,13 @@ impl Tree {
     }
 
     #[inline(always)]
-    fn walk_fast(&self, mut m: u64) -> usize {
-        let mut id = self.root;
+    fn walk_fast(&self, pos: u64) -> usize {
+        self.walk_from(self.root, pos)
+    }
+
+    /// The server of the `m`-th position of node `id` (narrow trees).
+    #[inline(always)]
+    fn walk_from(&self, mut id: u32, mut m: u64) -> usize {
         while id & LEAF == 0 {
             let Some(node) = self.fast.get(id as usize) else {
                 break;
@@ -383,20 +421,23 @@ impl Tree {
     /// own ranks (by the same floor formula), so the block is generated top-down and
     /// merged bottom-up by each node's pattern: a node with `len` of the block's
     /// positions costs O(len) additions and copies (no multiplication), and a node with
-    /// one position walks down from there. About `depth` cheap steps per position
-    /// instead of `depth` dependent multiplications and loads.
+    /// at most [`WALK_MAX`] positions leaves them to [`Tree::walk_many`], which walks
+    /// every such position of the block down to its leaf, all of them a level at a
+    /// time. About `depth` cheap steps per position instead of `depth` dependent
+    /// multiplications and loads; no heap allocation.
     pub(crate) fn fill(&self, pos: u64, out: &mut [u32], tmp: &mut [u32]) {
         if self.narrow {
-            let mut walks = Vec::new();
+            let mut walks = Walks::new();
             self.generate(self.root, pos, out, tmp, &mut walks);
-            if walks.is_empty() {
+            if walks.len == 0 {
                 return;
             }
             self.walk_many(&mut walks);
             // The merges moved the placeholders to their positions: resolve them.
             for o in out.iter_mut() {
                 if *o & LEAF != 0 {
-                    *o = walks.get((*o & !LEAF) as usize).map_or(0, |w| w.0 & !LEAF);
+                    let i = (*o & !LEAF) as usize;
+                    *o = walks.node.get(i).map_or(0, |&leaf| leaf & !LEAF);
                 }
             }
         } else {
@@ -425,14 +466,7 @@ impl Tree {
     ///
     /// A node with one of the positions leaves a placeholder (`LEAF | i`) and the
     /// walk `i` from it in `walks` (`(node, rank)`), done later several at a time.
-    fn generate(
-        &self,
-        id: u32,
-        r0: u64,
-        out: &mut [u32],
-        tmp: &mut [u32],
-        walks: &mut Vec<(u32, u64)>,
-    ) {
+    fn generate(&self, id: u32, r0: u64, out: &mut [u32], tmp: &mut [u32], walks: &mut Walks) {
         let len = out.len();
         if id & LEAF != 0 {
             out.fill(id & !LEAF);
@@ -440,8 +474,11 @@ impl Tree {
         }
         if len <= WALK_MAX {
             for (r, o) in (r0..).zip(out.iter_mut()) {
-                *o = LEAF | walks.len() as u32;
-                walks.push((id, r));
+                *o = match walks.push(id, r) {
+                    Some(i) => LEAF | i as u32,
+                    // More walks than a block has positions: walk this one now.
+                    None => self.walk_from(id, r) as u32,
+                };
             }
             return;
         }
@@ -472,50 +509,43 @@ impl Tree {
     }
 
     #[cfg(target_has_atomic = "64")]
-    /// Walks every `(node, rank)` of `walks` down to its leaf (left in `.0`), eight
-    /// in lockstep: the walks are independent, so their loads and multiplications
-    /// overlap instead of waiting on each other (narrow trees).
-    fn walk_many(&self, walks: &mut [(u32, u64)]) {
-        const LANES: usize = 8;
+    /// Walks every `(node, rank)` of `walks` down to its leaf (narrow trees): leaves
+    /// each walk's leaf and its rank there in its place. All the walks still under
+    /// way take one step a round, with no branch: a walk that reaches its leaf writes
+    /// it and drops out of the next round (the list is compacted in place). The steps
+    /// of one round are independent, so their loads and multiplications overlap.
+    fn walk_many(&self, walks: &mut Walks) {
         let Some(&dummy) = self.fast.first() else {
             return;
         };
-        for group in walks.chunks_mut(LANES) {
-            let mut ids = [LEAF; LANES];
-            let mut ms = [0u64; LANES];
-            for (k, &(id, m)) in group.iter().enumerate() {
-                (ids[k], ms[k]) = (id, m);
+        let mut ids = [0u32; WALKS];
+        let mut ms = [0u64; WALKS];
+        let mut slots = [0u16; WALKS];
+        let mut live = walks.len.min(WALKS);
+        ids[..live].copy_from_slice(&walks.node[..live]);
+        ms[..live].copy_from_slice(&walks.rank[..live]);
+        for (k, s) in slots[..live].iter_mut().enumerate() {
+            *s = k as u16;
+        }
+        while live > 0 {
+            let mut k = 0;
+            for i in 0..live.min(WALKS) {
+                let (id, m, slot) = (ids[i], ms[i], slots[i]);
+                let node = self.fast.get(id as usize).unwrap_or(&dummy);
+                let v = u128::from(m) * u128::from(node.f) + u128::from(node.h);
+                let (q, low) = ((v >> 64) as u64, v as u64);
+                let first = u64::from(low >= node.g).wrapping_neg();
+                let m = (q & first) | ((m - q) & !first);
+                let id = (node.first & first as u32) | (node.second & !(first as u32));
+                // Written every round, the last time at the leaf.
+                walks.node[slot as usize % WALKS] = id;
+                walks.rank[slot as usize % WALKS] = m;
+                ids[k] = id;
+                ms[k] = m;
+                slots[k] = slot;
+                k += usize::from(id & LEAF == 0);
             }
-            loop {
-                let mut live = false;
-                for (id, m) in ids.iter_mut().zip(ms.iter_mut()) {
-                    let inner = *id & LEAF == 0;
-                    live |= inner;
-                    // A finished walk reads the root and keeps its state.
-                    let node = if inner {
-                        self.fast.get(*id as usize).copied().unwrap_or(dummy)
-                    } else {
-                        dummy
-                    };
-                    let v = u128::from(*m) * u128::from(node.f) + u128::from(node.h);
-                    let (q, low) = ((v >> 64) as u64, v as u64);
-                    let first = low >= node.g;
-                    let (next_id, next_m) = if first {
-                        (node.first, q)
-                    } else {
-                        (node.second, m.wrapping_sub(q))
-                    };
-                    if inner {
-                        (*id, *m) = (next_id, next_m);
-                    }
-                }
-                if !live {
-                    break;
-                }
-            }
-            for (w, &id) in group.iter_mut().zip(&ids) {
-                w.0 = id;
-            }
+            live = k;
         }
     }
 
