@@ -1,7 +1,8 @@
 //! The smooth policy: hierarchical apportionment over a weight tree.
 //!
-//! The active servers (weight > 0, divided by the gcd) are the leaves of a binary tree;
-//! an internal node of total weight `T` with children of weights `A >= B` owns some
+//! The active servers (weight > 0, divided by the gcd) are the leaves of a binary tree,
+//! except that servers of equal weight share one leaf, a group (see below); an
+//! internal node of total weight `T` with children of weights `A >= B` owns some
 //! positions of the sequence and hands them to its children by a centred Bresenham
 //! rule: of the node's first `m` positions, the heavy child gets
 //! `floor((m·A + floor(T/2)) / T)`, the light child the rest. The root owns every
@@ -33,6 +34,18 @@
 //!   main tree: all set-aside nodes together weigh less than the main tree. Going up the
 //!   chain `main_k + (main_k+1 + (..))`, the weight therefore more than doubles at each
 //!   step, adding less than `2·(2/3)^d` for a leaf of `main_k` at depth `d`.
+//!
+//! Groups. When two servers or more share a weight `w`, the `k` servers of each weight
+//! form one leaf of weight `k·w` whose positions they take in turn, in pool order: the
+//! group's `m`-th position goes to its member `m % k`. Equal weights thus take turns in
+//! pool order (`a b c a b c`) in any pool, quotas stay exact (each member gets `w` of
+//! the group's `k·w` positions a period), and the tree has one leaf per distinct
+//! weight, so it is smaller and shallower (a pool of 100k servers with weights
+//! 1..=4096 has at most 4096 leaves). Lag: member `j`'s count after `c` of the group's
+//! positions is `c/k + θ` with `-j/k <= θ <= (k-1-j)/k`, and its share of the first
+//! `p` picks is `(p·k·w/W)/k`, so its lag is `D_group/k + θ`: at most `B/k + (k-1)/k`
+//! for a group whose leaf bound is `B`. As `B < 3/2`, that is below `1 + 1/(2k)`, at
+//! most 3/2. [`Tree::lag_bound`] is the largest of these bounds over the leaves.
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -47,10 +60,6 @@ const WALK_MAX: usize = 8;
 
 /// Marks a child id as a leaf: the low bits are the server's index in the pool.
 const LEAF: u32 = 1 << 31;
-
-/// Pools of up to this many active servers give equal weights their turns in pool
-/// order (see [`Tree::order_equal_weights`]).
-pub(crate) const ORDERED_MAX: usize = 4096;
 
 /// Servers beyond this index cannot be leaves (the top bit marks leaves).
 pub(crate) const MAX_SERVERS: usize = LEAF as usize;
@@ -111,29 +120,6 @@ impl Fast {
     }
 }
 
-impl Node {
-    /// The rank, among this node's positions, of the `j`-th position of its first
-    /// (`first`) or second child: the inverse of the split.
-    fn parent_rank(&self, j: u64, first: bool, narrow: bool) -> u64 {
-        let (t, a, h) = (self.total, self.first_w, self.total / 2);
-        if narrow {
-            // j < t < 2^32: no overflow.
-            if first {
-                ((j + 1) * t - h).div_ceil(a) - 1
-            } else {
-                (j * t + h) / (t - a)
-            }
-        } else {
-            let (j, t, a, h) = (u128::from(j), u128::from(t), u128::from(a), u128::from(h));
-            (if first {
-                ((j + 1) * t - h).div_ceil(a) - 1
-            } else {
-                (j * t + h) / (t - a)
-            }) as u64
-        }
-    }
-}
-
 /// The apportionment tree of one pool state.
 #[derive(Clone, Debug)]
 pub(crate) struct Tree {
@@ -145,8 +131,24 @@ pub(crate) struct Tree {
     root: u32,
     /// Every node total is below 2^32, so `m·A + T/2` fits in a `u64`.
     narrow: bool,
-    /// The worst leaf's `Σ w / W_v` (see the module docs); the lag is at most half of it.
-    bound_sum: f64,
+    /// The lag bound: the worst server's (see the module docs).
+    bound: f64,
+    /// When two servers or more share a weight, the servers of each weight (else
+    /// empty, and a leaf is a server): leaf `g` is the group `groups[g]`, whose
+    /// members take its positions in turn.
+    groups: Box<[Group]>,
+    /// The groups' servers, group after group, each in pool order.
+    members: Box<[u32]>,
+}
+
+/// The servers of one weight: `members[start..start + len]`. The group's `m`-th
+/// position goes to its member `m % len`.
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    start: u32,
+    len: u32,
+    /// `u64::MAX / len`, for [`rem`].
+    magic: u64,
 }
 
 #[cfg(target_has_atomic = "64")]
@@ -195,15 +197,37 @@ impl Tree {
     /// Builds the tree over `active`: `(server index, scaled weight)`, weights > 0,
     /// indices below [`MAX_SERVERS`], at least one entry, sum below 2^64.
     pub(crate) fn new(active: &[(u32, u64)]) -> Self {
-        let mut nodes: Vec<Node> = Vec::with_capacity(active.len().saturating_sub(1));
-        let mut items: Vec<Item> = active
-            .iter()
-            .map(|&(i, w)| Item {
+        // Servers of equal weight form one leaf (a group), its weight their sum.
+        let mut by_weight: Vec<(u64, u32)> = active.iter().map(|&(i, w)| (w, i)).collect();
+        by_weight.sort_unstable();
+        let grouped = by_weight.windows(2).any(|p| p[0].0 == p[1].0);
+        let mut groups: Vec<Group> = Vec::new();
+        let mut members: Vec<u32> = Vec::new();
+        let mut items: Vec<Item> = Vec::with_capacity(active.len());
+        if grouped {
+            for servers in by_weight.chunk_by(|a, b| a.0 == b.0) {
+                let ((w, first), len) = (servers[0], servers.len() as u64);
+                groups.push(Group {
+                    start: members.len() as u32,
+                    len: len as u32,
+                    magic: u64::MAX / len,
+                });
+                members.extend(servers.iter().map(|s| s.1));
+                items.push(Item {
+                    // At most the sum of all weights: below 2^64.
+                    weight: w * len,
+                    min_index: first,
+                    id: (groups.len() - 1) as u32 | LEAF,
+                });
+            }
+        } else {
+            items.extend(active.iter().map(|&(i, w)| Item {
                 weight: w,
                 min_index: i,
                 id: i | LEAF,
-            })
-            .collect();
+            }));
+        }
+        let mut nodes: Vec<Node> = Vec::with_capacity(items.len().saturating_sub(1));
         // The main trees of successive rounds, lightest last.
         let mut mains: Vec<Item> = Vec::new();
         // Two-queue Huffman: the sorted leaves, and the merged nodes, which come out in
@@ -255,10 +279,11 @@ impl Tree {
             fast: Box::default(),
             root: top.id,
             narrow,
-            bound_sum: 0.0,
+            bound: 0.0,
+            groups: groups.into_boxed_slice(),
+            members: members.into_boxed_slice(),
         };
-        tree.bound_sum = tree.worst_path_sum();
-        tree.order_equal_weights(active);
+        tree.bound = tree.worst_bound();
         tree.preorder();
         if tree.narrow {
             tree.fast = tree.nodes.iter().map(Fast::new).collect();
@@ -299,76 +324,10 @@ impl Tree {
         self.root = 0;
     }
 
-    /// Gives servers of equal weight their first picks in pool order (equal weights
-    /// then take turns in pool order, as in nginx): swapping two leaves of equal weight
-    /// changes no node's weight, hence neither the quotas nor the lag bound. It walks
-    /// from every leaf to the root (O(n log n) divisions), so only pools of up to
-    /// [`ORDERED_MAX`] active servers are ordered.
-    fn order_equal_weights(&mut self, active: &[(u32, u64)]) {
-        if active.len() > ORDERED_MAX {
-            return;
-        }
-        let mut by_weight: Vec<(u64, u32)> = active.iter().map(|&(i, w)| (w, i)).collect();
-        by_weight.sort_unstable();
-        if self.root & LEAF != 0 || by_weight.windows(2).all(|p| p[0].0 != p[1].0) {
-            return;
-        }
-        // Parent and side of every node and leaf (leaves by their rank in `active`).
-        let none = (u32::MAX, false);
-        let mut node_parent = vec![none; self.nodes.len()];
-        let mut leaf_parent = vec![none; active.len()];
-        let slot = |server: u32| active.binary_search_by_key(&server, |a| a.0).ok();
-        for (v, node) in (0..).zip(self.nodes.iter()) {
-            for (child, first) in [(node.first, true), (node.second, false)] {
-                if child & LEAF == 0 {
-                    node_parent[child as usize] = (v, first);
-                } else if let Some(k) = slot(child & !LEAF) {
-                    leaf_parent[k] = (v, first);
-                }
-            }
-        }
-        // The position of a leaf's first pick: its rank 0, mapped up to the root.
-        let first_pick = |k: usize| {
-            let (mut j, (mut v, mut first)) = (0, leaf_parent[k]);
-            while let Some(node) = self.nodes.get(v as usize) {
-                j = node.parent_rank(j, first, self.narrow);
-                (v, first) = node_parent[v as usize];
-            }
-            j
-        };
-        let mut moves: Vec<(usize, u32)> = Vec::new();
-        let mut group: Vec<(u64, usize)> = Vec::new();
-        for servers in by_weight.chunk_by(|a, b| a.0 == b.0) {
-            if servers.len() < 2 {
-                continue;
-            }
-            group.clear();
-            group.extend(
-                servers
-                    .iter()
-                    .filter_map(|&(_, i)| slot(i))
-                    .map(|k| (first_pick(k), k)),
-            );
-            group.sort_unstable();
-            // `servers` is in index order: the lowest index takes the earliest leaf.
-            moves.extend(group.iter().zip(servers).map(|(&(_, k), &(_, i))| (k, i)));
-        }
-        for (k, server) in moves {
-            let (v, first) = leaf_parent[k];
-            if let Some(node) = self.nodes.get_mut(v as usize) {
-                if first {
-                    node.first = server | LEAF;
-                } else {
-                    node.second = server | LEAF;
-                }
-            }
-        }
-    }
-
     /// The proven bound on every server's lag: in every prefix of `k` picks a server's
     /// count is within this of `k·w/W`.
     pub(crate) fn lag_bound(&self) -> f64 {
-        self.bound_sum / 2.0
+        self.bound
     }
 
     /// Whether every node total is below 2^32 (the fixed-point walk).
@@ -378,7 +337,48 @@ impl Tree {
 
     /// Heap bytes held by the tree.
     pub(crate) fn heap_bytes(&self) -> usize {
-        size_of_val(&*self.nodes) + size_of_val(&*self.fast)
+        size_of_val(&*self.nodes)
+            + size_of_val(&*self.fast)
+            + size_of_val(&*self.groups)
+            + size_of_val(&*self.members)
+    }
+
+    /// The server of the `m`-th position of leaf `leaf` (a server, or a group whose
+    /// members take turns).
+    #[inline(always)]
+    fn server(&self, leaf: u32, m: u64) -> u32 {
+        if self.groups.is_empty() {
+            return leaf & !LEAF;
+        }
+        let Some(g) = self.groups.get((leaf & !LEAF) as usize) else {
+            return 0;
+        };
+        let j = rem(m, u64::from(g.len), g.magic);
+        self.members
+            .get(g.start as usize + j as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    #[cfg(target_has_atomic = "64")]
+    /// `out` gets the servers of positions `r0..r0 + out.len()` of leaf `leaf`.
+    fn fill_leaf(&self, leaf: u32, r0: u64, out: &mut [u32]) {
+        let g = match self.groups.get((leaf & !LEAF) as usize) {
+            Some(&g) if g.len > 1 => g,
+            _ => return out.fill(self.server(leaf, 0)),
+        };
+        let start = g.start as usize;
+        let Some(turns) = self.members.get(start..start + g.len as usize) else {
+            return;
+        };
+        let mut j = rem(r0, u64::from(g.len), g.magic) as usize;
+        for o in out.iter_mut() {
+            *o = turns[j];
+            j += 1;
+            if j == turns.len() {
+                j = 0;
+            }
+        }
     }
 
     /// The server index at position `pos` (below the period).
@@ -410,7 +410,7 @@ impl Tree {
             m = (q & first) | ((m - q) & !first);
             id = (node.first & first as u32) | (node.second & !(first as u32));
         }
-        (id & !LEAF) as usize
+        self.server(id, m) as usize
     }
 
     #[cfg(target_has_atomic = "64")]
@@ -437,7 +437,10 @@ impl Tree {
             for o in out.iter_mut() {
                 if *o & LEAF != 0 {
                     let i = (*o & !LEAF) as usize;
-                    *o = walks.node.get(i).map_or(0, |&leaf| leaf & !LEAF);
+                    *o = match (walks.node.get(i), walks.rank.get(i)) {
+                        (Some(&leaf), Some(&m)) => self.server(leaf, m),
+                        _ => 0,
+                    };
                 }
             }
         } else {
@@ -469,7 +472,7 @@ impl Tree {
     fn generate(&self, id: u32, r0: u64, out: &mut [u32], tmp: &mut [u32], walks: &mut Walks) {
         let len = out.len();
         if id & LEAF != 0 {
-            out.fill(id & !LEAF);
+            self.fill_leaf(id, r0, out);
             return;
         }
         if len <= WALK_MAX {
@@ -568,7 +571,7 @@ impl Tree {
                 m -= q;
             }
         }
-        (id & !LEAF) as usize
+        self.server(id, m) as usize
     }
 
     /// The count of every server among the positions `0..pos` (`pos` up to the
@@ -578,7 +581,16 @@ impl Tree {
         let mut stack = alloc::vec![(self.root, pos)];
         while let Some((id, m)) = stack.pop() {
             if id & LEAF != 0 {
-                counts[(id & !LEAF) as usize] += m;
+                match self.groups.get((id & !LEAF) as usize) {
+                    Some(g) => {
+                        let k = u64::from(g.len);
+                        for j in 0..g.len {
+                            let i = self.members[(g.start + j) as usize] as usize;
+                            counts[i] += m / k + u64::from(u64::from(j) < m % k);
+                        }
+                    }
+                    _ => counts[(id & !LEAF) as usize] += m,
+                }
                 continue;
             }
             let (q, first, second) = match self.fast.get(id as usize) {
@@ -597,19 +609,28 @@ impl Tree {
         }
     }
 
-    /// `max over leaves of Σ w / W_v`, over the path's nodes below the root (the leaf's
-    /// own term, 1, included).
-    fn worst_path_sum(&self) -> f64 {
-        // Per node: the weights of its path from the root, as Σ 1/W_v (root excluded).
-        let mut worst = 1.0f64;
-        let mut stack: Vec<(u32, f64)> = Vec::new();
-        if self.root & LEAF == 0 {
-            let root = &self.nodes[self.root as usize];
-            stack.push((root.first, 0.0));
-            stack.push((root.second, 0.0));
+    /// The lag bound of the worst server (see the module docs): half of `Σ w / W_v`
+    /// over its leaf's path below the root (the leaf's own term, 1, included), and for
+    /// a group of `k` servers that over `k`, plus `(k - 1) / k`.
+    fn worst_bound(&self) -> f64 {
+        let bound = |leaf: u32, sum: f64| {
+            let k = match self.groups.get((leaf & !LEAF) as usize) {
+                Some(g) => f64::from(g.len),
+                _ => 1.0,
+            };
+            sum / 2.0 / k + (k - 1.0) / k
+        };
+        if self.root & LEAF != 0 {
+            return bound(self.root, 1.0);
         }
+        // Per node: the weights of its path from the root, as Σ 1/W_v (root excluded).
+        let mut worst = 0.0f64;
+        let root = &self.nodes[self.root as usize];
+        let mut stack: Vec<(u32, f64)> = vec![(root.first, 0.0), (root.second, 0.0)];
         while let Some((id, inv_sum)) = stack.pop() {
             if id & LEAF != 0 {
+                // A child of the root: its own term only.
+                worst = worst.max(bound(id, 1.0));
                 continue;
             }
             let node = &self.nodes[id as usize];
@@ -619,7 +640,7 @@ impl Tree {
                 (node.second, node.total - node.first_w),
             ] {
                 if child & LEAF != 0 {
-                    worst = worst.max(1.0 + w as f64 * inv);
+                    worst = worst.max(bound(child, 1.0 + w as f64 * inv));
                 } else {
                     stack.push((child, inv));
                 }
@@ -850,6 +871,27 @@ mod tests {
                 prop_assert_eq!(v as u64 >= fast.g, to_first);
             }
         }
+    }
+
+    /// Servers of equal weight take turns in pool order in any pool (here beyond the
+    /// 4096 servers the former leaf swapping was limited to), and a group's bound holds.
+    #[test]
+    fn equal_weights_take_turns_in_pool_order() {
+        let mut weights = vec![2u32; 5000];
+        weights[2500] = 7;
+        weights[10] = 0;
+        let (active, period) = scaled(&weights);
+        let tree = Tree::new(&active);
+        assert!(tree.lag_bound() <= 1.5);
+        let twos: Vec<usize> = (0..period)
+            .map(|k| tree.at(k))
+            .filter(|&i| weights[i] == 2)
+            .collect();
+        let order: Vec<usize> = (0..5000).filter(|&i| weights[i] == 2).collect();
+        assert_eq!(twos.len(), 2 * order.len());
+        assert_eq!(twos[..order.len()], order[..]);
+        assert_eq!(twos[order.len()..], order[..]);
+        check(&weights, &[0]).unwrap();
     }
 
     #[test]
