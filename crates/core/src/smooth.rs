@@ -64,6 +64,11 @@ const LEAF: u32 = 1 << 31;
 /// Servers beyond this index cannot be leaves (the top bit marks leaves).
 pub(crate) const MAX_SERVERS: usize = LEAF as usize;
 
+/// Marks a leaf as a group of servers of equal weight, the low bits its index in
+/// [`Tree::groups`] (other leaves are servers). Pools with a server at this index or
+/// beyond are not grouped.
+const GROUP: u32 = 1 << 30;
+
 /// An internal node: it hands `first_w` of every `total` of its positions to `first`.
 #[derive(Clone, Copy, Debug)]
 struct Node {
@@ -133,9 +138,8 @@ pub(crate) struct Tree {
     narrow: bool,
     /// The lag bound: the worst server's (see the module docs).
     bound: f64,
-    /// When two servers or more share a weight, the servers of each weight (else
-    /// empty, and a leaf is a server): leaf `g` is the group `groups[g]`, whose
-    /// members take its positions in turn.
+    /// The servers of each weight two servers or more share: leaf `GROUP | g` is the
+    /// group `groups[g]`, whose members take its positions in turn.
     groups: Box<[Group]>,
     /// The groups' servers, group after group, each in pool order.
     members: Box<[u32]>,
@@ -200,13 +204,21 @@ impl Tree {
         // Servers of equal weight form one leaf (a group), its weight their sum.
         let mut by_weight: Vec<(u64, u32)> = active.iter().map(|&(i, w)| (w, i)).collect();
         by_weight.sort_unstable();
-        let grouped = by_weight.windows(2).any(|p| p[0].0 == p[1].0);
+        let grouped = by_weight.iter().all(|&(_, i)| i < GROUP);
         let mut groups: Vec<Group> = Vec::new();
         let mut members: Vec<u32> = Vec::new();
         let mut items: Vec<Item> = Vec::with_capacity(active.len());
         if grouped {
             for servers in by_weight.chunk_by(|a, b| a.0 == b.0) {
                 let ((w, first), len) = (servers[0], servers.len() as u64);
+                if len == 1 {
+                    items.push(Item {
+                        weight: w,
+                        min_index: first,
+                        id: first | LEAF,
+                    });
+                    continue;
+                }
                 groups.push(Group {
                     start: members.len() as u32,
                     len: len as u32,
@@ -217,7 +229,7 @@ impl Tree {
                     // At most the sum of all weights: below 2^64.
                     weight: w * len,
                     min_index: first,
-                    id: (groups.len() - 1) as u32 | LEAF,
+                    id: (groups.len() - 1) as u32 | GROUP | LEAF,
                 });
             }
         } else {
@@ -343,15 +355,21 @@ impl Tree {
             + size_of_val(&*self.members)
     }
 
+    /// The group leaf `leaf` is, if it is one.
+    #[inline(always)]
+    fn group(&self, leaf: u32) -> Option<&Group> {
+        if leaf & GROUP == 0 {
+            return None;
+        }
+        self.groups.get((leaf & !(LEAF | GROUP)) as usize)
+    }
+
     /// The server of the `m`-th position of leaf `leaf` (a server, or a group whose
     /// members take turns).
     #[inline(always)]
     fn server(&self, leaf: u32, m: u64) -> u32 {
-        if self.groups.is_empty() {
+        let Some(g) = self.group(leaf) else {
             return leaf & !LEAF;
-        }
-        let Some(g) = self.groups.get((leaf & !LEAF) as usize) else {
-            return 0;
         };
         let j = rem(m, u64::from(g.len), g.magic);
         self.members
@@ -363,9 +381,8 @@ impl Tree {
     #[cfg(target_has_atomic = "64")]
     /// `out` gets the servers of positions `r0..r0 + out.len()` of leaf `leaf`.
     fn fill_leaf(&self, leaf: u32, r0: u64, out: &mut [u32]) {
-        let g = match self.groups.get((leaf & !LEAF) as usize) {
-            Some(&g) if g.len > 1 => g,
-            _ => return out.fill(self.server(leaf, 0)),
+        let Some(&g) = self.group(leaf) else {
+            return out.fill(leaf & !LEAF);
         };
         let start = g.start as usize;
         let Some(turns) = self.members.get(start..start + g.len as usize) else {
@@ -581,7 +598,7 @@ impl Tree {
         let mut stack = alloc::vec![(self.root, pos)];
         while let Some((id, m)) = stack.pop() {
             if id & LEAF != 0 {
-                match self.groups.get((id & !LEAF) as usize) {
+                match self.group(id) {
                     Some(g) => {
                         let k = u64::from(g.len);
                         for j in 0..g.len {
@@ -614,10 +631,7 @@ impl Tree {
     /// a group of `k` servers that over `k`, plus `(k - 1) / k`.
     fn worst_bound(&self) -> f64 {
         let bound = |leaf: u32, sum: f64| {
-            let k = match self.groups.get((leaf & !LEAF) as usize) {
-                Some(g) => f64::from(g.len),
-                _ => 1.0,
-            };
+            let k = self.group(leaf).map_or(1.0, |g| f64::from(g.len));
             sum / 2.0 / k + (k - 1.0) / k
         };
         if self.root & LEAF != 0 {
