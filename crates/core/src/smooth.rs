@@ -156,11 +156,17 @@ struct Group {
 }
 
 #[cfg(target_has_atomic = "64")]
+/// Trees of at most this many nodes (128 KiB) walk a block's deep positions a level at
+/// a time ([`Tree::walk_levels`]), larger ones eight at a time ([`Tree::walk_lockstep`]):
+/// measured, each is the faster on its side.
+const LEVEL_WALKS_MAX: usize = 4096;
+
+#[cfg(target_has_atomic = "64")]
 /// The most walks of one block ([`Tree::fill`]): its length.
 const WALKS: usize = 1 << crate::ring::SMALL_SHIFT;
 
 #[cfg(target_has_atomic = "64")]
-/// The walks a block leaves to [`Tree::walk_many`], on the stack: `(node, rank)`
+/// The walks a block leaves to [`Tree::walk_levels`] or [`Tree::walk_lockstep`], on the stack: `(node, rank)`
 /// pairs, then `(leaf, rank)` once walked.
 struct Walks {
     node: [u32; WALKS],
@@ -438,9 +444,9 @@ impl Tree {
     /// own ranks (by the same floor formula), so the block is generated top-down and
     /// merged bottom-up by each node's pattern: a node with `len` of the block's
     /// positions costs O(len) additions and copies (no multiplication), and a node with
-    /// at most [`WALK_MAX`] positions leaves them to [`Tree::walk_many`], which walks
+    /// at most [`WALK_MAX`] positions leaves them to [`Tree::walk_levels`], which walks
     /// every such position of the block down to its leaf, all of them a level at a
-    /// time. About `depth` cheap steps per position instead of `depth` dependent
+    /// time (eight at a time in larger trees, [`Tree::walk_lockstep`]). About `depth` cheap steps per position instead of `depth` dependent
     /// multiplications and loads; no heap allocation.
     pub(crate) fn fill(&self, pos: u64, out: &mut [u32], tmp: &mut [u32]) {
         if self.narrow {
@@ -449,7 +455,11 @@ impl Tree {
             if walks.len == 0 {
                 return;
             }
-            self.walk_many(&mut walks);
+            if self.fast.len() <= LEVEL_WALKS_MAX {
+                self.walk_levels(&mut walks);
+            } else {
+                self.walk_lockstep(&mut walks);
+            }
             // The merges moved the placeholders to their positions: resolve them.
             for o in out.iter_mut() {
                 if *o & LEAF != 0 {
@@ -529,12 +539,13 @@ impl Tree {
     }
 
     #[cfg(target_has_atomic = "64")]
-    /// Walks every `(node, rank)` of `walks` down to its leaf (narrow trees): leaves
-    /// each walk's leaf and its rank there in its place. All the walks still under
-    /// way take one step a round, with no branch: a walk that reaches its leaf writes
-    /// it and drops out of the next round (the list is compacted in place). The steps
-    /// of one round are independent, so their loads and multiplications overlap.
-    fn walk_many(&self, walks: &mut Walks) {
+    /// Walks every `(node, rank)` of `walks` down to its leaf (narrow trees of at most
+    /// [`LEVEL_WALKS_MAX`] nodes): leaves each walk's leaf and its rank there in its
+    /// place. All the walks still under way take one step a round, with no branch: a
+    /// walk that reaches its leaf writes it and drops out of the next round (the list
+    /// is compacted in place). The steps of one round are independent, so their loads
+    /// and multiplications overlap.
+    fn walk_levels(&self, walks: &mut Walks) {
         let Some(&dummy) = self.fast.first() else {
             return;
         };
@@ -566,6 +577,60 @@ impl Tree {
                 k += usize::from(id & LEAF == 0);
             }
             live = k;
+        }
+    }
+
+    #[cfg(target_has_atomic = "64")]
+    /// [`Tree::walk_levels`] for larger trees: eight walks at a time in lockstep, each
+    /// eight to its leaf before the next eight (walks that end early idle), so the
+    /// nodes a walk reads stay in the L1 cache for the next level (a node's first child
+    /// follows it in memory), which a round over all the walks of the block does not
+    /// keep once the tree outgrows the caches.
+    fn walk_lockstep(&self, walks: &mut Walks) {
+        const LANES: usize = 8;
+        let Some(&dummy) = self.fast.first() else {
+            return;
+        };
+        let n = walks.len.min(WALKS);
+        let mut start = 0;
+        while start < n {
+            let end = (start + LANES).min(n);
+            let mut ids = [LEAF; LANES];
+            let mut ms = [0u64; LANES];
+            for k in start..end {
+                (ids[k - start], ms[k - start]) = (walks.node[k], walks.rank[k]);
+            }
+            loop {
+                let mut live = false;
+                for (id, m) in ids.iter_mut().zip(ms.iter_mut()) {
+                    let inner = *id & LEAF == 0;
+                    live |= inner;
+                    // A finished walk reads the root and keeps its state.
+                    let node = if inner {
+                        self.fast.get(*id as usize).copied().unwrap_or(dummy)
+                    } else {
+                        dummy
+                    };
+                    let v = u128::from(*m) * u128::from(node.f) + u128::from(node.h);
+                    let (q, low) = ((v >> 64) as u64, v as u64);
+                    let first = low >= node.g;
+                    let (next_id, next_m) = if first {
+                        (node.first, q)
+                    } else {
+                        (node.second, m.wrapping_sub(q))
+                    };
+                    if inner {
+                        (*id, *m) = (next_id, next_m);
+                    }
+                }
+                if !live {
+                    break;
+                }
+            }
+            for k in start..end {
+                (walks.node[k], walks.rank[k]) = (ids[k - start], ms[k - start]);
+            }
+            start = end;
         }
     }
 
