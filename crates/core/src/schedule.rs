@@ -930,6 +930,39 @@ mod tests {
         }
     }
 
+    /// Large smooth trees (beyond the 4096 nodes walked a level at a time, and
+    /// below): the ring's blocks give the owned cursor's sequence.
+    #[test]
+    fn large_smooth_trees_ring_follows_the_owned_sequence() {
+        for n in [3000u32, 6000] {
+            // Mostly distinct weights, some shared (groups), one drained server.
+            let mut weights: Vec<u32> = (0..n)
+                .map(|i| {
+                    if i % 10 == 0 {
+                        5
+                    } else {
+                        (i * 7919) % 50_000 + 1
+                    }
+                })
+                .collect();
+            weights[17] = 0;
+            let s = Schedule::new(&weights, Policy::Smooth).unwrap();
+            assert!(s.table.is_none() && s.ring.is_some());
+            for offset in [0, 123_457, s.period() - 700] {
+                let mut c = s.start_at(offset);
+                let shared = AtomicCursor::from(s.start_at(offset));
+                for k in 0..3 * 512 + 100 {
+                    let want = s.next(&mut c);
+                    assert_eq!(
+                        s.next_atomic(&shared),
+                        want,
+                        "n {n} offset {offset} pick {k}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn huge_weights_interleaved_use_no_weight_sized_memory() {
         let s = Schedule::new(&[u32::MAX, u32::MAX - 1, 1], Policy::Interleaved).unwrap();
