@@ -34,8 +34,8 @@ const CHAIN: usize = 8;
 /// Memory is O(n) whatever the weights ([`Schedule::heap_bytes`]):
 /// [`Policy::Interleaved`] keeps a max tree over the weights and the next heavier
 /// server of every server (at most `5n` `u32`s),
-/// [`Policy::Smooth`] an apportionment tree (at most `n - 1` nodes of 32 bytes, and
-/// when weights repeat a `u32` per server and 16 bytes per distinct weight); either policy
+/// [`Policy::Smooth`] an apportionment tree (at most `n - 1` nodes of 32 bytes, and 16
+/// bytes per shared weight and a `u32` per server sharing it); either policy
 /// adds, when the period has at most `4n + 65536` picks, the period itself as a table
 /// of `u32` indices (at most `16n` bytes + 256 KiB), which makes a pick O(1), and
 /// otherwise the ring of [`Schedule::next_atomic`] (16 KiB) and, for interleaved, an

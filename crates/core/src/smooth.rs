@@ -38,7 +38,8 @@
 //! Groups. When two servers or more share a weight `w`, the `k` servers of each weight
 //! form one leaf of weight `k·w` whose positions they take in turn, in pool order: the
 //! group's `m`-th position goes to its member `m % k`. Equal weights thus take turns in
-//! pool order (`a b c a b c`) in any pool, quotas stay exact (each member gets `w` of
+//! pool order (`a b c a b c`) in any pool below 2^30 servers (larger ones are not
+//! grouped: the leaf ids need the bit), quotas stay exact (each member gets `w` of
 //! the group's `k·w` positions a period), and the tree has one leaf per distinct
 //! weight, so it is smaller and shallower (a pool of 100k servers with weights
 //! 1..=4096 has at most 4096 leaves). Lag: member `j`'s count after `c` of the group's
