@@ -97,7 +97,8 @@ pub struct ServerLimits {
     /// How long an HTTP/1 keep-alive connection waits for its next request before it
     /// hands back its HTTP state and buffers (about 16 KiB) and keeps only its socket;
     /// the next request builds them again (a few microseconds). Shorter saves memory
-    /// sooner, longer spares connections that pause briefly the rebuild.
+    /// sooner, longer spares connections that pause briefly the rebuild; at or above
+    /// `idle_timeout`, idle connections are closed instead and never rest.
     pub idle_release: Duration,
     /// Client connections open at once; further ones wait to be accepted.
     pub max_connections: usize,
