@@ -430,11 +430,9 @@ pin_project! {
 }
 
 impl<B> TrackedBody<B> {
-    pub(crate) fn new(body: B, in_flight: InFlight) -> Self {
-        Self {
-            body,
-            in_flight: Some(in_flight),
-        }
+    /// `in_flight` is `None` only for a future polled again after it completed.
+    pub(crate) fn new(body: B, in_flight: Option<InFlight>) -> Self {
+        Self { body, in_flight }
     }
 }
 

@@ -585,7 +585,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = core::task::ready!(this.response.poll(cx))?;
-        let in_flight = this.in_flight.take().expect("polled after completion");
+        let in_flight = this.in_flight.take();
         Poll::Ready(Ok(response.map(|body| TrackedBody::new(body, in_flight))))
     }
 }
