@@ -106,9 +106,7 @@ impl Held {
             metrics,
         }
     }
-}
 
-impl Held {
     /// Counts a rest of the connection (its HTTP state handed back).
     pub(crate) fn rested(&self) {
         if let Some(metrics) = &self.metrics {
@@ -135,7 +133,8 @@ pub(crate) struct Timeouts {
 
 impl Timeouts {
     /// How often to sweep: half the release delay or a quarter of the shortest
-    /// timeout, within 5 ms ..= 1 s (so a timeout fires within a quarter of itself late).
+    /// timeout, within 5 ms ..= 1 s (a timeout fires one to two ticks late, see
+    /// [`ConnState::sweep`]).
     pub(crate) fn tick(&self) -> Duration {
         (self.header.min(self.idle) / 4)
             .min(self.release / 2)
@@ -161,16 +160,15 @@ impl ConnState {
         self.phase.store(phase, Ordering::Release);
     }
 
-    /// Bytes arrived; `first` tells whether they are the connection's first ones.
-    fn read(&self, bytes: &[u8], first: bool) {
-        if first && bytes.starts_with(b"PRI * HTTP/2") {
-            self.phase.store(H2, Ordering::Release);
-        } else if self.phase.load(Ordering::Acquire) == IDLE {
+    /// Request bytes arrived: a head starts, unless one is being read or served.
+    fn read(&self) {
+        if self.phase.load(Ordering::Acquire) == IDLE {
             self.enter(HEAD);
         }
     }
 
-    /// The connection speaks HTTP/2: no heads to time, no buffers to hand back.
+    /// The connection speaks HTTP/2 (the server read its preface): no heads to time,
+    /// no buffers to hand back.
     pub(crate) fn h2(&self) {
         self.phase.store(H2, Ordering::Release);
     }
@@ -283,7 +281,6 @@ pin_project! {
         // Read before hyper started (the protocol sniff, a released connection's
         // next bytes); hyper reads these first.
         replay: Bytes,
-        first: bool,
         // The end of stream given to hyper to release the connection: no shutdown.
         released: bool,
         // The last write or flush did not complete: not at rest.
@@ -297,7 +294,6 @@ impl<T> Watched<T> {
             io,
             state,
             replay: Bytes::new(),
-            first: true,
             released: false,
             blocked: false,
         }
@@ -307,6 +303,11 @@ impl<T> Watched<T> {
     pub(crate) fn replay(&mut self, bytes: Bytes) {
         debug_assert!(self.replay.is_empty());
         self.replay = bytes;
+    }
+
+    /// The orders its connection was given (see [`ConnState::orders`]).
+    pub(crate) fn orders(&self) -> u8 {
+        self.state.orders()
     }
 
     /// Whether the connection ended because it was released (and not closed), and
@@ -335,11 +336,11 @@ impl<T: AsyncRead> Watched<T> {
         let mut read = ReadBuf::new(buf);
         match this.io.poll_read(cx, &mut read) {
             Poll::Ready(Ok(())) => {
-                let read = read.filled();
-                if !read.is_empty() {
-                    this.state.read(read, core::mem::take(this.first));
+                let n = read.filled().len();
+                if n > 0 {
+                    this.state.read();
                 }
-                Poll::Ready(Ok(read.len()))
+                Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
@@ -372,9 +373,8 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
         }
         let before = buf.filled().len();
         let polled = this.io.poll_read(cx, buf);
-        let read = &buf.filled()[before..];
-        if !read.is_empty() {
-            this.state.read(read, core::mem::take(this.first));
+        if buf.filled().len() > before {
+            this.state.read();
         }
         polled
     }
@@ -513,7 +513,7 @@ mod tests {
         assert_eq!(sweep(&idle), CLOSE, "idle for the idle timeout");
 
         let head = state().await;
-        head.read(b"GET / HT", true);
+        head.read();
         pass(TIMEOUTS.header - Duration::from_millis(1)).await;
         assert_eq!(sweep(&head), 0, "a head is not at rest");
         advance(Duration::from_millis(1)).await;

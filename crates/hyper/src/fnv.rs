@@ -37,8 +37,7 @@ impl Hasher for Fnv {
         }
     }
 
-    /// `http::uri::Authority` hashes itself a byte at a time (lowercased): one step
-    /// each, not a one-byte slice each.
+    /// One step, not a one-byte slice (`str` ends its hash with one `write_u8`).
     #[inline]
     fn write_u8(&mut self, b: u8) {
         self.byte(b);

@@ -387,7 +387,7 @@ async fn connection<S, B, F, I>(
     let mut head = [0u8; PREFACE.len()];
     let mut n = 0;
     while n == 0 || (n < PREFACE.len() && head[..n] == PREFACE[..n]) {
-        match next_bytes(&mut io, &mut head[n..], &state, peer).await {
+        match next_bytes(&mut io, &mut head[n..], peer).await {
             0 => return,
             read => n += read,
         }
@@ -430,7 +430,7 @@ async fn connection<S, B, F, I>(
             // next request's first bytes.
             drop(parts.read_buf);
             let mut next = [0u8; 32];
-            match next_bytes(&mut io, &mut next, &state, peer).await {
+            match next_bytes(&mut io, &mut next, peer).await {
                 0 => return,
                 read => io.replay(Bytes::copy_from_slice(&next[..read])),
             }
@@ -456,14 +456,13 @@ impl Drop for Finished<'_> {
 async fn next_bytes<I: AsyncRead + Unpin>(
     io: &mut Watched<I>,
     buf: &mut [u8],
-    state: &ConnState,
     peer: SocketAddr,
 ) -> usize {
     let read =
         core::future::poll_fn(|cx| Pin::new(&mut *io).poll_bytes(cx, buf, CLOSE | DROP)).await;
     match read {
-        Ok(0) if state.orders() & DROP != 0 => {
-            tracing::debug!(%peer, "request head not complete within the header timeout: closed");
+        Ok(0) if io.orders() & DROP != 0 => {
+            slow_head(peer);
             0
         }
         Ok(read) => read,
@@ -472,6 +471,11 @@ async fn next_bytes<I: AsyncRead + Unpin>(
             0
         }
     }
+}
+
+/// Logs a connection dropped for dribbling its head past the header timeout.
+fn slow_head(peer: SocketAddr) {
+    tracing::debug!(%peer, "request head not complete within the header timeout: closed");
 }
 
 /// A hyper connection the sweeper can close.
@@ -519,7 +523,7 @@ async fn supervise<C: Graceful>(
         state.register(cx);
         let orders = state.orders();
         if orders & DROP != 0 {
-            tracing::debug!(%peer, "request head not complete within the header timeout: closed");
+            slow_head(peer);
             return Poll::Ready(false);
         }
         if orders & CLOSE != 0 && !closing {
