@@ -303,3 +303,29 @@ where
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod sizes {
+    use std::sync::Arc;
+
+    use hyper::body::Incoming;
+    use roundrobin_core::ServerUrl;
+    use roundrobin_rebalancer::Rebalancer;
+
+    use crate::future::ResponseFuture;
+    use crate::timeout::Download;
+    use crate::{DefaultErrorHandler, Forwarder, ResponseBody};
+
+    /// Every request moves its response future and its response from layer to layer
+    /// (a move is a copy): what only some requests need is boxed (the access-log
+    /// record, a request waiting for its service or a retry).
+    #[test]
+    fn what_each_request_moves_stays_small() {
+        type Pool = Arc<Rebalancer<ServerUrl>>;
+        type Future = ResponseFuture<Forwarder, Incoming, Pool, DefaultErrorHandler>;
+        let response = size_of::<http::Response<ResponseBody<Download<Incoming>>>>();
+        assert!(response <= 320, "a response takes {response} bytes");
+        let future = size_of::<Future>();
+        assert!(future <= 704, "a response future takes {future} bytes");
+    }
+}

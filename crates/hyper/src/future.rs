@@ -114,7 +114,9 @@ pin_project! {
         #[pin]
         state: State<S::Future>,
         inner: Option<S>,
-        request: Option<Request<RequestBody<B>>>,
+        // Boxed: only held while the inner service is not ready, or for a retry (the
+        // future is moved on every request, a request head is 224 bytes).
+        request: Option<Box<Request<RequestBody<B>>>>,
         pending: Option<Pending<P, H>>,
         replay: Option<Replay>,
         // Boxed: rare (`replay_bodies`), and it would double the future's size, which
@@ -184,7 +186,7 @@ where
                 None,
             )
         } else {
-            (State::Ready, Some(request))
+            (State::Ready, Some(Box::new(request)))
         };
         Self {
             state,
@@ -271,8 +273,10 @@ where
                                 tried: Vec::new(),
                                 left: b.retries,
                             });
-                            *this.request =
-                                Some(Request::from_parts(b.pointed, RequestBody::buffered(bytes)));
+                            *this.request = Some(Box::new(Request::from_parts(
+                                b.pointed,
+                                RequestBody::buffered(bytes),
+                            )));
                             State::Ready
                         }
                     }
@@ -292,7 +296,7 @@ where
                         }
                         Poll::Ready(Ok(())) => match this.request.take() {
                             Some(request) => State::Call {
-                                future: inner.call(request),
+                                future: inner.call(*request),
                             },
                             None => State::Done { response: None },
                         },
@@ -312,7 +316,7 @@ where
                             match retry(&mut pending, this.replay.as_mut()) {
                                 Some((again, request)) => {
                                     *this.pending = Some(again);
-                                    *this.request = Some(request);
+                                    *this.request = Some(Box::new(request));
                                     State::Ready
                                 }
                                 // No other server to try: the failed try's answer stands.

@@ -152,8 +152,10 @@ pin_project! {
     pub struct Download<B> {
         #[pin]
         body: B,
-        #[pin]
-        idle: Sleep,
+        // Made the first time a frame is not there yet: most small responses arrive
+        // with their head and never need one (a timer costs a clock read and a wheel
+        // entry, and its size would be moved with every response).
+        idle: Option<Pin<Box<Sleep>>>,
         timeout: Duration,
         armed: bool,
         // The pooled connection the body is read from: driven before each frame,
@@ -168,7 +170,7 @@ impl<B> Download<B> {
     pub(crate) fn new(body: B, timeout: Duration, lease: Option<Box<dyn Lease>>) -> Self {
         Self {
             body,
-            idle: tokio::time::sleep(timeout),
+            idle: None,
             timeout,
             armed: false,
             lease,
@@ -238,10 +240,17 @@ where
             }
             Poll::Pending => {
                 if !*this.armed {
-                    this.idle.as_mut().reset(Instant::now() + *this.timeout);
+                    let deadline = Instant::now() + *this.timeout;
+                    match this.idle.as_mut() {
+                        Some(idle) => idle.as_mut().reset(deadline),
+                        None => *this.idle = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
                     *this.armed = true;
                 }
-                match this.idle.poll(cx) {
+                let Some(idle) = this.idle.as_mut() else {
+                    return Poll::Pending; // armed above
+                };
+                match idle.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         tracing::debug!(timeout = ?this.timeout, "upstream response body idle: cut off");
                         let e = io::Error::new(io::ErrorKind::TimedOut, "upstream body idle");
