@@ -263,7 +263,10 @@ where
                 },
             }
         }
-        let mut conn = self.connect(uri.clone(), authority).await?;
+        // Boxed: a new connection is the rare path, and its futures (connect, handshake)
+        // would otherwise make every request's future larger (it is moved into a box
+        // on every request).
+        let mut conn = Box::pin(self.connect(uri.clone(), authority)).await?;
         if upgrade {
             conn.detach();
         }

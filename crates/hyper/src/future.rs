@@ -4,7 +4,7 @@
 use core::convert::Infallible;
 use core::future::Future;
 use core::pin::Pin;
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
 use http::{request, Request, Response};
@@ -178,6 +178,14 @@ where
         ready: bool,
         replay: Option<Replay>,
     ) -> Self {
+        // Most inner services are always ready (the forwarder is): asking now, without
+        // a waker to register, saves the future a poll and the request a box. One that
+        // is not ready is asked again when the future is first polled.
+        let ready = ready
+            || matches!(
+                inner.poll_ready(&mut Context::from_waker(Waker::noop())),
+                Poll::Ready(Ok(()))
+            );
         let (state, request) = if ready {
             (
                 State::Call {
