@@ -24,8 +24,8 @@
 //! hands it back unsent: nothing of it reached the server, so nothing is recorded
 //! against it.
 
-use core::future::{poll_fn, Future};
-use core::pin::{pin, Pin};
+use core::future::Future;
+use core::pin::Pin;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
@@ -38,6 +38,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use crate::fnv::FnvBuild;
@@ -128,17 +129,23 @@ where
     }
 
     /// Sends `req` and drives the connection until the response head arrives.
-    async fn exchange(
+    ///
+    /// The request goes to hyper's connection at once (it is written on the first
+    /// poll): the future holds hyper's response future and this connection, not the
+    /// request as well.
+    fn exchange(
         &mut self,
         req: Request<B>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<B>>> {
-        let mut response = pin!(self.sender.try_send_request(req));
-        poll_fn(|cx| {
-            // The connection first: what it reads may complete the response.
-            let _ = self.poll_conn(cx);
-            response.as_mut().poll(cx)
-        })
-        .await
+    ) -> Exchange<
+        '_,
+        B,
+        impl Future<Output = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<B>>>>,
+    > {
+        let response = self.sender.try_send_request(req);
+        Exchange {
+            conn: self,
+            response,
+        }
     }
 
     /// Hands the connection to a task of its own, for an upgrade: the task drives it
@@ -151,6 +158,32 @@ where
                 }
             });
         }
+    }
+}
+
+pin_project! {
+    /// A request on its way over one connection: drives the connection until hyper's
+    /// response future has the head.
+    struct Exchange<'a, B, F> {
+        conn: &'a mut Pooled<B>,
+        #[pin]
+        response: F,
+    }
+}
+
+impl<B, F: Future> Future for Exchange<'_, B, F>
+where
+    B: Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // The connection first: what it reads may complete the response.
+        let _ = this.conn.poll_conn(cx);
+        this.response.poll(cx)
     }
 }
 

@@ -295,3 +295,27 @@ fn answer(
     remove_hop_by_hop(res.headers_mut());
     Ok(res.map(|body| Download::new(body, body_timeout, lease)))
 }
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use tower_service::Service;
+
+    use super::*;
+
+    /// The forwarder's future is boxed on every request (a move of all of it): the
+    /// clients' futures keep no second copy of the request, and a new connection's
+    /// futures are boxed apart.
+    #[tokio::test]
+    async fn the_future_of_a_request_stays_small() {
+        let mut forwarder =
+            Forwarder::<Empty<Bytes>>::with_connector(Connector::new(DEFAULT_CONNECT_TIMEOUT));
+        let req = Request::get("http://127.0.0.1:1/")
+            .body(Empty::new())
+            .unwrap();
+        let future = forwarder.call(req);
+        let bytes = size_of_val(&*future);
+        assert!(bytes <= 1536, "the forwarder's future takes {bytes} bytes");
+    }
+}

@@ -236,6 +236,30 @@ pub(crate) struct Clients<C, B> {
     pub(crate) http1: Option<Http1Pool<B>>,
 }
 
+pin_project! {
+    /// The future of [`Clients::send`]: the forwarder's own pool's, or hyper-util's.
+    #[project = SendingProj]
+    pub(crate) enum Sending<P> {
+        Pooled { #[pin] future: P },
+        Other { #[pin] future: ResponseFuture },
+    }
+}
+
+impl<P: Future<Output = Result<Sent, Error>>> Future for Sending<P> {
+    type Output = Result<Sent, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            SendingProj::Pooled { future } => future.poll(cx),
+            SendingProj::Other { future } => match core::task::ready!(future.poll(cx)) {
+                Ok(res) => Poll::Ready(Ok((res, None))),
+                Err(e) if e.is_connect() => Poll::Ready(Err(Error::Connect(Box::new(e)))),
+                Err(e) => Poll::Ready(Err(Error::from_inner(Box::new(e)))),
+            },
+        }
+    }
+}
+
 /// The `h2c` scheme.
 const H2C: &str = "h2c";
 
@@ -248,16 +272,22 @@ where
 {
     /// Sends `req` to the server its URI names, by the URI's scheme: the response
     /// and, from the `http1` pool, the connection's way back to it.
-    pub(crate) async fn send(&self, req: Request<B>, upgrade: bool) -> Result<Sent, Error> {
-        if let Some(pool) = &self.http1 {
-            if req.uri().scheme() == Some(&Scheme::HTTP) {
-                return pool.send(req, upgrade).await;
-            }
-        }
-        match self.request(req).await {
-            Ok(res) => Ok((res, None)),
-            Err(e) if e.is_connect() => Err(Error::Connect(Box::new(e))),
-            Err(e) => Err(Error::from_inner(Box::new(e))),
+    ///
+    /// The client is chosen here, not in the future: the future is the chosen
+    /// client's alone, with no slot for the request beside it (it is moved on every
+    /// request).
+    pub(crate) fn send(
+        &self,
+        req: Request<B>,
+        upgrade: bool,
+    ) -> Sending<impl Future<Output = Result<Sent, Error>> + '_> {
+        match &self.http1 {
+            Some(pool) if req.uri().scheme() == Some(&Scheme::HTTP) => Sending::Pooled {
+                future: pool.send(req, upgrade),
+            },
+            _ => Sending::Other {
+                future: self.request(req),
+            },
         }
     }
 
