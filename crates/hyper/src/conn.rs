@@ -9,12 +9,10 @@
 
 use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 use std::io;
-use std::sync::Arc;
-
-use atomic_waker::AtomicWaker;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
@@ -77,8 +75,11 @@ pub(crate) struct ConnState {
     since: AtomicU64,
     in_flight: AtomicU32,
     orders: AtomicU8,
-    /// The connection's task, woken when an order arrives.
-    waker: AtomicWaker,
+    /// The connection's task, woken when an order arrives. Set once (a task's waker
+    /// stays the same) and not consumed by a wake, so that polls need not register it
+    /// again: registering on every poll cost two atomic read-modify-writes, an order is
+    /// rare.
+    waker: Mutex<Option<Waker>>,
     /// Released when the last holder of the state goes: the connection's task, its
     /// service, and its socket (`Watched`), which outlives both in a tunnel.
     held: Held,
@@ -150,7 +151,7 @@ impl ConnState {
             phase: AtomicU8::new(IDLE),
             in_flight: AtomicU32::new(0),
             orders: AtomicU8::new(0),
-            waker: AtomicWaker::new(),
+            waker: Mutex::new(None),
             held,
         })
     }
@@ -197,7 +198,9 @@ impl ConnState {
     pub(crate) fn order(&self, orders: u8) {
         let before = self.orders.fetch_or(orders, Ordering::AcqRel);
         if before & orders != orders {
-            self.waker.wake();
+            if let Some(waker) = &*self.waker() {
+                waker.wake_by_ref();
+            }
         }
     }
 
@@ -211,15 +214,28 @@ impl ConnState {
         self.orders.fetch_and(!orders, Ordering::AcqRel);
     }
 
-    /// Notes the task to wake for the next order.
-    pub(crate) fn register(&self, cx: &Context<'_>) {
-        self.waker.register(cx.waker());
+    /// Notes the task to wake for the next orders, unless `known` says it is noted
+    /// already: `known` is the caller's copy of the waker it registered last (a poll
+    /// then costs a pointer comparison, no atomic operation).
+    pub(crate) fn register(&self, cx: &Context<'_>, known: &mut Option<Waker>) {
+        if known.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return;
+        }
+        let waker = cx.waker().clone();
+        *self.waker() = Some(waker.clone());
+        *known = Some(waker);
+    }
+
+    fn waker(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        self.waker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The connection's task is over: sweeps skip it from now on.
     pub(crate) fn done(&self) {
         self.orders.fetch_or(DONE, Ordering::AcqRel);
-        drop(self.waker.take());
+        drop(self.waker().take());
     }
 
     /// One sweep over this connection at `now` (the [`Clock`]'s last tick): gives the
@@ -328,7 +344,8 @@ impl<T: AsyncRead> Watched<T> {
         buf: &mut [u8],
         stop: u8,
     ) -> Poll<io::Result<usize>> {
-        self.state.register(cx);
+        // Rare (a connection at rest waits for its next bytes): registered each time.
+        self.state.register(cx, &mut None);
         if self.state.orders() & stop != 0 {
             return Poll::Ready(Ok(0));
         }

@@ -519,8 +519,9 @@ async fn supervise<C: Graceful>(
     peer: SocketAddr,
 ) -> bool {
     let mut closing = false;
+    let mut known = None;
     core::future::poll_fn(|cx| {
-        state.register(cx);
+        state.register(cx, &mut known);
         let orders = state.orders();
         if orders & DROP != 0 {
             slow_head(peer);
