@@ -1,7 +1,7 @@
 //! Pointing a request at the chosen server: the URI rewrite and the user's hook.
 
 use http::request;
-use http::uri::{PathAndQuery, Uri};
+use http::uri::{self, Authority, PathAndQuery, Scheme, Uri};
 use roundrobin_core::ServerUrl;
 
 /// Sees each request after the balancer rewrote it for the chosen server.
@@ -50,11 +50,17 @@ pub fn rewrite_uri(original: &Uri, server: &ServerUrl) -> Result<Uri, http::Erro
         }
         (prefix, None) => PathAndQuery::try_from(format!("{prefix}/"))?,
     };
-    Uri::builder()
-        .scheme(server.scheme())
-        .authority(server.authority())
-        .path_and_query(path_and_query)
-        .build()
+    // The parts set at once, not through `Uri::builder` (which moves a `Result` of
+    // them through every step: measured, most of this function's time).
+    let mut parts = uri::Parts::default();
+    parts.scheme = Some(match server.scheme() {
+        "http" => Scheme::HTTP,
+        "https" => Scheme::HTTPS,
+        other => Scheme::try_from(other)?,
+    });
+    parts.authority = Some(Authority::try_from(server.authority())?);
+    parts.path_and_query = Some(path_and_query);
+    Ok(Uri::from_parts(parts)?)
 }
 
 #[cfg(test)]
