@@ -404,7 +404,13 @@ where
     }
 
     /// Parks `conn` as the most recently used connection of its server.
+    ///
+    /// It is polled once with a waker that does nothing first: the connection keeps the
+    /// waker of whoever polled it last, and the next request's send would otherwise
+    /// wake the task of this one's client connection for nothing (a whole poll of that
+    /// connection).
     fn park(&self, mut conn: Box<Pooled<B>>) {
+        let _ = conn.poll_conn(&mut Context::from_waker(Waker::noop()));
         if conn.conn.is_none() || conn.sender.is_closed() {
             return;
         }
