@@ -198,8 +198,11 @@ impl ConnState {
     pub(crate) fn order(&self, orders: u8) {
         let before = self.orders.fetch_or(orders, Ordering::AcqRel);
         if before & orders != orders {
-            if let Some(waker) = &*self.waker() {
-                waker.wake_by_ref();
+            // Woken outside the lock: a waker that polls its task at once (not tokio's)
+            // would otherwise find the lock held by its own thread.
+            let waker = self.waker().clone();
+            if let Some(waker) = waker {
+                waker.wake();
             }
         }
     }
@@ -553,6 +556,37 @@ mod tests {
 
         h2.done();
         assert!(!h2.sweep(h2.clock.tick(), &TIMEOUTS), "forgotten once done");
+    }
+
+    /// The task's waker is noted once and every new order wakes it, also after a wake
+    /// and after an order lapsed (a registration that a wake consumed would miss the
+    /// second `RELEASE` and the `CLOSE` here); an order already given wakes nothing.
+    #[tokio::test]
+    async fn orders_wake_the_task_noted_once() {
+        struct Count(core::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(core::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let state = state().await;
+        let mut known = None;
+        state.register(&Context::from_waker(&waker), &mut known);
+        let woken = || count.0.load(Ordering::SeqCst);
+        state.order(RELEASE);
+        assert_eq!(woken(), 1);
+        state.order(RELEASE);
+        assert_eq!(woken(), 1, "nothing new");
+        state.clear(RELEASE); // the order lapsed (a request came first)
+        state.register(&Context::from_waker(&waker), &mut known); // the next poll: no-op
+        state.order(RELEASE);
+        state.order(CLOSE);
+        assert_eq!(woken(), 3);
+        state.done();
+        state.order(DROP);
+        assert_eq!(woken(), 3, "a finished task is not woken");
     }
 
     #[tokio::test]

@@ -180,7 +180,8 @@ where
     ) -> Self {
         // Most inner services are always ready (the forwarder is): asking now, without
         // a waker to register, saves the future a poll and the request a box. One that
-        // is not ready is asked again when the future is first polled.
+        // is not ready, or failed, is asked again when the future is first polled (which
+        // answers a failure through the error handler).
         let ready = ready
             || matches!(
                 inner.poll_ready(&mut Context::from_waker(Waker::noop())),
