@@ -118,13 +118,17 @@ where
         now.duration_since(self.since) >= POOL_IDLE_TIMEOUT
     }
 
-    /// Whether it can serve no more requests: expired, or ended (polled once, without
-    /// waiting, to notice a close by the server).
+    /// Whether it can serve no more requests: expired, or [`ended`](Self::ended).
     fn stale(&mut self, now: Instant) -> bool {
-        self.expired(now)
-            || self
-                .poll_conn(&mut Context::from_waker(Waker::noop()))
-                .is_ready()
+        self.expired(now) || self.ended()
+    }
+
+    /// Whether it has ended, polled once with a waker that does nothing, without
+    /// waiting (which notices a close by the server; and the connection no longer
+    /// holds the waker of whoever polled it before).
+    fn ended(&mut self) -> bool {
+        self.poll_conn(&mut Context::from_waker(Waker::noop()))
+            .is_ready()
             || self.sender.is_closed()
     }
 
@@ -410,8 +414,7 @@ where
     /// wake the task of this one's client connection for nothing (a whole poll of that
     /// connection).
     fn park(&self, mut conn: Box<Pooled<B>>) {
-        let _ = conn.poll_conn(&mut Context::from_waker(Waker::noop()));
-        if conn.conn.is_none() || conn.sender.is_closed() {
+        if conn.ended() {
             return;
         }
         let now = Instant::now();
