@@ -121,6 +121,8 @@ fn a_connection_at_rest_hands_back_its_state_and_serves_what_comes_next() {
             "b".repeat(3000)
         );
         client.write_all(&long.as_bytes()[..10]).await.unwrap();
+        // a pause, so that the first bytes arrive alone (no condition to wait on: the
+        // connection reads them whenever they come)
         tokio::time::sleep(Duration::from_millis(50)).await;
         client.write_all(&long.as_bytes()[10..]).await.unwrap();
         read_responses(&mut client, 1).await;
@@ -138,8 +140,10 @@ fn a_connection_at_rest_hands_back_its_state_and_serves_what_comes_next() {
 #[test]
 fn a_connection_at_rest_still_closes_when_idle_and_on_shutdown() {
     run(async {
+        let metrics = Metrics::new();
         let limits = ServerLimits {
             idle_release: Duration::from_millis(10),
+            metrics: Some(std::sync::Arc::clone(&metrics)),
             ..limits()
         };
         let (addr, stop, task) = server(limits, Duration::ZERO).await;
@@ -149,10 +153,11 @@ fn a_connection_at_rest_still_closes_when_idle_and_on_shutdown() {
         let got = read_to_end(&mut idle).await;
         assert!(got.starts_with("HTTP/1.1 200"), "{got}");
         assert!(start.elapsed() >= SHORT, "closed when idle, not at rest");
+        let before = rests(&metrics);
         let mut resting = TcpStream::connect(addr).await.unwrap();
         resting.write_all(GET).await.unwrap();
         read_responses(&mut resting, 1).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        rested(&metrics, before + 1).await;
         stop.send(()).unwrap();
         task.await.unwrap();
         assert_eq!(
