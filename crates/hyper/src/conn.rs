@@ -7,6 +7,7 @@
 //! the HTTP/1 buffers when idle for a moment), waking their task. A busy connection's
 //! task is woken by its socket alone and checks its orders with one atomic load.
 
+use core::net::SocketAddr;
 use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use core::task::{Context, Poll, Waker};
@@ -83,6 +84,8 @@ pub(crate) struct ConnState {
     /// Released when the last holder of the state goes: the connection's task, its
     /// service, and its socket (`Watched`), which outlives both in a tunnel.
     held: Held,
+    /// The client's address: kept here once, not in each future that logs it.
+    peer: SocketAddr,
 }
 
 /// What an open client connection holds, in the server or, once upgraded, in a tunnel:
@@ -144,8 +147,9 @@ impl Timeouts {
 }
 
 impl ConnState {
-    pub(crate) fn new(held: Held, clock: Arc<Clock>) -> Arc<Self> {
+    pub(crate) fn new(held: Held, clock: Arc<Clock>, peer: SocketAddr) -> Arc<Self> {
         Arc::new(Self {
+            peer,
             since: AtomicU64::new(clock.read()),
             clock,
             phase: AtomicU8::new(IDLE),
@@ -187,6 +191,11 @@ impl ConnState {
             self.phase.store(BUSY, Ordering::Release);
         }
         InFlight(Arc::clone(self))
+    }
+
+    /// The client's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     /// The orders given so far.
@@ -329,6 +338,11 @@ impl<T> Watched<T> {
         self.state.orders()
     }
 
+    /// Its connection's state.
+    pub(crate) fn state(&self) -> &ConnState {
+        &self.state
+    }
+
     /// Whether the connection ended because it was released (and not closed), and
     /// starts over: the next connection over this socket may be released again.
     pub(crate) fn take_released(&mut self) -> bool {
@@ -379,6 +393,10 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
             let n = this.replay.len().min(buf.remaining());
             buf.put_slice(&this.replay[..n]);
             this.replay.advance(n);
+            if this.replay.is_empty() {
+                // its allocation goes now, not with the next replay
+                *this.replay = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         if this.state.orders() & RELEASE != 0 && !*this.released {
@@ -497,7 +515,11 @@ mod tests {
         let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
         let clock = Clock::new();
         clock.tick();
-        ConnState::new(Held::new(permit, None), clock)
+        ConnState::new(
+            Held::new(permit, None),
+            clock,
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+        )
     }
 
     /// Sweeps now; returns the orders given by this sweep, withdrawing them.
