@@ -36,6 +36,9 @@ pub(crate) const CLOSE: u8 = 2;
 pub(crate) const DROP: u8 = 4;
 /// The connection's task is over (the socket may live on in a tunnel): no more orders.
 const DONE: u8 = 8;
+/// End at once, whatever the connection is doing: its server is gone, or the server's
+/// shutdown outlasted its timeout.
+pub(crate) const ABORT: u8 = 16;
 
 /// The sweeper's clock: milliseconds since the server started, as of the last sweep.
 /// A connection notes when its phase changed by reading it (one atomic load, not the

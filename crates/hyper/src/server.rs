@@ -4,6 +4,7 @@ use core::error::Error as StdError;
 use core::future::Future;
 use core::net::SocketAddr;
 use core::pin::Pin;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::{Context, Poll};
 use core::time::Duration;
 use std::io;
@@ -20,11 +21,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use roundrobin_core::ServerUrl;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{oneshot, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::task::JoinHandle;
 
 use crate::conn::{
-    Clock, ConnState, Held, InFlight, Timeouts, TrackedBody, Watched, CLOSE, DROP, RELEASE,
+    Clock, ConnState, Held, InFlight, Timeouts, TrackedBody, Watched, ABORT, CLOSE, DROP, RELEASE,
 };
 use crate::ClientAddr;
 
@@ -245,6 +246,8 @@ async fn serve_io<S, B, H, F, I>(
         h1,
         h2,
         limits: limits.clone(),
+        live: AtomicUsize::new(0),
+        ended: Notify::new(),
     });
     let timeouts = Timeouts {
         header: limits.header_timeout,
@@ -254,10 +257,12 @@ async fn serve_io<S, B, H, F, I>(
     let clock = Clock::new();
     let mut sweep = tokio::time::interval(timeouts.tick());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut open: Vec<Weak<ConnState>> = Vec::new();
+    // Connection tasks are not joined (a `JoinSet` costs each connection an entry and
+    // two locks): they count themselves out in `shared.live`, and `open` ends them if
+    // this loop is dropped.
+    let mut open = Open(Vec::new());
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut permit = None;
-    let mut connections = JoinSet::new();
     let mut shutdown = core::pin::pin!(shutdown);
     let mut at_limit = false;
     loop {
@@ -272,12 +277,9 @@ async fn serve_io<S, B, H, F, I>(
             biased;
             () = &mut shutdown => break,
             _ = sweep.tick() => {
-                sweep_all(&mut open, &clock, &timeouts);
+                sweep_all(&mut open.0, &clock, &timeouts);
                 continue;
             }
-            // A finished connection's task gives its memory back now, not at the next
-            // accept (a burst of connections that all close would otherwise stay).
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             acquired = Arc::clone(&permits).acquire_owned(), if permit.is_none() => match acquired {
                 Ok(acquired) => {
                     permit = Some(acquired);
@@ -309,23 +311,29 @@ async fn serve_io<S, B, H, F, I>(
             Arc::clone(&clock),
             peer,
         );
-        open.push(Arc::downgrade(&state));
-        connections.spawn(connection(
-            handshake(stream),
-            Arc::clone(&shared),
-            Arc::clone(&service),
+        open.0.push(Arc::downgrade(&state));
+        shared.live.fetch_add(1, Ordering::AcqRel);
+        let task = Task {
             state,
-        ));
+            shared: Arc::clone(&shared),
+        };
+        drop(tokio::spawn(connection(
+            handshake(stream),
+            task,
+            Arc::clone(&service),
+        )));
     }
     drop(listener);
-    for state in open.iter().filter_map(Weak::upgrade) {
-        state.order(CLOSE);
-    }
+    open.order(CLOSE);
     let drain = async {
         loop {
+            let ended = shared.ended.notified();
+            if shared.live.load(Ordering::Acquire) == 0 {
+                break;
+            }
             tokio::select! {
-                joined = connections.join_next() => if joined.is_none() { break },
-                _ = sweep.tick() => sweep_all(&mut open, &clock, &timeouts),
+                () = ended => {}
+                _ = sweep.tick() => sweep_all(&mut open.0, &clock, &timeouts),
             }
         }
     };
@@ -334,11 +342,37 @@ async fn serve_io<S, B, H, F, I>(
         .is_err()
     {
         tracing::warn!(
-            open = connections.len(),
+            open = shared.live.load(Ordering::Acquire),
             "shutdown timeout: closing the connections still open"
         );
-        connections.abort_all();
-        while connections.join_next().await.is_some() {}
+        open.order(ABORT);
+        loop {
+            let ended = shared.ended.notified();
+            if shared.live.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            ended.await;
+        }
+    }
+}
+
+/// The server's open connections (weakly: a finished one's state goes), for the
+/// sweeps and the server's orders. Dropped with the accept loop, it ends the
+/// connections still open.
+struct Open(Vec<Weak<ConnState>>);
+
+impl Open {
+    /// Gives `orders` to every open connection.
+    fn order(&self, orders: u8) {
+        for state in self.0.iter().filter_map(Weak::upgrade) {
+            state.order(orders);
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.order(ABORT);
     }
 }
 
@@ -357,6 +391,26 @@ struct Shared {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
     limits: ServerLimits,
+    /// Connection tasks not over yet; [`ended`](Self::ended) wakes the waiters when
+    /// it drops to zero.
+    live: AtomicUsize,
+    ended: Notify,
+}
+
+/// A connection task's hold on its state and its server. Dropped however the task
+/// ends (also unpolled), it marks the connection's task over and counts it out.
+struct Task {
+    state: Arc<ConnState>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.state.done();
+        if self.shared.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.ended.notify_waiters();
+        }
+    }
 }
 
 /// HTTP/2's connection preface: a connection that starts with it speaks HTTP/2.
@@ -375,9 +429,8 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 )]
 fn connection<S, B, F, I>(
     handshake: F,
-    shared: Arc<Shared>,
+    task: Task,
     service: Arc<S>,
-    state: Arc<ConnState>,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     S: ServeService<B>,
@@ -391,22 +444,22 @@ where
     // protocol sniff, a TLS handshake's timer, hyper's connection) lives in futures
     // that are done, or boxed, before the connection rests.
     async move {
-        let _done = Finished(&state);
-        let Some(stream) = handshaken(handshake, &shared.limits, &state).await else {
+        let Task { state, shared } = &task;
+        let Some(stream) = handshaken(handshake, &shared.limits, state).await else {
             return;
         };
-        let mut io = Watched::new(stream, Arc::clone(&state));
+        let mut io = Watched::new(stream, Arc::clone(state));
         let Some(h2) = sniff(&mut io).await else {
             return;
         };
         let mut service = ConnService {
             service,
-            state: Arc::clone(&state),
+            state: Arc::clone(state),
         };
         if h2 {
             state.h2();
             let mut conn = Box::pin(shared.h2.serve_connection(TokioIo::new(io), service));
-            supervise(conn.as_mut(), &state).await;
+            supervise(conn.as_mut(), state).await;
             return;
         }
         loop {
@@ -416,7 +469,7 @@ where
                     .serve_connection(TokioIo::new(io), service)
                     .with_upgrades(),
             );
-            if !supervise(Pin::new(&mut *conn), &state).await {
+            if !supervise(Pin::new(&mut *conn), state).await {
                 return;
             }
             // Upgraded (the tunnel has the socket), or closed by the client: done. In a
@@ -480,15 +533,6 @@ async fn rest<I: AsyncRead + Unpin>(io: &mut Watched<I>) -> bool {
     }
 }
 
-/// Marks the connection's task over, however it ends.
-struct Finished<'a>(&'a ConnState);
-
-impl Drop for Finished<'_> {
-    fn drop(&mut self) {
-        self.0.done();
-    }
-}
-
 /// Waits for the connection's next bytes with no hyper connection over it: their
 /// count, or 0 when it closes, fails or is ordered to close (idle, slow head, the
 /// server stopping).
@@ -497,9 +541,10 @@ fn next_bytes<'a, I: AsyncRead + Unpin>(
     buf: &'a mut [u8],
 ) -> impl Future<Output = usize> + 'a {
     core::future::poll_fn(move |cx| {
-        let read = core::task::ready!(Pin::new(&mut *io).poll_bytes(cx, buf, CLOSE | DROP));
+        let stop = CLOSE | DROP | ABORT;
+        let read = core::task::ready!(Pin::new(&mut *io).poll_bytes(cx, buf, stop));
         Poll::Ready(match read {
-            Ok(0) if io.orders() & DROP != 0 => {
+            Ok(0) if io.orders() & (DROP | ABORT) == DROP => {
                 slow_head(io.state());
                 0
             }
@@ -563,8 +608,10 @@ fn supervise<'a, C: Graceful>(
     core::future::poll_fn(move |cx| {
         state.register(cx, &mut known);
         let orders = state.orders();
-        if orders & DROP != 0 {
-            slow_head(state);
+        if orders & (DROP | ABORT) != 0 {
+            if orders & ABORT == 0 {
+                slow_head(state);
+            }
             return Poll::Ready(false);
         }
         if orders & CLOSE != 0 && !closing {
@@ -636,7 +683,7 @@ where
 }
 
 /// The stream `handshake` makes, or `None` when it fails or takes longer than the
-/// header timeout (logged and counted).
+/// header timeout (logged and counted), or the connection is ordered to abort.
 ///
 /// The timer is made (and boxed) only when the handshake does not end at its first
 /// poll: a plain TCP connection's never needs one, and a TLS handshake's timer is gone
@@ -650,11 +697,17 @@ where
     F: Future<Output = io::Result<I>> + Unpin + 'a,
 {
     let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut known = None;
     core::future::poll_fn(move |cx| {
         let error = match Pin::new(&mut handshake).poll(cx) {
             Poll::Ready(Ok(stream)) => return Poll::Ready(Some(stream)),
             Poll::Ready(Err(error)) => error,
             Poll::Pending => {
+                // (noted after the poll: a plain connection's handshake never waits)
+                state.register(cx, &mut known);
+                if state.orders() & ABORT != 0 {
+                    return Poll::Ready(None);
+                }
                 let deadline = deadline
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(limits.header_timeout)));
                 core::task::ready!(deadline.as_mut().poll(cx));
@@ -846,15 +899,48 @@ mod tests {
             h1: http1::Builder::new(),
             h2: http2::Builder::new(TokioExecutor::new()),
             limits: ServerLimits::default(),
+            live: AtomicUsize::new(1),
+            ended: Notify::new(),
         });
         let state = ConnState::new(Held::new(permit, None), Clock::new(), peer);
         let task = connection(
             core::future::ready(Ok(stream)),
-            shared,
+            Task { state, shared },
             Arc::new(service),
-            state,
         );
         let bytes = size_of_val(&task);
         assert!(bytes <= 320, "a connection's task takes {bytes} bytes");
+    }
+
+    /// Connection tasks are not joined by the accept loop, yet a server dropped (its
+    /// future, not a [`Serving`], which stops gracefully) ends its connections.
+    #[tokio::test]
+    async fn dropping_the_server_ends_its_connections() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+            Ok::<_, io::Error>(Response::new(http_body_util::Empty::<Bytes>::new()))
+        });
+        let server = tokio::spawn(serve_with(
+            listener,
+            service,
+            core::future::pending(),
+            ServerLimits::default(),
+        ));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        server.abort();
+        assert!(server.await.unwrap_err().is_cancelled());
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("the connection ends with its server");
+        assert_eq!(read.unwrap(), 0);
     }
 }
