@@ -209,8 +209,10 @@ pub async fn serve_tls_with<S, B>(
     S: ServeService<B>,
     B: ServeBody,
 {
+    // Boxed: the handshake's state (over a kilobyte) would otherwise stay in the
+    // connection's task, unused, for as long as the connection lives.
     serve_io(listener, service, shutdown, limits, move |stream| {
-        acceptor.accept(stream)
+        Box::pin(acceptor.accept(stream))
     })
     .await;
 }
