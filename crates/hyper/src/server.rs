@@ -30,8 +30,9 @@ use crate::conn::{
 use crate::ClientAddr;
 
 /// A hyper service [`serve`] and [`spawn`] can run: it takes `Request<Incoming>`, is
-/// shared by the connections of a listener (one `Arc`; [`serve`] clones it once per
-/// listener, not per connection) and its futures move between tasks. Implemented for
+/// shared by the connections of a listener (moved into one `Arc`, not cloned per
+/// connection) and its futures move between tasks. `Clone` lets a caller serve it on several
+/// listeners (one per worker, say). Implemented for
 /// every such service (the bounds, named once).
 pub trait ServeService<B>:
     Service<
@@ -315,15 +316,16 @@ async fn serve_io<S, B, H, F, I>(
         );
         open.0.push(Arc::downgrade(&state));
         shared.live.fetch_add(1, Ordering::AcqRel);
+        let count = Count(Arc::clone(&shared));
         let task = Task {
-            state,
+            state: Arc::clone(&state),
             shared: Arc::clone(&shared),
         };
-        drop(tokio::spawn(connection(
-            handshake(stream),
-            task,
-            Arc::clone(&service),
-        )));
+        drop(tokio::spawn(Counted {
+            future: connection(handshake(stream), task, Arc::clone(&service)),
+            state,
+            count,
+        }));
     }
     drop(listener);
     open.order(CLOSE);
@@ -348,15 +350,28 @@ async fn serve_io<S, B, H, F, I>(
             "shutdown timeout: closing the connections still open"
         );
         open.order(ABORT);
-        loop {
-            let ended = shared.ended.notified();
-            if shared.live.load(Ordering::Acquire) == 0 {
-                break;
+        let aborted = async {
+            loop {
+                let ended = shared.ended.notified();
+                if shared.live.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                ended.await;
             }
-            ended.await;
+        };
+        // Each task ends at its next poll, which the order's wake brings at once: a
+        // bound all the same, so that a task that missed it cannot hold the server.
+        if tokio::time::timeout(ABORT_GRACE, aborted).await.is_err() {
+            tracing::error!(
+                open = shared.live.load(Ordering::Acquire),
+                "connections still open after being aborted; leaving them"
+            );
         }
     }
 }
+
+/// How long a server waits for its aborted connections' tasks to end.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
 
 /// The server's open connections (weakly: a finished one's state goes), for the
 /// sweeps and the server's orders. Dropped with the accept loop, it ends the
@@ -400,7 +415,7 @@ struct Shared {
 }
 
 /// A connection task's hold on its state and its server. Dropped however the task
-/// ends (also unpolled), it marks the connection's task over and counts it out.
+/// ends (also unpolled), it marks the connection's task over.
 struct Task {
     state: Arc<ConnState>,
     shared: Arc<Shared>,
@@ -409,8 +424,43 @@ struct Task {
 impl Drop for Task {
     fn drop(&mut self) {
         self.state.done();
-        if self.shared.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.ended.notify_waiters();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's task as spawned: its future, ended at any poll once the
+    /// connection is ordered to abort, then its place in the server's count. Fields
+    /// drop in order, so the count goes last: a server whose count is zero holds
+    /// nothing of its connections' tasks any more (their slots under the cap, their
+    /// clones of the service).
+    struct Counted<F> {
+        #[pin]
+        future: F,
+        state: Arc<ConnState>,
+        count: Count,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Counted<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.state.orders() & ABORT != 0 {
+            return Poll::Ready(());
+        }
+        this.future.poll(cx)
+    }
+}
+
+/// A connection task counted in [`Shared::live`]; wakes the server's waiters when the
+/// last one goes.
+struct Count(Arc<Shared>);
+
+impl Drop for Count {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.ended.notify_waiters();
         }
     }
 }
@@ -537,7 +587,7 @@ async fn rest<I: AsyncRead + Unpin>(io: &mut Watched<I>) -> bool {
 
 /// Waits for the connection's next bytes with no hyper connection over it: their
 /// count, or 0 when it closes, fails or is ordered to close (idle, slow head, the
-/// server stopping).
+/// server stopping) or abort (the server dropped, or its shutdown timed out).
 fn next_bytes<'a, I: AsyncRead + Unpin>(
     io: &'a mut Watched<I>,
     buf: &'a mut [u8],
@@ -599,8 +649,8 @@ where
 }
 
 /// Drives `conn` to its end under the connection's orders: closes it gracefully when
-/// told to close (idle, the server stopping), drops it when a head dribbles. Whether it
-/// ended by itself without an error.
+/// told to close (idle, the server stopping), drops it when a head dribbles or when
+/// told to abort. Whether it ended by itself without an error.
 fn supervise<'a, C: Graceful>(
     mut conn: Pin<&'a mut C>,
     state: &'a ConnState,
@@ -685,7 +735,8 @@ where
 }
 
 /// The stream `handshake` makes, or `None` when it fails or takes longer than the
-/// header timeout (logged and counted), or the connection is ordered to abort.
+/// header timeout (logged and counted), or the connection is ordered to close or
+/// abort first.
 ///
 /// The timer is made (and boxed) only when the handshake does not end at its first
 /// poll: a plain TCP connection's never needs one, and a TLS handshake's timer is gone
@@ -705,9 +756,11 @@ where
             Poll::Ready(Ok(stream)) => return Poll::Ready(Some(stream)),
             Poll::Ready(Err(error)) => error,
             Poll::Pending => {
-                // (noted after the poll: a plain connection's handshake never waits)
+                // Noted after the poll: a plain connection's handshake never waits.
+                // Closing or aborting ends a handshake at once: it has no request to
+                // finish.
                 state.register(cx, &mut known);
-                if state.orders() & ABORT != 0 {
+                if state.orders() & (CLOSE | ABORT) != 0 {
                     return Poll::Ready(None);
                 }
                 let deadline = deadline

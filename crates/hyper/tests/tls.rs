@@ -245,6 +245,40 @@ fn a_silent_client_is_closed_after_the_header_timeout() {
     });
 }
 
+#[test]
+fn a_handshake_in_progress_is_closed_at_once_when_the_server_stops() {
+    run(async {
+        let ca = Ca::new();
+        let (cert, key, _) = ca.leaf("proxy");
+        let tls = TlsAcceptor::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        // Neither the header timeout nor the shutdown timeout (30 s) ends it.
+        let proxy = Proxy::start(tls, Duration::from_secs(30)).await;
+        let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
+        // Accepted (its handshake waiting for a ClientHello) before the server stops.
+        let open = |proxy: &Proxy| {
+            let text = proxy.metrics.encode(&*proxy.pool);
+            text.lines()
+                .find(|l| l.starts_with("roundrobin_client_connections_open"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        for _ in 0..10_000 {
+            if open(&proxy) >= 1.0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(open(&proxy), 1.0);
+        let Proxy { _stop: stop, .. } = proxy;
+        drop(stop);
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut buf))
+            .await
+            .expect("closed when the server stops, not after a timeout");
+        assert!(matches!(read, Ok(0)) || read.is_err(), "{read:?} {buf:?}");
+    });
+}
+
 /// A TLS connection to `addr` trusting `ca`, and the certificate the server presented.
 async fn connect(
     ca: &Ca,
