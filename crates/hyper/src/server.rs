@@ -330,13 +330,10 @@ async fn serve_io<S, B, H, F, I>(
     drop(listener);
     open.order(CLOSE);
     let drain = async {
+        let mut ended = core::pin::pin!(shared.all_ended());
         loop {
-            let ended = shared.ended.notified();
-            if shared.live.load(Ordering::Acquire) == 0 {
-                break;
-            }
             tokio::select! {
-                () = ended => {}
+                () = &mut ended => break,
                 _ = sweep.tick() => sweep_all(&mut open.0, &clock, &timeouts),
             }
         }
@@ -350,18 +347,12 @@ async fn serve_io<S, B, H, F, I>(
             "shutdown timeout: closing the connections still open"
         );
         open.order(ABORT);
-        let aborted = async {
-            loop {
-                let ended = shared.ended.notified();
-                if shared.live.load(Ordering::Acquire) == 0 {
-                    break;
-                }
-                ended.await;
-            }
-        };
         // Each task ends at its next poll, which the order's wake brings at once: a
         // bound all the same, so that a task that missed it cannot hold the server.
-        if tokio::time::timeout(ABORT_GRACE, aborted).await.is_err() {
+        if tokio::time::timeout(ABORT_GRACE, shared.all_ended())
+            .await
+            .is_err()
+        {
             tracing::error!(
                 open = shared.live.load(Ordering::Acquire),
                 "connections still open after being aborted; leaving them"
@@ -412,6 +403,20 @@ struct Shared {
     /// it drops to zero.
     live: AtomicUsize,
     ended: Notify,
+}
+
+impl Shared {
+    /// Waits until no connection task is left.
+    async fn all_ended(&self) {
+        loop {
+            // Made before the count is read: a notification in between is not lost.
+            let ended = self.ended.notified();
+            if self.live.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
 }
 
 /// A connection task's hold on its state and its server. Dropped however the task

@@ -113,13 +113,25 @@ impl Proxy {
         }
     }
 
-    fn handshake_failures(&self) -> u64 {
+    /// The value of the proxy's metric `name` (its first series).
+    fn metric(&self, name: &str) -> f64 {
         let text = self.metrics.encode(&*self.pool);
         let line = text
             .lines()
-            .find(|l| l.starts_with("roundrobin_client_tls_handshake_failures_total"))
-            .unwrap_or_else(|| panic!("no handshake failures counter in\n{text}"));
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"));
         line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    /// [`start`](Self::start) with a certificate for "proxy" signed by `ca`.
+    async fn signed_by(ca: &Ca, header_timeout: Duration) -> Self {
+        let (cert, key, _) = ca.leaf("proxy");
+        let tls = TlsAcceptor::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        Self::start(tls, header_timeout).await
+    }
+
+    fn handshake_failures(&self) -> u64 {
+        self.metric("roundrobin_client_tls_handshake_failures_total") as u64
     }
 
     /// Waits (yielding to the server's tasks, no timer) until `n` handshakes failed.
@@ -173,9 +185,7 @@ async fn get(
 fn http1_and_h2_over_tls_are_balanced_with_forwarded_proto_https() {
     run(async {
         let ca = Ca::new();
-        let (cert, key, _) = ca.leaf("proxy");
-        let tls = TlsAcceptor::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
-        let proxy = Proxy::start(tls, Duration::from_secs(10)).await;
+        let proxy = Proxy::signed_by(&ca, Duration::from_secs(10)).await;
         for (h2, version) in [(false, Version::HTTP_11), (true, Version::HTTP_2)] {
             let client = client(&ca, h2);
             let mut bodies = Vec::new();
@@ -196,9 +206,7 @@ fn http1_and_h2_over_tls_are_balanced_with_forwarded_proto_https() {
 fn failed_handshakes_get_no_response_and_others_are_served() {
     run(async {
         let ca = Ca::new();
-        let (cert, key, _) = ca.leaf("proxy");
-        let tls = TlsAcceptor::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
-        let proxy = Proxy::start(tls, Duration::from_secs(10)).await;
+        let proxy = Proxy::signed_by(&ca, Duration::from_secs(10)).await;
 
         // plain HTTP to the TLS port: closed, no HTTP response
         let mut plain = TcpStream::connect(proxy.addr).await.unwrap();
@@ -232,9 +240,7 @@ fn failed_handshakes_get_no_response_and_others_are_served() {
 fn a_silent_client_is_closed_after_the_header_timeout() {
     run(async {
         let ca = Ca::new();
-        let (cert, key, _) = ca.leaf("proxy");
-        let tls = TlsAcceptor::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
-        let proxy = Proxy::start(tls, Duration::from_millis(200)).await;
+        let proxy = Proxy::signed_by(&ca, Duration::from_millis(200)).await;
         let started = tokio::time::Instant::now();
         let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
         let mut buf = Vec::new();
@@ -249,26 +255,18 @@ fn a_silent_client_is_closed_after_the_header_timeout() {
 fn a_handshake_in_progress_is_closed_at_once_when_the_server_stops() {
     run(async {
         let ca = Ca::new();
-        let (cert, key, _) = ca.leaf("proxy");
-        let tls = TlsAcceptor::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
         // Neither the header timeout nor the shutdown timeout (30 s) ends it.
-        let proxy = Proxy::start(tls, Duration::from_secs(30)).await;
+        let proxy = Proxy::signed_by(&ca, Duration::from_secs(30)).await;
         let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
         // Accepted (its handshake waiting for a ClientHello) before the server stops.
-        let open = |proxy: &Proxy| {
-            let text = proxy.metrics.encode(&*proxy.pool);
-            text.lines()
-                .find(|l| l.starts_with("roundrobin_client_connections_open"))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
+        let open = "roundrobin_client_connections_open";
         for _ in 0..10_000 {
-            if open(&proxy) >= 1.0 {
+            if proxy.metric(open) >= 1.0 {
                 break;
             }
             tokio::task::yield_now().await;
         }
-        assert_eq!(open(&proxy), 1.0);
+        assert_eq!(proxy.metric(open), 1.0);
         let Proxy { _stop: stop, .. } = proxy;
         drop(stop);
         let mut buf = Vec::new();
