@@ -31,9 +31,9 @@ use crate::ClientAddr;
 
 /// A hyper service [`serve`] and [`spawn`] can run: it takes `Request<Incoming>`, is
 /// shared by the connections of a listener (moved into one `Arc`, not cloned per
-/// connection) and its futures move between tasks. `Clone` lets a caller serve it on several
-/// listeners (one per worker, say). Implemented for
-/// every such service (the bounds, named once).
+/// connection) and its futures move between tasks; `Clone` lets a caller serve it on
+/// several listeners (one per worker, say). Implemented for every such service (the
+/// bounds, named once).
 pub trait ServeService<B>:
     Service<
         Request<Incoming>,
@@ -316,16 +316,17 @@ async fn serve_io<S, B, H, F, I>(
         );
         open.0.push(Arc::downgrade(&state));
         shared.live.fetch_add(1, Ordering::AcqRel);
-        let count = Count(Arc::clone(&shared));
-        let task = Task {
-            state: Arc::clone(&state),
+        let future = connection(
+            handshake(stream),
+            Arc::clone(&state),
+            Arc::clone(&shared),
+            Arc::clone(&service),
+        );
+        let hold = Hold {
+            state,
             shared: Arc::clone(&shared),
         };
-        drop(tokio::spawn(Counted {
-            future: connection(handshake(stream), task, Arc::clone(&service)),
-            state,
-            count,
-        }));
+        drop(tokio::spawn(Counted { future, hold }));
     }
     drop(listener);
     open.order(CLOSE);
@@ -419,30 +420,15 @@ impl Shared {
     }
 }
 
-/// A connection task's hold on its state and its server. Dropped however the task
-/// ends (also unpolled), it marks the connection's task over.
-struct Task {
-    state: Arc<ConnState>,
-    shared: Arc<Shared>,
-}
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        self.state.done();
-    }
-}
-
 pin_project_lite::pin_project! {
     /// A connection's task as spawned: its future, ended at any poll once the
-    /// connection is ordered to abort, then its place in the server's count. Fields
-    /// drop in order, so the count goes last: a server whose count is zero holds
-    /// nothing of its connections' tasks any more (their slots under the cap, their
-    /// clones of the service).
+    /// connection is ordered to abort, then its hold on the server. Fields drop in
+    /// order: the hold goes last, once all the future held is gone (its slot under the
+    /// cap, its clone of the service).
     struct Counted<F> {
         #[pin]
         future: F,
-        state: Arc<ConnState>,
-        count: Count,
+        hold: Hold,
     }
 }
 
@@ -451,21 +437,26 @@ impl<F: Future<Output = ()>> Future for Counted<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
-        if this.state.orders() & ABORT != 0 {
+        if this.hold.state.orders() & ABORT != 0 {
             return Poll::Ready(());
         }
         this.future.poll(cx)
     }
 }
 
-/// A connection task counted in [`Shared::live`]; wakes the server's waiters when the
-/// last one goes.
-struct Count(Arc<Shared>);
+/// A connection task's hold on its server. Dropped however the task ends (also
+/// unpolled), it marks the connection's task over (sweeps skip it from then on) and
+/// counts it out of [`Shared::live`], waking the server's waiters when the last goes.
+struct Hold {
+    state: Arc<ConnState>,
+    shared: Arc<Shared>,
+}
 
-impl Drop for Count {
+impl Drop for Hold {
     fn drop(&mut self) {
-        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.ended.notify_waiters();
+        self.state.done();
+        if self.shared.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.ended.notify_waiters();
         }
     }
 }
@@ -486,7 +477,8 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 )]
 fn connection<S, B, F, I>(
     handshake: F,
-    task: Task,
+    state: Arc<ConnState>,
+    shared: Arc<Shared>,
     service: Arc<S>,
 ) -> impl Future<Output = ()> + Send + 'static
 where
@@ -501,7 +493,7 @@ where
     // protocol sniff, a TLS handshake's timer, hyper's connection) lives in futures
     // that are done, or boxed, before the connection rests.
     async move {
-        let Task { state, shared } = &task;
+        let (state, shared) = (&state, &shared);
         let Some(stream) = handshaken(handshake, &shared.limits, state).await else {
             return;
         };
@@ -959,13 +951,14 @@ mod tests {
             h1: http1::Builder::new(),
             h2: http2::Builder::new(TokioExecutor::new()),
             limits: ServerLimits::default(),
-            live: AtomicUsize::new(1),
+            live: AtomicUsize::new(0),
             ended: Notify::new(),
         });
         let state = ConnState::new(Held::new(permit, None), Clock::new(), peer);
         let task = connection(
             core::future::ready(Ok(stream)),
-            Task { state, shared },
+            state,
+            shared,
             Arc::new(service),
         );
         let bytes = size_of_val(&task);
