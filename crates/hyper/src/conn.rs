@@ -89,6 +89,9 @@ pub(crate) struct ConnState {
     held: Held,
     /// The client's address: kept here once, not in each future that logs it.
     peer: SocketAddr,
+    /// What serves the connection: its task, or its entry among the server's resting
+    /// connections (both, for a moment, when it is handed over).
+    holders: AtomicU32,
 }
 
 /// What an open client connection holds, in the server or, once upgraded, in a tunnel:
@@ -157,6 +160,7 @@ impl ConnState {
             clock,
             phase: AtomicU8::new(IDLE),
             in_flight: AtomicU32::new(0),
+            holders: AtomicU32::new(0),
             orders: AtomicU8::new(0),
             waker: Mutex::new(None),
             held,
@@ -245,6 +249,19 @@ impl ConnState {
         self.waker
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A task or a resting entry takes the connection on.
+    pub(crate) fn hold(&self) {
+        self.holders.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A task or a resting entry lets the connection go: when it was the last, the
+    /// connection's service is over ([`done`](Self::done)).
+    pub(crate) fn unhold(&self) {
+        if self.holders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done();
+        }
     }
 
     /// The connection's task is over: sweeps skip it from now on.

@@ -99,6 +99,7 @@ mod layer;
 mod manage;
 mod metrics;
 mod outcome;
+mod resting;
 mod retry;
 mod rewrite;
 mod select;

@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use crate::conn::{
     Clock, ConnState, Held, InFlight, Timeouts, TrackedBody, Watched, ABORT, CLOSE, DROP, RELEASE,
 };
+use crate::resting::{Parked, Resting};
 use crate::ClientAddr;
 
 /// A hyper service [`serve`] and [`spawn`] can run: it takes `Request<Incoming>`, is
@@ -264,6 +265,7 @@ async fn serve_io<S, B, H, F, I>(
     // two locks): they count themselves out in `shared.live`, and `open` ends them if
     // this loop is dropped.
     let mut open = Open(Vec::new());
+    let resting = Closing(Arc::new(Resting::new()));
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut permit = None;
     let mut shutdown = core::pin::pin!(shutdown);
@@ -281,6 +283,19 @@ async fn serve_io<S, B, H, F, I>(
             () = &mut shutdown => break,
             _ = sweep.tick() => {
                 sweep_all(&mut open.0, &clock, &timeouts);
+                continue;
+            }
+            woken = core::future::poll_fn(|cx| resting.0.poll_woken(cx)) => {
+                for Parked { io, rest: (service, hold) } in woken {
+                    let future = http1(
+                        io,
+                        service,
+                        Arc::clone(&hold.state),
+                        Arc::clone(&shared),
+                        Arc::clone(&resting.0),
+                    );
+                    drop(tokio::spawn(Counted { future, hold }));
+                }
                 continue;
             }
             acquired = Arc::clone(&permits).acquire_owned(), if permit.is_none() => match acquired {
@@ -315,20 +330,18 @@ async fn serve_io<S, B, H, F, I>(
             peer,
         );
         open.0.push(Arc::downgrade(&state));
-        shared.live.fetch_add(1, Ordering::AcqRel);
         let future = connection(
             handshake(stream),
             Arc::clone(&state),
             Arc::clone(&shared),
             Arc::clone(&service),
+            Arc::clone(&resting.0),
         );
-        let hold = Hold {
-            state,
-            shared: Arc::clone(&shared),
-        };
+        let hold = Hold::new(state, Arc::clone(&shared));
         drop(tokio::spawn(Counted { future, hold }));
     }
     drop(listener);
+    resting.0.close();
     open.order(CLOSE);
     let drain = async {
         let mut ended = core::pin::pin!(shared.all_ended());
@@ -382,6 +395,15 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         self.order(ABORT);
+    }
+}
+
+/// The server's resting connections, closed when the accept loop stops or is dropped.
+struct Closing<I, S>(Arc<Resting<I, Rest<S>>>);
+
+impl<I, S> Drop for Closing<I, S> {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -444,22 +466,35 @@ impl<F: Future<Output = ()>> Future for Counted<F> {
     }
 }
 
-/// A connection task's hold on its server. Dropped however the task ends (also
-/// unpolled), it marks the connection's task over (sweeps skip it from then on) and
-/// counts it out of [`Shared::live`], waking the server's waiters when the last goes.
+/// The hold of a connection's task, or of its entry among the resting connections, on
+/// the connection and its server. Dropped however the task ends (also unpolled), it
+/// lets the connection go (when nothing else holds it, sweeps skip it from then on)
+/// and counts it out of [`Shared::live`], waking the server's waiters when the last
+/// goes.
 struct Hold {
     state: Arc<ConnState>,
     shared: Arc<Shared>,
 }
 
+impl Hold {
+    fn new(state: Arc<ConnState>, shared: Arc<Shared>) -> Self {
+        state.hold();
+        shared.live.fetch_add(1, Ordering::AcqRel);
+        Self { state, shared }
+    }
+}
+
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.state.done();
+        self.state.unhold();
         if self.shared.live.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.ended.notify_waiters();
         }
     }
 }
+
+/// A connection at rest: its service and its hold, beside its socket.
+type Rest<S> = (ConnService<S>, Hold);
 
 /// HTTP/2's connection preface: a connection that starts with it speaks HTTP/2.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -470,7 +505,8 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// request for [`ServerLimits::idle_release`]) is ended by its socket (see
 /// [`Watched`]): hyper's buffers and state go, the socket stays open, and the next
 /// bytes start a new hyper connection over it. So a resting keep-alive connection
-/// holds its socket and this task's few hundred bytes, not hyper's buffers.
+/// holds its socket and an entry among the server's resting connections (see
+/// [`Resting`]), not hyper's buffers, nor a task.
 #[allow(
     clippy::manual_async_fn,
     reason = "an `async fn` would keep each argument twice in the task"
@@ -480,6 +516,7 @@ fn connection<S, B, F, I>(
     state: Arc<ConnState>,
     shared: Arc<Shared>,
     service: Arc<S>,
+    resting: Arc<Resting<I, Rest<S>>>,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     S: ServeService<B>,
@@ -494,14 +531,19 @@ where
     // that are done, or boxed, before the connection rests.
     async move {
         let (state, shared) = (&state, &shared);
-        let Some(stream) = handshaken(handshake, &shared.limits, state).await else {
-            return;
+        // (A block: the socket, borrowed by the sniff, is moved out of it, so that
+        // it is not kept twice while hyper serves it.)
+        let (io, h2) = {
+            let Some(stream) = handshaken(handshake, &shared.limits, state).await else {
+                return;
+            };
+            let mut io = Watched::new(stream, Arc::clone(state));
+            let Some(h2) = sniff(&mut io).await else {
+                return;
+            };
+            (io, h2)
         };
-        let mut io = Watched::new(stream, Arc::clone(state));
-        let Some(h2) = sniff(&mut io).await else {
-            return;
-        };
-        let mut service = ConnService {
+        let service = ConnService {
             service,
             state: Arc::clone(state),
         };
@@ -511,6 +553,30 @@ where
             supervise(conn.as_mut(), state).await;
             return;
         }
+        http1(io, service, Arc::clone(state), Arc::clone(shared), resting).await;
+    }
+}
+
+/// Serves an HTTP/1 connection until it ends, or rests: then it is parked among the
+/// server's resting connections, and this task ends (the accept loop starts another
+/// when the connection's next bytes come).
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` would keep each argument twice in the task"
+)]
+fn http1<S, B, I>(
+    mut io: Watched<I>,
+    mut service: ConnService<S>,
+    state: Arc<ConnState>,
+    shared: Arc<Shared>,
+    resting: Arc<Resting<I, Rest<S>>>,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    S: ServeService<B>,
+    B: ServeBody,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async move {
         loop {
             let mut conn = Box::new(
                 shared
@@ -518,13 +584,12 @@ where
                     .serve_connection(TokioIo::new(io), service)
                     .with_upgrades(),
             );
-            if !supervise(Pin::new(&mut *conn), state).await {
+            if !supervise(Pin::new(&mut *conn), &state).await {
                 return;
             }
             // Upgraded (the tunnel has the socket), or closed by the client: done. In a
-            // block, with the box moved in: nothing of `parts` stays in the task while
-            // the connection rests, and the box, emptied by `into_parts`, is freed at
-            // the block's end (at the loop body's end, it would stay allocated).
+            // block, with the box moved in: the box, emptied by `into_parts`, is freed
+            // at the block's end.
             let at_rest = {
                 let conn = conn;
                 let Some(parts) = (*conn).into_parts() else {
@@ -543,9 +608,13 @@ where
                 return;
             }
             state.rested();
-            // At rest: nothing of hyper's is kept (its read buffer neither) until the
-            // next request's first bytes.
-            if at_rest && !rest(&mut io).await {
+            if at_rest {
+                // Nothing of hyper's is kept (its read buffer neither), and no task.
+                let hold = Hold::new(state, shared);
+                resting.park(Parked {
+                    io,
+                    rest: (service, hold),
+                });
                 return;
             }
             state.clear(RELEASE);
@@ -567,19 +636,6 @@ async fn sniff<I: AsyncRead + Unpin>(io: &mut Watched<I>) -> Option<bool> {
     }
     io.replay(Bytes::copy_from_slice(&head[..n]));
     Some(head == *PREFACE)
-}
-
-/// Waits, with no hyper connection over the socket, for the next request's first
-/// bytes and keeps them for hyper to read: `false` when the connection closed first.
-async fn rest<I: AsyncRead + Unpin>(io: &mut Watched<I>) -> bool {
-    let mut next = [0u8; 32];
-    match next_bytes(io, &mut next).await {
-        0 => false,
-        read => {
-            io.replay(Bytes::copy_from_slice(&next[..read]));
-            true
-        }
-    }
 }
 
 /// Waits for the connection's next bytes with no hyper connection over it: their
@@ -932,10 +988,9 @@ fn local_addr(listener: &TcpListener) -> SocketAddr {
 mod tests {
     use super::*;
 
-    /// What a resting connection costs, beside its socket, is mostly its task: the
-    /// hyper connection is boxed (and gone while it rests), the service shared, and no
-    /// argument kept twice, so the task stays small (256 bytes on x86_64: tokio's task
-    /// with it fits in 384).
+    /// A connection's task is small: the hyper connection is boxed, the service shared,
+    /// and no argument kept twice (256 bytes on x86_64: tokio's task with it fits in
+    /// 384). A connection at rest has none (see [`Resting`]).
     #[tokio::test]
     async fn a_connection_task_is_small() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -960,6 +1015,7 @@ mod tests {
             state,
             shared,
             Arc::new(service),
+            Arc::new(Resting::new()),
         );
         let bytes = size_of_val(&task);
         assert!(bytes <= 320, "a connection's task takes {bytes} bytes");

@@ -169,6 +169,31 @@ fn a_connection_at_rest_still_closes_when_idle_and_on_shutdown() {
 }
 
 #[test]
+fn a_connection_at_rest_closes_when_its_server_is_dropped() {
+    run(async {
+        let metrics = Metrics::new();
+        let limits = ServerLimits {
+            idle_release: Duration::from_millis(10),
+            metrics: Some(std::sync::Arc::clone(&metrics)),
+            ..limits()
+        };
+        let (addr, _stop, task) = server(limits, Duration::ZERO).await;
+        let mut resting = TcpStream::connect(addr).await.unwrap();
+        resting.write_all(GET).await.unwrap();
+        read_responses(&mut resting, 1).await;
+        rested(&metrics, 1).await;
+        // A second request is served after the rest, then the server goes.
+        resting.write_all(GET).await.unwrap();
+        assert!(read_responses(&mut resting, 1).await.contains("ok"));
+        rested(&metrics, 2).await;
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        let closed = tokio::time::timeout(Duration::from_secs(5), read_to_end(&mut resting));
+        assert_eq!(closed.await.expect("closed with its server"), "");
+    });
+}
+
+#[test]
 fn a_head_dribbled_past_the_header_timeout_is_closed() {
     run(async {
         let (addr, _stop, _task) = server(limits(), Duration::ZERO).await;

@@ -1,0 +1,198 @@
+//! The HTTP/1 client connections of a server at rest, waiting for their next bytes in
+//! one set the accept loop polls, not each in a task of its own.
+//!
+//! A resting connection has handed hyper's state and buffers back (see
+//! [`Watched`]); what is left is its socket, its state and its service. A task to wait
+//! on them would cost more than all of that (tokio's task of a connection is 384
+//! bytes), so the connection is parked here instead: an entry in a slab, and a waker of
+//! its own, which its socket (readable, closed) and its orders (idle timeout, the
+//! server stopping) wake. A woken entry is queued for the accept loop, which polls it
+//! once: its next bytes send it back to a new task, an end or an order closes it.
+
+use core::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::Wake;
+
+use bytes::Bytes;
+use tokio::io::AsyncRead;
+
+use crate::conn::{Watched, ABORT, CLOSE, DROP, RELEASE};
+
+/// A connection at rest, as parked: `C` is the rest of what its task held (its
+/// service, and its hold on the server).
+pub(crate) struct Parked<I, C> {
+    pub(crate) io: Watched<I>,
+    pub(crate) rest: C,
+}
+
+/// The resting connections of one server.
+pub(crate) struct Resting<I, C> {
+    entries: Mutex<Entries<I, C>>,
+    queue: Arc<Mutex<Queue>>,
+}
+
+struct Entries<I, C> {
+    /// Indexed by key; `None`: free (its key in `free`) or being polled.
+    slots: Vec<Option<Entry<I, C>>>,
+    free: Vec<usize>,
+    /// The server stopped: no more parking.
+    closed: bool,
+}
+
+struct Entry<I, C> {
+    parked: Parked<I, C>,
+    waker: Waker,
+}
+
+/// The keys of woken entries, and the accept loop's waker.
+#[derive(Default)]
+struct Queue {
+    keys: Vec<usize>,
+    waker: Option<Waker>,
+}
+
+/// The waker of one entry: queues its key and wakes the accept loop.
+struct EntryWaker {
+    key: usize,
+    queue: Weak<Mutex<Queue>>,
+}
+
+impl Wake for EntryWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let Some(queue) = self.queue.upgrade() else {
+            return;
+        };
+        let waker = {
+            let mut queue = lock(&queue);
+            queue.keys.push(self.key);
+            queue.waker.take()
+        };
+        // Woken outside the lock: a waker that polls at once would find it held.
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<I, C> Resting<I, C> {
+    pub(crate) fn new() -> Self {
+        Self {
+            entries: Mutex::new(Entries {
+                slots: Vec::new(),
+                free: Vec::new(),
+                closed: false,
+            }),
+            queue: Arc::default(),
+        }
+    }
+
+    /// Parks a connection at rest; it is polled first by the accept loop, which the
+    /// park wakes. Once the server stopped, the connection is dropped (closed) instead.
+    pub(crate) fn park(&self, parked: Parked<I, C>) {
+        let waker = {
+            let mut entries = lock(&self.entries);
+            if entries.closed {
+                return;
+            }
+            let key = match entries.free.pop() {
+                Some(key) => key,
+                None => {
+                    entries.slots.push(None);
+                    entries.slots.len() - 1
+                }
+            };
+            let waker = Waker::from(Arc::new(EntryWaker {
+                key,
+                queue: Arc::downgrade(&self.queue),
+            }));
+            entries.slots[key] = Some(Entry {
+                parked,
+                waker: waker.clone(),
+            });
+            waker
+        };
+        // Its first poll (by the accept loop) registers its waker with its socket.
+        waker.wake();
+    }
+
+    /// Drops every parked connection (closing them) and refuses new ones: the server
+    /// stopped.
+    pub(crate) fn close(&self) {
+        let slots = {
+            let mut entries = lock(&self.entries);
+            entries.closed = true;
+            entries.free.clear();
+            core::mem::take(&mut entries.slots)
+        };
+        drop(slots);
+    }
+}
+
+impl<I: AsyncRead + Unpin, C> Resting<I, C> {
+    /// Polls the entries woken since the last call: `Ready` with those that got their
+    /// next bytes (kept for hyper to read first; their task is to be started again),
+    /// after dropping those that closed or were ordered to close; `Pending` (the accept
+    /// loop's waker noted) when none was woken.
+    pub(crate) fn poll_woken(&self, cx: &Context<'_>) -> Poll<Vec<Parked<I, C>>> {
+        let keys = {
+            let mut queue = lock(&self.queue);
+            if queue.keys.is_empty() {
+                if !queue
+                    .waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    queue.waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            core::mem::take(&mut queue.keys)
+        };
+        let mut woken = Vec::new();
+        for key in keys {
+            // Taken out to be polled, not under the lock: a socket's wake may come at
+            // once, from another thread.
+            let taken = lock(&self.entries)
+                .slots
+                .get_mut(key)
+                .and_then(Option::take);
+            let Some(mut entry) = taken else {
+                continue; // gone already (an old wake of a reused key)
+            };
+            let mut next = [0u8; 32];
+            let polled = core::pin::Pin::new(&mut entry.parked.io).poll_bytes(
+                &mut Context::from_waker(&entry.waker),
+                &mut next,
+                CLOSE | DROP | ABORT,
+            );
+            let mut entries = lock(&self.entries);
+            match polled {
+                Poll::Pending if !entries.closed => entries.slots[key] = Some(entry),
+                Poll::Ready(Ok(read)) if read > 0 => {
+                    entries.free.push(key);
+                    let mut parked = entry.parked;
+                    parked.io.replay(Bytes::copy_from_slice(&next[..read]));
+                    parked.io.state().clear(RELEASE);
+                    woken.push(parked);
+                }
+                // closed, failed, ordered to close; or the server stopped meanwhile
+                _ => {
+                    if !entries.closed {
+                        entries.free.push(key);
+                    }
+                    drop(entries);
+                    drop(entry);
+                }
+            }
+        }
+        Poll::Ready(woken)
+    }
+}
