@@ -10,6 +10,7 @@
 //! once: its next bytes send it back to a new task, an end or an order closes it.
 
 use core::task::{Context, Poll, Waker};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Wake;
 
@@ -32,11 +33,21 @@ pub(crate) struct Resting<I, C> {
 }
 
 struct Entries<I, C> {
-    /// Indexed by key; `None`: free (its key in `free`) or being polled.
-    slots: Vec<Option<Entry<I, C>>>,
-    free: Vec<usize>,
+    /// By key; an entry being polled is out of the map. Keys are never reused, so a
+    /// late wake of a gone entry finds nothing.
+    map: HashMap<u64, Entry<I, C>>,
+    next: u64,
     /// The server stopped: no more parking.
     closed: bool,
+}
+
+impl<I, C> Entries<I, C> {
+    /// Gives memory back after a burst of resting connections is gone.
+    fn shrink(&mut self) {
+        if self.map.capacity() > 64 && self.map.len() < self.map.capacity() / 4 {
+            self.map.shrink_to(self.map.len() * 2);
+        }
+    }
 }
 
 struct Entry<I, C> {
@@ -47,13 +58,13 @@ struct Entry<I, C> {
 /// The keys of woken entries, and the accept loop's waker.
 #[derive(Default)]
 struct Queue {
-    keys: Vec<usize>,
+    keys: Vec<u64>,
     waker: Option<Waker>,
 }
 
 /// The waker of one entry: queues its key and wakes the accept loop.
 struct EntryWaker {
-    key: usize,
+    key: u64,
     queue: Weak<Mutex<Queue>>,
 }
 
@@ -86,8 +97,8 @@ impl<I, C> Resting<I, C> {
     pub(crate) fn new() -> Self {
         Self {
             entries: Mutex::new(Entries {
-                slots: Vec::new(),
-                free: Vec::new(),
+                map: HashMap::new(),
+                next: 0,
                 closed: false,
             }),
             queue: Arc::default(),
@@ -102,21 +113,17 @@ impl<I, C> Resting<I, C> {
             if entries.closed {
                 return;
             }
-            let key = match entries.free.pop() {
-                Some(key) => key,
-                None => {
-                    entries.slots.push(None);
-                    entries.slots.len() - 1
-                }
-            };
+            let key = entries.next;
+            entries.next += 1;
             let waker = Waker::from(Arc::new(EntryWaker {
                 key,
                 queue: Arc::downgrade(&self.queue),
             }));
-            entries.slots[key] = Some(Entry {
+            let entry = Entry {
                 parked,
                 waker: waker.clone(),
-            });
+            };
+            entries.map.insert(key, entry);
             waker
         };
         // Its first poll (by the accept loop) registers its waker with its socket.
@@ -126,13 +133,12 @@ impl<I, C> Resting<I, C> {
     /// Drops every parked connection (closing them) and refuses new ones: the server
     /// stopped.
     pub(crate) fn close(&self) {
-        let slots = {
+        let parked = {
             let mut entries = lock(&self.entries);
             entries.closed = true;
-            entries.free.clear();
-            core::mem::take(&mut entries.slots)
+            core::mem::take(&mut entries.map)
         };
-        drop(slots);
+        drop(parked);
     }
 }
 
@@ -160,12 +166,9 @@ impl<I: AsyncRead + Unpin, C> Resting<I, C> {
         for key in keys {
             // Taken out to be polled, not under the lock: a socket's wake may come at
             // once, from another thread.
-            let taken = lock(&self.entries)
-                .slots
-                .get_mut(key)
-                .and_then(Option::take);
+            let taken = lock(&self.entries).map.remove(&key);
             let Some(mut entry) = taken else {
-                continue; // gone already (an old wake of a reused key)
+                continue; // gone already (a late wake), or woken twice
             };
             let mut next = [0u8; 32];
             let polled = core::pin::Pin::new(&mut entry.parked.io).poll_bytes(
@@ -173,26 +176,25 @@ impl<I: AsyncRead + Unpin, C> Resting<I, C> {
                 &mut next,
                 CLOSE | DROP | ABORT,
             );
-            let mut entries = lock(&self.entries);
             match polled {
-                Poll::Pending if !entries.closed => entries.slots[key] = Some(entry),
+                Poll::Pending => {
+                    let mut entries = lock(&self.entries);
+                    if !entries.closed {
+                        entries.map.insert(key, entry);
+                    }
+                    // else dropped (closed) once the lock is released
+                }
                 Poll::Ready(Ok(read)) if read > 0 => {
-                    entries.free.push(key);
                     let mut parked = entry.parked;
                     parked.io.replay(Bytes::copy_from_slice(&next[..read]));
                     parked.io.state().clear(RELEASE);
                     woken.push(parked);
                 }
-                // closed, failed, ordered to close; or the server stopped meanwhile
-                _ => {
-                    if !entries.closed {
-                        entries.free.push(key);
-                    }
-                    drop(entries);
-                    drop(entry);
-                }
+                // closed, failed, or ordered to close: dropped
+                _ => {}
             }
         }
+        lock(&self.entries).shrink();
         Poll::Ready(woken)
     }
 }
