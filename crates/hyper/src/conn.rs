@@ -34,7 +34,8 @@ pub(crate) const RELEASE: u8 = 1;
 pub(crate) const CLOSE: u8 = 2;
 /// Drop at once: a request head took longer than the header timeout.
 pub(crate) const DROP: u8 = 4;
-/// The connection's task is over (the socket may live on in a tunnel): no more orders.
+/// Nothing serves the connection any more, neither a task nor a resting entry (the
+/// socket may live on in a tunnel): no more orders.
 const DONE: u8 = 8;
 /// End at once, whatever the connection is doing: its server is gone, or the server's
 /// shutdown outlasted its timeout.
@@ -79,7 +80,8 @@ pub(crate) struct ConnState {
     since: AtomicU64,
     in_flight: AtomicU32,
     orders: AtomicU8,
-    /// The connection's task, woken when an order arrives. Set once (a task's waker
+    /// What waits on the connection (its task, or its entry among the server's resting
+    /// connections), woken when an order arrives. Set once by each (a task's waker
     /// stays the same) and not consumed by a wake, so that polls need not register it
     /// again: registering on every poll cost two atomic read-modify-writes, an order is
     /// rare.
@@ -264,7 +266,7 @@ impl ConnState {
         }
     }
 
-    /// The connection's task is over: sweeps skip it from now on.
+    /// Nothing serves the connection any more: sweeps skip it from now on.
     pub(crate) fn done(&self) {
         self.orders.fetch_or(DONE, Ordering::AcqRel);
         drop(self.waker().take());

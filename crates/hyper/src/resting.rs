@@ -4,11 +4,12 @@
 //! A resting connection has handed hyper's state and buffers back (see
 //! [`Watched`]); what is left is its socket, its state and its service. A task to wait
 //! on them would cost more than all of that (tokio's task of a connection is 384
-//! bytes), so the connection is parked here instead: an entry in a slab, and a waker of
+//! bytes), so the connection is parked here instead: an entry in a map, and a waker of
 //! its own, which its socket (readable, closed) and its orders (idle timeout, the
 //! server stopping) wake. A woken entry is queued for the accept loop, which polls it
 //! once: its next bytes send it back to a new task, an end or an order closes it.
 
+use core::convert::Infallible;
 use core::task::{Context, Poll, Waker};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -18,6 +19,11 @@ use bytes::Bytes;
 use tokio::io::AsyncRead;
 
 use crate::conn::{Watched, ABORT, CLOSE, DROP, RELEASE};
+use crate::fnv::FnvBuild;
+
+/// How many woken entries the accept loop polls before it yields: a stream of wakes
+/// from other threads cannot hold it (nor its accepts and sweeps) for longer.
+const BATCH: usize = 64;
 
 /// A connection at rest, as parked: `C` is the rest of what its task held (its
 /// service, and its hold on the server).
@@ -34,8 +40,9 @@ pub(crate) struct Resting<I, C> {
 
 struct Entries<I, C> {
     /// By key; an entry being polled is out of the map. Keys are never reused, so a
-    /// late wake of a gone entry finds nothing.
-    map: HashMap<u64, Entry<I, C>>,
+    /// late wake of a gone entry finds nothing. Boxed: the map's spare room costs a
+    /// pointer, not an entry.
+    map: HashMap<u64, Box<Entry<I, C>>, FnvBuild>,
     next: u64,
     /// The server stopped: no more parking.
     closed: bool,
@@ -97,7 +104,7 @@ impl<I, C> Resting<I, C> {
     pub(crate) fn new() -> Self {
         Self {
             entries: Mutex::new(Entries {
-                map: HashMap::new(),
+                map: HashMap::default(),
                 next: 0,
                 closed: false,
             }),
@@ -119,10 +126,10 @@ impl<I, C> Resting<I, C> {
                 key,
                 queue: Arc::downgrade(&self.queue),
             }));
-            let entry = Entry {
+            let entry = Box::new(Entry {
                 parked,
                 waker: waker.clone(),
-            };
+            });
             entries.map.insert(key, entry);
             waker
         };
@@ -143,11 +150,16 @@ impl<I, C> Resting<I, C> {
 }
 
 impl<I: AsyncRead + Unpin, C> Resting<I, C> {
-    /// Polls the entries woken since the last call: `Ready` with those that got their
-    /// next bytes (kept for hyper to read first; their task is to be started again),
-    /// after dropping those that closed or were ordered to close; `Pending` (the accept
-    /// loop's waker noted) when none was woken.
-    pub(crate) fn poll_woken(&self, cx: &Context<'_>) -> Poll<Vec<Parked<I, C>>> {
+    /// Polls the entries woken since the last call, [`BATCH`] at most: hands those
+    /// that got their next bytes (kept for hyper to read first) to `restart`, to be
+    /// served by a task again, and drops those that closed or were ordered to close.
+    /// Never ready: the accept loop's waker is noted, or, with more entries woken than
+    /// one batch, woken at once, so that the loop yields between batches.
+    pub(crate) fn poll_woken(
+        &self,
+        cx: &Context<'_>,
+        mut restart: impl FnMut(Parked<I, C>),
+    ) -> Poll<Infallible> {
         let keys = {
             let mut queue = lock(&self.queue);
             if queue.keys.is_empty() {
@@ -160,9 +172,13 @@ impl<I: AsyncRead + Unpin, C> Resting<I, C> {
                 }
                 return Poll::Pending;
             }
-            core::mem::take(&mut queue.keys)
+            let rest = queue.keys.len().saturating_sub(BATCH);
+            let batch: Vec<u64> = queue.keys.drain(rest..).collect();
+            if !queue.keys.is_empty() {
+                cx.waker().wake_by_ref();
+            }
+            batch
         };
-        let mut woken = Vec::new();
         for key in keys {
             // Taken out to be polled, not under the lock: a socket's wake may come at
             // once, from another thread.
@@ -188,13 +204,16 @@ impl<I: AsyncRead + Unpin, C> Resting<I, C> {
                     let mut parked = entry.parked;
                     parked.io.replay(Bytes::copy_from_slice(&next[..read]));
                     parked.io.state().clear(RELEASE);
-                    woken.push(parked);
+                    restart(parked);
                 }
-                // closed, failed, or ordered to close: dropped
-                _ => {}
+                Poll::Ready(Ok(_)) => {} // closed, or ordered to close: dropped
+                Poll::Ready(Err(error)) => {
+                    let peer = entry.parked.io.state().peer();
+                    tracing::debug!(%error, %peer, "connection error");
+                }
             }
         }
         lock(&self.entries).shrink();
-        Poll::Ready(woken)
+        Poll::Pending
     }
 }

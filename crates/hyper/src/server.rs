@@ -1,5 +1,6 @@
 //! Running a service on a TCP listener.
 
+use core::convert::Infallible;
 use core::error::Error as StdError;
 use core::future::Future;
 use core::net::SocketAddr;
@@ -285,19 +286,7 @@ async fn serve_io<S, B, H, F, I>(
                 sweep_all(&mut open.0, &clock, &timeouts);
                 continue;
             }
-            woken = core::future::poll_fn(|cx| resting.0.poll_woken(cx)) => {
-                for Parked { io, rest: (service, hold) } in woken {
-                    let future = http1(
-                        io,
-                        service,
-                        Arc::clone(&hold.state),
-                        Arc::clone(&shared),
-                        Arc::clone(&resting.0),
-                    );
-                    drop(tokio::spawn(Counted { future, hold }));
-                }
-                continue;
-            }
+            never = resting.woken(&shared) => match never {},
             acquired = Arc::clone(&permits).acquire_owned(), if permit.is_none() => match acquired {
                 Ok(acquired) => {
                     permit = Some(acquired);
@@ -314,6 +303,7 @@ async fn serve_io<S, B, H, F, I>(
                     tokio::select! {
                         () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
                         () = &mut shutdown => break,
+                        never = resting.woken(&shared) => match never {},
                     }
                 }
             },
@@ -401,6 +391,36 @@ impl Drop for Open {
 /// The server's resting connections, closed when the accept loop stops or is dropped.
 struct Closing<I, S>(Arc<Resting<I, Rest<S>>>);
 
+impl<I, S> Closing<I, S> {
+    /// Serves the resting connections that woke (see [`Resting::poll_woken`]): those
+    /// with a request coming get a task again. Never ends.
+    fn woken<'a, B>(&'a self, shared: &'a Arc<Shared>) -> impl Future<Output = Infallible> + 'a
+    where
+        S: ServeService<B>,
+        B: ServeBody,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        core::future::poll_fn(move |cx| {
+            self.0.poll_woken(
+                cx,
+                |Parked {
+                     io,
+                     rest: (service, hold),
+                 }| {
+                    let future = http1(
+                        io,
+                        service,
+                        Arc::clone(&hold.state),
+                        Arc::clone(shared),
+                        Arc::clone(&self.0),
+                    );
+                    drop(tokio::spawn(Counted { future, hold }));
+                },
+            )
+        })
+    }
+}
+
 impl<I, S> Drop for Closing<I, S> {
     fn drop(&mut self) {
         self.0.close();
@@ -422,14 +442,14 @@ struct Shared {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
     limits: ServerLimits,
-    /// Connection tasks not over yet; [`ended`](Self::ended) wakes the waiters when
-    /// it drops to zero.
+    /// Connections served (their tasks, and the resting ones parked); [`ended`](Self::ended)
+    /// wakes the waiters when it drops to zero.
     live: AtomicUsize,
     ended: Notify,
 }
 
 impl Shared {
-    /// Waits until no connection task is left.
+    /// Waits until no connection is served any more (no task, none parked).
     async fn all_ended(&self) {
         loop {
             // Made before the count is read: a notification in between is not lost.
