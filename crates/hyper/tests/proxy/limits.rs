@@ -94,6 +94,25 @@ async fn rested(metrics: &std::sync::Arc<Metrics>, n: u64) {
     }
 }
 
+/// Limits under which a keep-alive connection rests after 10 ms, counted in `metrics`.
+fn resting_limits(metrics: &std::sync::Arc<Metrics>) -> ServerLimits {
+    ServerLimits {
+        idle_release: Duration::from_millis(10),
+        metrics: Some(std::sync::Arc::clone(metrics)),
+        ..limits()
+    }
+}
+
+/// A connection to `addr` that had one request answered and is now at rest.
+async fn at_rest(addr: core::net::SocketAddr, metrics: &std::sync::Arc<Metrics>) -> TcpStream {
+    let before = rests(metrics);
+    let mut resting = TcpStream::connect(addr).await.unwrap();
+    resting.write_all(GET).await.unwrap();
+    read_responses(&mut resting, 1).await;
+    rested(metrics, before + 1).await;
+    resting
+}
+
 #[test]
 fn a_connection_at_rest_hands_back_its_state_and_serves_what_comes_next() {
     run(async {
@@ -141,23 +160,14 @@ fn a_connection_at_rest_hands_back_its_state_and_serves_what_comes_next() {
 fn a_connection_at_rest_still_closes_when_idle_and_on_shutdown() {
     run(async {
         let metrics = Metrics::new();
-        let limits = ServerLimits {
-            idle_release: Duration::from_millis(10),
-            metrics: Some(std::sync::Arc::clone(&metrics)),
-            ..limits()
-        };
-        let (addr, stop, task) = server(limits, Duration::ZERO).await;
+        let (addr, stop, task) = server(resting_limits(&metrics), Duration::ZERO).await;
         let mut idle = TcpStream::connect(addr).await.unwrap();
         idle.write_all(GET).await.unwrap();
         let start = Instant::now();
         let got = read_to_end(&mut idle).await;
         assert!(got.starts_with("HTTP/1.1 200"), "{got}");
         assert!(start.elapsed() >= SHORT, "closed when idle, not at rest");
-        let before = rests(&metrics);
-        let mut resting = TcpStream::connect(addr).await.unwrap();
-        resting.write_all(GET).await.unwrap();
-        read_responses(&mut resting, 1).await;
-        rested(&metrics, before + 1).await;
+        let mut resting = at_rest(addr, &metrics).await;
         stop.send(()).unwrap();
         task.await.unwrap();
         assert_eq!(
@@ -172,16 +182,8 @@ fn a_connection_at_rest_still_closes_when_idle_and_on_shutdown() {
 fn a_connection_at_rest_closes_when_its_server_is_dropped() {
     run(async {
         let metrics = Metrics::new();
-        let limits = ServerLimits {
-            idle_release: Duration::from_millis(10),
-            metrics: Some(std::sync::Arc::clone(&metrics)),
-            ..limits()
-        };
-        let (addr, _stop, task) = server(limits, Duration::ZERO).await;
-        let mut resting = TcpStream::connect(addr).await.unwrap();
-        resting.write_all(GET).await.unwrap();
-        read_responses(&mut resting, 1).await;
-        rested(&metrics, 1).await;
+        let (addr, _stop, task) = server(resting_limits(&metrics), Duration::ZERO).await;
+        let mut resting = at_rest(addr, &metrics).await;
         // A second request is served after the rest, then the server goes.
         resting.write_all(GET).await.unwrap();
         assert!(read_responses(&mut resting, 1).await.contains("ok"));
