@@ -11,7 +11,7 @@
 
 use core::convert::Infallible;
 use core::task::{Context, Poll, Waker};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Wake;
 
@@ -62,10 +62,10 @@ struct Entry<I, C> {
     waker: Waker,
 }
 
-/// The keys of woken entries, and the accept loop's waker.
+/// The keys of woken entries, oldest first, and the accept loop's waker.
 #[derive(Default)]
 struct Queue {
-    keys: Vec<u64>,
+    keys: VecDeque<u64>,
     waker: Option<Waker>,
 }
 
@@ -86,7 +86,7 @@ impl Wake for EntryWaker {
         };
         let waker = {
             let mut queue = lock(&queue);
-            queue.keys.push(self.key);
+            queue.keys.push_back(self.key);
             queue.waker.take()
         };
         // Woken outside the lock: a waker that polls at once would find it held.
@@ -172,8 +172,9 @@ impl<I: AsyncRead + Unpin, C> Resting<I, C> {
                 }
                 return Poll::Pending;
             }
-            let rest = queue.keys.len().saturating_sub(BATCH);
-            let batch: Vec<u64> = queue.keys.drain(rest..).collect();
+            // The oldest first: a stream of new wakes cannot keep the first waiting.
+            let n = queue.keys.len().min(BATCH);
+            let batch: Vec<u64> = queue.keys.drain(..n).collect();
             if !queue.keys.is_empty() {
                 cx.waker().wake_by_ref();
             }
