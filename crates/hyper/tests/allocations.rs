@@ -76,10 +76,13 @@ fn balancer_allocations_per_request() {
     // request head kept to replay a bodiless request on another server (4: the header
     // map and its values; extensions only when there are others than `ClientAddr`);
     // the cookie value and `Set-Cookie` text when one is set. A constant per request:
-    // nothing grows with the pool or the traffic. These bounds catch a regression.
-    assert!(no_retry <= 2.0, "round robin, no retries: {no_retry}");
-    assert!(plain <= 6.0, "round robin: {plain}");
-    assert!(rebalanced <= 6.0, "rebalancer: {rebalanced}");
-    assert!(hit <= 8.0, "sticky hit: {hit}");
-    assert!(set <= 13.0, "sticky set-cookie: {set}");
+    // nothing grows with the pool or the traffic. These bounds catch a regression: one
+    // more allocation per request adds 1 to an average. The half beyond each figure
+    // is for the process's rare allocations elsewhere (its counter is process-wide): a
+    // loaded CI machine once read 6.02 for 6, four in 200 requests.
+    assert!(no_retry < 2.5, "round robin, no retries: {no_retry}");
+    assert!(plain < 6.5, "round robin: {plain}");
+    assert!(rebalanced < 6.5, "rebalancer: {rebalanced}");
+    assert!(hit < 8.5, "sticky hit: {hit}");
+    assert!(set < 13.5, "sticky set-cookie: {set}");
 }
