@@ -355,11 +355,6 @@ impl<T> Watched<T> {
         self.replay = bytes;
     }
 
-    /// The orders its connection was given (see [`ConnState::orders`]).
-    pub(crate) fn orders(&self) -> u8 {
-        self.state.orders()
-    }
-
     /// Its connection's state.
     pub(crate) fn state(&self) -> &ConnState {
         &self.state

@@ -669,7 +669,7 @@ fn next_bytes<'a, I: AsyncRead + Unpin>(
         let stop = CLOSE | DROP | ABORT;
         let read = core::task::ready!(Pin::new(&mut *io).poll_bytes(cx, buf, stop));
         Poll::Ready(match read {
-            Ok(0) if io.orders() & (DROP | ABORT) == DROP => {
+            Ok(0) if io.state().orders() & (DROP | ABORT) == DROP => {
                 slow_head(io.state());
                 0
             }
