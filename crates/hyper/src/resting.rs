@@ -160,27 +160,33 @@ impl<I: AsyncRead + Unpin, C> Resting<I, C> {
         cx: &Context<'_>,
         mut restart: impl FnMut(Parked<I, C>),
     ) -> Poll<Infallible> {
-        let keys = {
-            let mut queue = lock(&self.queue);
-            if queue.keys.is_empty() {
-                if !queue
-                    .waker
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-                {
-                    queue.waker = Some(cx.waker().clone());
+        // The oldest first, one key at a time (no batch to allocate): a stream of new
+        // wakes cannot keep the first waiting.
+        let mut count = 0;
+        loop {
+            let key = {
+                let mut queue = lock(&self.queue);
+                match queue.keys.pop_front() {
+                    Some(key) if count < BATCH => key,
+                    Some(key) => {
+                        queue.keys.push_front(key);
+                        cx.waker().wake_by_ref();
+                        break;
+                    }
+                    None => {
+                        // Noted under the lock the wakes take: none is missed.
+                        if !queue
+                            .waker
+                            .as_ref()
+                            .is_some_and(|w| w.will_wake(cx.waker()))
+                        {
+                            queue.waker = Some(cx.waker().clone());
+                        }
+                        break;
+                    }
                 }
-                return Poll::Pending;
-            }
-            // The oldest first: a stream of new wakes cannot keep the first waiting.
-            let n = queue.keys.len().min(BATCH);
-            let batch: Vec<u64> = queue.keys.drain(..n).collect();
-            if !queue.keys.is_empty() {
-                cx.waker().wake_by_ref();
-            }
-            batch
-        };
-        for key in keys {
+            };
+            count += 1;
             // Taken out to be polled, not under the lock: a socket's wake may come at
             // once, from another thread.
             let taken = lock(&self.entries).map.remove(&key);
