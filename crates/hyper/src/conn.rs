@@ -175,7 +175,7 @@ impl ConnState {
     }
 
     /// Request bytes arrived: a head starts, unless one is being read or served.
-    fn read(&self) {
+    pub(crate) fn read(&self) {
         if self.phase.load(Ordering::Acquire) == IDLE {
             self.enter(HEAD);
         }
@@ -360,6 +360,16 @@ impl<T> Watched<T> {
         &self.state
     }
 
+    /// The socket and the state apart, when nothing else is kept (no bytes to replay,
+    /// no release or blocked write in progress): what a resting connection needs.
+    pub(crate) fn split(self) -> Result<(T, Arc<ConnState>), Self> {
+        if self.replay.is_empty() && !self.released && !self.blocked {
+            Ok((self.io, self.state))
+        } else {
+            Err(self)
+        }
+    }
+
     /// Whether the connection ended because it was released (and not closed), and
     /// starts over: the next connection over this socket may be released again.
     pub(crate) fn take_released(&mut self) -> bool {
@@ -515,7 +525,7 @@ impl<B: Body> Body for TrackedBody<B> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::Semaphore;
     use tokio::time::advance;
@@ -528,7 +538,8 @@ mod tests {
         release: Duration::from_millis(100),
     };
 
-    async fn state() -> Arc<ConnState> {
+    /// A connection's state, for tests.
+    pub(crate) async fn state() -> Arc<ConnState> {
         let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
         let clock = Clock::new();
         clock.tick();
