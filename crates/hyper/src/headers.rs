@@ -38,13 +38,34 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// fixed hop-by-hop headers are there (most messages carry one or none), and the names
 /// a `Connection` header lists are looked up without being copied.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let mut present = 0u8;
+    remove_present(headers, scan(headers));
+}
+
+/// Bit 8 of [`scan`]: an `X-Forwarded-For` header.
+const XFF_BIT: u16 = 1 << 8;
+/// Bit 4 of [`scan`]: `TE` (the fifth of `HOP_BY_HOP`).
+const TE_BIT: u16 = 1 << 4;
+/// Bit 7 of [`scan`]: `Upgrade` (the last of `HOP_BY_HOP`).
+const UPGRADE_BIT: u16 = 1 << 7;
+
+/// One pass over the names (no hashing): bit `i` says `HOP_BY_HOP[i]` is there, and
+/// [`XFF_BIT`] an `X-Forwarded-For`. Most messages carry none of them, and a lookup
+/// of an absent name costs as much as this whole pass.
+fn scan(headers: &HeaderMap) -> u16 {
+    let mut present = 0u16;
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             present |= 1 << i;
+        } else if name == X_FORWARDED_FOR {
+            present |= XFF_BIT;
         }
     }
-    if present == 0 {
+    present
+}
+
+/// Removes the hop-by-hop headers [`scan`] found (`present`).
+fn remove_present(headers: &mut HeaderMap, present: u16) {
+    if present & 0xff == 0 {
         return;
     }
     // Bit 0: `Connection` (the first of `HOP_BY_HOP`), whose listed names go too.
@@ -127,12 +148,16 @@ fn tunnel_protocols(headers: &HeaderMap) -> Vec<&str> {
 /// `upgrade` token (case-insensitive, among others or not) and an `Upgrade` header
 /// naming a protocol other than `h2c` (RFC 9110 §7.8).
 pub(crate) fn asks_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+    // Both headers, found by one pass over the names: most requests have neither.
+    let present = scan(headers);
+    present & 1 != 0
+        && present & UPGRADE_BIT != 0
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
         && !tunnel_protocols(headers).is_empty()
 }
 
@@ -144,7 +169,7 @@ pub(crate) fn remove_hop_by_hop_but_upgrade(headers: &mut HeaderMap) -> bool {
     let protocols = asks_upgrade(headers)
         .then(|| HeaderValue::from_str(&tunnel_protocols(headers).join(", ")).ok())
         .flatten();
-    remove_hop_by_hop(headers);
+    remove_present(headers, scan(headers));
     let Some(protocols) = protocols else {
         return false;
     };
@@ -160,13 +185,17 @@ pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue, upgrade: boo
     // The client speaks HTTP/1.1 upstream whatever the downstream version was.
     *req.version_mut() = Version::HTTP_11;
     let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
-    let host = req.headers().get(header::HOST).cloned();
+    let authority = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let headers = req.headers_mut();
-    let trailers = accepts_trailers(headers);
+    let present = scan(headers);
+    let trailers = present & TE_BIT != 0 && accepts_trailers(headers);
     if upgrade {
         remove_hop_by_hop_but_upgrade(headers);
     } else {
-        remove_hop_by_hop(headers);
+        remove_present(headers, present);
     }
     if trailers {
         // The one `TE` value that crosses a proxy: gRPC servers require it.
@@ -175,33 +204,36 @@ pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue, upgrade: boo
     if let Some(ip) = client {
         // Every earlier hop, in order, across repeated headers (RFC 7239's list rule).
         // Sized once: the earlier hops, their separators, and the longest IPv6 text.
-        let prior_len: usize = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .map(|v| v.len() + 2)
-            .sum();
-        let mut chain = String::with_capacity(prior_len + 39);
-        for prior in headers.get_all(&X_FORWARDED_FOR) {
-            if let Ok(prior) = prior.to_str() {
-                chain.push_str(prior.trim());
-                chain.push_str(", ");
+        let mut chain = if present & XFF_BIT != 0 {
+            let prior_len: usize = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .map(|v| v.len() + 2)
+                .sum();
+            let mut chain = String::with_capacity(prior_len + 39);
+            for prior in headers.get_all(&X_FORWARDED_FOR) {
+                if let Ok(prior) = prior.to_str() {
+                    chain.push_str(prior.trim());
+                    chain.push_str(", ");
+                }
             }
-        }
+            chain
+        } else {
+            String::with_capacity(39)
+        };
         push_ip(&mut chain, ip);
         if let Ok(value) = HeaderValue::try_from(chain) {
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
     headers.insert(X_FORWARDED_PROTO, proto.clone());
+    // `Host` becomes the server's authority; the client's goes to `X-Forwarded-Host`.
+    let host = match authority {
+        Some(authority) => headers.insert(header::HOST, authority),
+        None => headers.get(header::HOST).cloned(),
+    };
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host);
-    }
-    let authority = req
-        .uri()
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    if let Some(authority) = authority {
-        req.headers_mut().insert(header::HOST, authority);
     }
 }
 
@@ -242,6 +274,13 @@ mod tests {
     fn connection_is_the_first_hop_by_hop_header() {
         // `remove_hop_by_hop` reads bit 0 as `Connection`.
         assert_eq!(HOP_BY_HOP[0], header::CONNECTION);
+        // ... and its bits `TE` and `Upgrade`, past which `X-Forwarded-For` is noted.
+        assert_eq!(HOP_BY_HOP[TE_BIT.trailing_zeros() as usize], header::TE);
+        assert_eq!(
+            HOP_BY_HOP[UPGRADE_BIT.trailing_zeros() as usize],
+            header::UPGRADE
+        );
+        assert_eq!(XFF_BIT, 1 << HOP_BY_HOP.len());
     }
 
     #[test]
