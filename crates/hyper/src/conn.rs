@@ -362,6 +362,7 @@ impl<T> Watched<T> {
 
     /// The socket and the state apart, when nothing else is kept (no bytes to replay,
     /// no release or blocked write in progress): what a resting connection needs.
+    #[cfg(rest_epoll)]
     pub(crate) fn split(self) -> Result<(T, Arc<ConnState>), Self> {
         if self.replay.is_empty() && !self.released && !self.blocked {
             Ok((self.io, self.state))

@@ -9,7 +9,7 @@
 //! server stopping) wake. A woken entry is queued for the accept loop, which polls it
 //! once: its next bytes send it back to a new task, an end or an order closes it.
 //!
-//! On Unix, a plain TCP socket also leaves tokio's reactor while it rests: tokio keeps
+//! On Linux and Android (64-bit), a plain TCP socket also leaves tokio's reactor while it rests: tokio keeps
 //! 256 bytes and more per registered socket, so the socket is registered in the set's
 //! own epoll instead (the kernel's memory, one entry in the set; mio's `Poll`, which
 //! tokio's reactor watches as one file descriptor). Its next bytes, or its end, come
@@ -47,9 +47,10 @@ pub(crate) struct Resting<I, C> {
     entries: Mutex<Entries<I, C>>,
     queue: Arc<Mutex<Queue>>,
     /// Where plain TCP sockets rest, out of tokio's reactor: made at the first one
-    /// (`None` if it could not be made: they rest registered with tokio then).
-    #[cfg(all(unix, target_pointer_width = "64"))]
-    epoll: std::sync::OnceLock<Option<plain::Epoll>>,
+    /// (tried again at the next while it cannot be made; they rest registered with
+    /// tokio meanwhile).
+    #[cfg(rest_epoll)]
+    epoll: std::sync::OnceLock<plain::Epoll>,
 }
 
 struct Entries<I, C> {
@@ -83,7 +84,7 @@ enum Socket<I> {
     /// entry with a plain socket is 64 bytes, not 136.
     Tokio(Box<Watched<I>>),
     /// A plain TCP socket in the set's epoll (see [`plain`]), keyed by its entry's key.
-    #[cfg(all(unix, target_pointer_width = "64"))]
+    #[cfg(rest_epoll)]
     Plain(std::net::TcpStream, Arc<crate::conn::ConnState>),
 }
 
@@ -134,7 +135,7 @@ impl<I, C> Resting<I, C> {
                 closed: false,
             }),
             queue: Arc::default(),
-            #[cfg(all(unix, target_pointer_width = "64"))]
+            #[cfg(rest_epoll)]
             epoll: std::sync::OnceLock::new(),
         }
     }
@@ -146,13 +147,13 @@ impl<I, C> Resting<I, C> {
         I: 'static,
     {
         let Parked { io, rest } = parked;
-        #[cfg(all(unix, target_pointer_width = "64"))]
+        #[cfg(rest_epoll)]
         let io = match self.unregister(io) {
             Ok(plain) => plain,
             Err(Some(io)) => Socket::Tokio(Box::new(io)),
             Err(None) => return,
         };
-        #[cfg(not(all(unix, target_pointer_width = "64")))]
+        #[cfg(not(rest_epoll))]
         let io = Socket::Tokio(Box::new(io));
         let waker = {
             let mut entries = lock(&self.entries);
@@ -165,7 +166,7 @@ impl<I, C> Resting<I, C> {
                 key,
                 queue: Arc::downgrade(&self.queue),
             }));
-            #[cfg(all(unix, target_pointer_width = "64"))]
+            #[cfg(rest_epoll)]
             let io = match io {
                 Socket::Plain(stream, state) => {
                     // Orders wake the entry (a plain socket is not polled with its waker).
@@ -217,8 +218,8 @@ impl<I: AsyncRead + Unpin + 'static, C> Resting<I, C> {
         cx: &mut Context<'_>,
         mut restart: impl FnMut(Parked<I, C>),
     ) -> Poll<Infallible> {
-        #[cfg(all(unix, target_pointer_width = "64"))]
-        if let Some(epoll) = self.epoll.get().and_then(Option::as_ref) {
+        #[cfg(rest_epoll)]
+        if let Some(epoll) = self.epoll.get() {
             let mut keys = [0u64; BATCH];
             let ready = epoll.poll_ready(cx, &mut keys);
             for &key in &keys[..ready] {
@@ -273,7 +274,7 @@ impl<I: AsyncRead + Unpin + 'static, C> Resting<I, C> {
                 &mut next,
                 STOP,
             ),
-            #[cfg(all(unix, target_pointer_width = "64"))]
+            #[cfg(rest_epoll)]
             Socket::Plain(stream, state) => plain::read(stream, state, &mut next),
         };
         match polled {
@@ -288,7 +289,7 @@ impl<I: AsyncRead + Unpin + 'static, C> Resting<I, C> {
                 let Entry { socket, rest, .. } = *entry;
                 let mut io = match socket {
                     Socket::Tokio(io) => *io,
-                    #[cfg(all(unix, target_pointer_width = "64"))]
+                    #[cfg(rest_epoll)]
                     Socket::Plain(stream, state) => {
                         if let Some(epoll) = self.epoll() {
                             epoll.remove(&stream);
@@ -311,7 +312,7 @@ impl<I: AsyncRead + Unpin + 'static, C> Resting<I, C> {
             Poll::Ready(Err(error)) => {
                 let peer = match &entry.socket {
                     Socket::Tokio(io) => io.state().peer(),
-                    #[cfg(all(unix, target_pointer_width = "64"))]
+                    #[cfg(rest_epoll)]
                     Socket::Plain(_, state) => state.peer(),
                 };
                 tracing::debug!(%error, %peer, "connection error");
@@ -320,26 +321,31 @@ impl<I: AsyncRead + Unpin + 'static, C> Resting<I, C> {
     }
 }
 
-#[cfg(all(unix, target_pointer_width = "64"))]
+#[cfg(rest_epoll)]
 impl<I: 'static, C> Resting<I, C> {
-    /// The set's epoll, made at the first call (needs a tokio runtime).
+    /// The set's epoll, made at the first call that can (needs a tokio runtime).
     fn epoll(&self) -> Option<&plain::Epoll> {
-        self.epoll
-            .get_or_init(|| match plain::Epoll::new() {
-                Ok(epoll) => Some(epoll),
-                Err(error) => {
-                    tracing::warn!(%error, "resting connections stay registered with tokio");
-                    None
-                }
-            })
-            .as_ref()
+        if let Some(epoll) = self.epoll.get() {
+            return Some(epoll);
+        }
+        match plain::Epoll::new() {
+            // Made twice by two parks at once: one is kept, the other closed.
+            Ok(epoll) => Some(self.epoll.get_or_init(|| epoll)),
+            Err(error) => {
+                // Out of descriptors, say: this connection rests registered with tokio.
+                tracing::debug!(%error, "no epoll for resting connections");
+                None
+            }
+        }
     }
 
     /// A plain TCP socket out of tokio's reactor (`Ok`), or the connection as it was
     /// (`Err(Some)`: another kind of socket, or something still to replay); `Err(None)`
     /// when it failed (the socket is closed).
     fn unregister(&self, io: Watched<I>) -> Result<Socket<I>, Option<Watched<I>>> {
-        if self.epoll().is_none() {
+        let plain =
+            core::any::TypeId::of::<I>() == core::any::TypeId::of::<tokio::net::TcpStream>();
+        if !plain || self.epoll().is_none() {
             return Err(Some(io));
         }
         let (io, state) = io.split().map_err(Some)?;
@@ -358,7 +364,7 @@ impl<I: 'static, C> Resting<I, C> {
 }
 
 /// Plain TCP sockets at rest in an epoll of their own.
-#[cfg(all(unix, target_pointer_width = "64"))]
+#[cfg(rest_epoll)]
 mod plain {
     use core::task::{Context, Poll};
     use core::time::Duration;
@@ -424,17 +430,23 @@ mod plain {
         }
 
         /// The keys of the sockets that became readable, into `keys`: their count.
-        /// When it fills `keys`, the task is woken to come back for more.
+        /// Returns with the task's waker registered for the next events, or, when
+        /// `keys` is full or more are ready, with the task woken to come back for them.
         pub(super) fn poll_ready(&self, cx: &mut Context<'_>, keys: &mut [u64; BATCH]) -> usize {
             loop {
+                // `Ready` leaves no waker with tokio: only `Pending` registers one.
                 let Poll::Ready(Ok(mut ready)) = self.poller.poll_read_ready(cx) else {
-                    return 0;
+                    return 0; // registered (or the runtime is shutting down)
                 };
                 let mut poll = lock(&self.poller.get_ref().poll);
                 let (poll, events) = &mut *poll;
-                if let Err(error) = poll.poll(events, Some(Duration::ZERO)) {
-                    if error.kind() != io::ErrorKind::Interrupted {
+                match poll.poll(events, Some(Duration::ZERO)) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(error) => {
+                        // Readiness kept: the next poll of the accept loop tries again.
                         tracing::debug!(%error, "resting connections' epoll");
+                        return 0;
                     }
                 }
                 let mut count = 0;
@@ -446,10 +458,14 @@ mod plain {
                     cx.waker().wake_by_ref();
                     return count;
                 }
-                // Readiness cleared (unless an event came meanwhile): the next one wakes
-                // the accept loop again.
+                // All read: readiness cleared (unless an event came meanwhile).
                 ready.clear_ready();
                 if count > 0 {
+                    // Registers the waker for the next events, or comes back at once
+                    // for events that came meanwhile.
+                    if self.poller.poll_read_ready(cx).is_ready() {
+                        cx.waker().wake_by_ref();
+                    }
                     return count;
                 }
             }
@@ -502,7 +518,7 @@ mod plain {
     }
 }
 
-#[cfg(all(test, unix, target_pointer_width = "64"))]
+#[cfg(all(test, rest_epoll))]
 mod tests {
     use core::time::Duration;
 
@@ -588,6 +604,43 @@ mod tests {
         assert_eq!(&answer, b"ok");
     }
 
+    /// Polled as the accept loop polls it, only when woken: each socket's bytes wake
+    /// it, also after others were served.
+    #[tokio::test]
+    async fn each_plain_socket_wakes_the_set_when_its_bytes_come() {
+        let (server_a, mut client_a) = pair().await;
+        let (server_b, mut client_b) = pair().await;
+        let resting = Resting::new();
+        for (server, rest) in [(server_a, 1), (server_b, 2)] {
+            resting.park(Parked {
+                io: Watched::new(server, crate::conn::tests::state().await),
+                rest,
+            });
+        }
+        let writer = tokio::spawn(async move {
+            client_a.write_all(b"GET /a").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            client_b.write_all(b"GET /b").await.unwrap();
+            (client_a, client_b)
+        });
+        let mut served = Vec::new();
+        let both = core::future::poll_fn(|cx| {
+            let Poll::Pending = resting.poll_woken(cx, |p| served.push(p.rest));
+            if served.len() == 2 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        tokio::select! {
+            biased;
+            () = tokio::time::sleep(Duration::from_secs(3)) => panic!("served only {served:?}"),
+            () = both => {}
+        }
+        assert_eq!(served, [1, 2]);
+        drop(writer.await.unwrap());
+    }
+
     #[tokio::test]
     async fn a_plain_resting_socket_closes_on_an_order_or_when_its_client_goes() {
         for order in [CLOSE, DROP, ABORT] {
@@ -610,6 +663,7 @@ mod tests {
             io: Watched::new(server, crate::conn::tests::state().await),
             rest: 0,
         });
+        assert!(is_plain(&resting));
         drop(client);
         emptied(&resting).await;
     }
