@@ -192,6 +192,13 @@ pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue, upgrade: boo
     let headers = req.headers_mut();
     let present = scan(headers);
     let trailers = present & TE_BIT != 0 && accepts_trailers(headers);
+    // A `Connection` header may name `Host`: the client's is kept for
+    // `X-Forwarded-Host` before the hop-by-hop headers go.
+    let named_host = if present & 1 != 0 {
+        headers.get(header::HOST).cloned()
+    } else {
+        None
+    };
     if upgrade {
         remove_hop_by_hop_but_upgrade(headers);
     } else {
@@ -232,7 +239,7 @@ pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue, upgrade: boo
         Some(authority) => headers.insert(header::HOST, authority),
         None => headers.get(header::HOST).cloned(),
     };
-    if let Some(host) = host {
+    if let Some(host) = named_host.or(host) {
         headers.insert(X_FORWARDED_HOST, host);
     }
 }
@@ -443,6 +450,70 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_HOST], "front.example");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[header::HOST], "10.0.0.9:81");
+    }
+
+    fn prepared(uri: &str, headers: &[(HeaderName, &'static str)]) -> HeaderMap {
+        let mut req = Request::builder().uri(uri).body(()).unwrap();
+        for (name, value) in headers {
+            req.headers_mut()
+                .append(name, HeaderValue::from_static(value));
+        }
+        req.extensions_mut()
+            .insert(ClientAddr("127.0.0.7:5000".parse().unwrap()));
+        prepare(&mut req, &HeaderValue::from_static("http"), false);
+        req.into_parts().0.headers
+    }
+
+    #[test]
+    fn forwarded_headers_without_earlier_hops_or_a_host() {
+        let h = prepared("http://10.0.0.9:81/p", &[]);
+        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.7");
+        assert_eq!(h[header::HOST], "10.0.0.9:81");
+        assert!(
+            !h.contains_key(&X_FORWARDED_HOST),
+            "no client Host to forward"
+        );
+        // A relative URI (no server authority): the client's Host stays and is forwarded.
+        let h = prepared("/p", &[(header::HOST, "front.example")]);
+        assert_eq!(h[header::HOST], "front.example");
+        assert_eq!(h[&X_FORWARDED_HOST], "front.example");
+    }
+
+    #[test]
+    fn a_connection_header_naming_host_or_forwarded_for() {
+        // The client's Host is still forwarded, whether or not the URI has an authority.
+        for uri in ["http://10.0.0.9:81/p", "/p"] {
+            let h = prepared(
+                uri,
+                &[
+                    (header::HOST, "front.example"),
+                    (header::CONNECTION, "close, Host"),
+                ],
+            );
+            assert_eq!(h[&X_FORWARDED_HOST], "front.example", "{uri}");
+            assert!(!h.contains_key(header::CONNECTION), "{uri}");
+        }
+        // Earlier hops named by `Connection` are gone: only this one is left.
+        let h = prepared(
+            "http://10.0.0.9:81/p",
+            &[
+                (X_FORWARDED_FOR, "1.2.3.4"),
+                (header::CONNECTION, "x-forwarded-for"),
+            ],
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.7");
+    }
+
+    #[test]
+    fn trailers_in_any_of_repeated_te_headers_is_kept() {
+        let h = prepared(
+            "http://10.0.0.9:81/p",
+            &[(header::TE, "gzip"), (header::TE, "trailers")],
+        );
+        assert_eq!(
+            h.get_all(header::TE).iter().collect::<Vec<_>>(),
+            ["trailers"]
+        );
     }
 
     #[test]

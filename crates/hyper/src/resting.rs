@@ -10,7 +10,7 @@
 //! once: its next bytes send it back to a new task, an end or an order closes it.
 //!
 //! On Linux and Android (64-bit), a plain TCP socket also leaves tokio's reactor while it rests: tokio keeps
-//! 256 bytes and more per registered socket, so the socket is registered in the set's
+//! about 300 bytes per registered socket, so the socket is registered in the set's
 //! own epoll instead (the kernel's memory, one entry in the set; mio's `Poll`, which
 //! tokio's reactor watches as one file descriptor). Its next bytes, or its end, come
 //! as an event of that epoll; it is registered with tokio again when its next request
@@ -526,6 +526,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::conn::ConnState;
 
     /// A connected pair over loopback: the server's side, the client's side.
     async fn pair() -> (TcpStream, TcpStream) {
@@ -533,6 +534,16 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         (accepted.unwrap().0, client.unwrap())
+    }
+
+    /// Parks `server` with `rest` beside it; returns its state.
+    async fn park(resting: &Resting<TcpStream, u8>, server: TcpStream, rest: u8) -> Arc<ConnState> {
+        let state = crate::conn::tests::state().await;
+        resting.park(Parked {
+            io: Watched::new(server, Arc::clone(&state)),
+            rest,
+        });
+        state
     }
 
     fn is_plain(resting: &Resting<TcpStream, u8>) -> bool {
@@ -577,12 +588,8 @@ mod tests {
     #[tokio::test]
     async fn a_plain_socket_rests_out_of_tokio_and_comes_back_with_its_next_bytes() {
         let (server, mut client) = pair().await;
-        let state = crate::conn::tests::state().await;
         let resting = Resting::new();
-        resting.park(Parked {
-            io: Watched::new(server, Arc::clone(&state)),
-            rest: 7,
-        });
+        park(&resting, server, 7).await;
         assert!(is_plain(&resting), "in the set's epoll, not tokio's");
         // Its first poll finds no bytes: it stays.
         let early = tokio::time::timeout(Duration::from_millis(50), restarted(&resting)).await;
@@ -611,12 +618,8 @@ mod tests {
         let (server_a, mut client_a) = pair().await;
         let (server_b, mut client_b) = pair().await;
         let resting = Resting::new();
-        for (server, rest) in [(server_a, 1), (server_b, 2)] {
-            resting.park(Parked {
-                io: Watched::new(server, crate::conn::tests::state().await),
-                rest,
-            });
-        }
+        park(&resting, server_a, 1).await;
+        park(&resting, server_b, 2).await;
         let writer = tokio::spawn(async move {
             client_a.write_all(b"GET /a").await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -645,12 +648,8 @@ mod tests {
     async fn a_plain_resting_socket_closes_on_an_order_or_when_its_client_goes() {
         for order in [CLOSE, DROP, ABORT] {
             let (server, mut client) = pair().await;
-            let state = crate::conn::tests::state().await;
             let resting = Resting::new();
-            resting.park(Parked {
-                io: Watched::new(server, Arc::clone(&state)),
-                rest: 0,
-            });
+            let state = park(&resting, server, 0).await;
             assert!(is_plain(&resting));
             state.order(order);
             emptied(&resting).await;
@@ -659,10 +658,7 @@ mod tests {
         }
         let (server, client) = pair().await;
         let resting = Resting::new();
-        resting.park(Parked {
-            io: Watched::new(server, crate::conn::tests::state().await),
-            rest: 0,
-        });
+        park(&resting, server, 0).await;
         assert!(is_plain(&resting));
         drop(client);
         emptied(&resting).await;
