@@ -157,6 +157,41 @@ fn a_connection_at_rest_hands_back_its_state_and_serves_what_comes_next() {
 }
 
 #[test]
+fn many_connections_at_rest_are_all_served_again_at_once() {
+    // More than the accept loop takes from its resting set at a time (64).
+    const N: usize = 200;
+    run(async {
+        let metrics = Metrics::new();
+        let limits = ServerLimits {
+            idle_release: Duration::from_millis(10),
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 2 * N,
+            metrics: Some(std::sync::Arc::clone(&metrics)),
+            ..limits()
+        };
+        let (addr, _stop, _task) = server(limits, Duration::ZERO).await;
+        let mut clients = Vec::with_capacity(N);
+        for _ in 0..N {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client.write_all(GET).await.unwrap();
+            read_responses(&mut client, 1).await;
+            clients.push(client);
+        }
+        rested(&metrics, N as u64).await;
+        for client in &mut clients {
+            client.write_all(GET).await.unwrap();
+        }
+        for client in &mut clients {
+            let got = read_responses(client, 1).await;
+            assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        }
+        // ... and each rests again.
+        rested(&metrics, 2 * N as u64).await;
+    });
+}
+
+#[test]
 fn a_connection_at_rest_still_closes_when_idle_and_on_shutdown() {
     run(async {
         let metrics = Metrics::new();
