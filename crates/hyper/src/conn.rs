@@ -207,6 +207,12 @@ impl ConnState {
         self.peer
     }
 
+    /// Logs (at debug level) an error that ends the connection, with its peer.
+    pub(crate) fn failed(&self, error: &dyn core::fmt::Display) {
+        let peer = self.peer;
+        tracing::debug!(%error, %peer, "connection error");
+    }
+
     /// The orders given so far.
     pub(crate) fn orders(&self) -> u8 {
         self.orders.load(Ordering::Acquire)

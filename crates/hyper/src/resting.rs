@@ -88,6 +88,16 @@ enum Socket<I> {
     Plain(std::net::TcpStream, Arc<crate::conn::ConnState>),
 }
 
+impl<I> Socket<I> {
+    fn state(&self) -> &crate::conn::ConnState {
+        match self {
+            Self::Tokio(io) => io.state(),
+            #[cfg(rest_epoll)]
+            Self::Plain(_, state) => state,
+        }
+    }
+}
+
 /// The keys of woken entries, oldest first, and the accept loop's waker.
 #[derive(Default)]
 struct Queue {
@@ -296,11 +306,7 @@ impl<I: AsyncRead + Unpin + 'static, C> Resting<I, C> {
                         }
                         match plain::register::<I>(stream) {
                             Ok(io) => Watched::new(io, state),
-                            Err(error) => {
-                                let peer = state.peer();
-                                tracing::debug!(%error, %peer, "connection error");
-                                return;
-                            }
+                            Err(error) => return state.failed(&error),
                         }
                     }
                 };
@@ -309,14 +315,7 @@ impl<I: AsyncRead + Unpin + 'static, C> Resting<I, C> {
                 restart(Parked { io, rest });
             }
             Poll::Ready(Ok(_)) => {} // closed, or ordered to close: dropped
-            Poll::Ready(Err(error)) => {
-                let peer = match &entry.socket {
-                    Socket::Tokio(io) => io.state().peer(),
-                    #[cfg(rest_epoll)]
-                    Socket::Plain(_, state) => state.peer(),
-                };
-                tracing::debug!(%error, %peer, "connection error");
-            }
+            Poll::Ready(Err(error)) => entry.socket.state().failed(&error),
         }
     }
 }
@@ -354,8 +353,7 @@ impl<I: 'static, C> Resting<I, C> {
             Ok(tcp) => match tcp.into_std() {
                 Ok(stream) => Ok(Socket::Plain(stream, state)),
                 Err(error) => {
-                    let peer = state.peer();
-                    tracing::debug!(%error, %peer, "connection error");
+                    state.failed(&error);
                     Err(None)
                 }
             },

@@ -675,8 +675,7 @@ fn next_bytes<'a, I: AsyncRead + Unpin>(
             }
             Ok(read) => read,
             Err(error) => {
-                let peer = io.state().peer();
-                tracing::debug!(%error, %peer, "connection error");
+                io.state().failed(&error);
                 0
             }
         })
@@ -746,8 +745,7 @@ fn supervise<'a, C: Graceful>(
         match conn.as_mut().poll(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(true),
             Poll::Ready(Err(error)) => {
-                let peer = state.peer();
-                tracing::debug!(%error, %peer, "connection error");
+                state.failed(&error);
                 Poll::Ready(false)
             }
             Poll::Pending => Poll::Pending,
