@@ -1,15 +1,19 @@
 //! The shared balancer (`std`): picks from an `Arc` snapshot swapped on every change.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::cell::RefCell;
 use core::fmt;
 use core::hash::Hash;
 use core::marker::PhantomData;
+use core::panic::AssertUnwindSafe;
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use arc_swap::cache::Cache;
 use arc_swap::ArcSwap;
+use thread_local::ThreadLocal;
 
 use crate::pool::build;
 use crate::schedule::{AtomicCursor, Schedule};
@@ -50,7 +54,40 @@ pub struct RoundRobin<S> {
     start_offset: u64,
     /// Serialises changes; picks never take it.
     writer: Mutex<()>,
-    snapshot: ArcSwap<Snapshot<S>>,
+    snapshot: Arc<ArcSwap<Snapshot<S>>>,
+    /// What [`RoundRobin::next_server`] keeps on each thread that calls it.
+    local: Local<S>,
+}
+
+/// A [`Picker`]-like cache of the current snapshot for each thread that calls
+/// [`RoundRobin::next_server`], owned by the balancer (no global state): a pick compares
+/// one pointer instead of protecting the snapshot with an `arc-swap` load (two atomic
+/// read-modify-writes). Boxed behind [`LocalPick`] so that the balancer's type needs no
+/// `Send` bound on `S`; `next_server` asks for it.
+///
+/// `AssertUnwindSafe`: a panic while a cell is borrowed (a panicking `S::clone`) leaves
+/// a valid cache behind, and the borrow ends with the unwinding.
+struct Local<S>(ThreadLocal<AssertUnwindSafe<RefCell<Option<LocalCache<S>>>>>);
+
+/// One thread's cache in [`Local`].
+type LocalCache<S> = Box<dyn LocalPick<S> + Send>;
+
+impl<S> fmt::Debug for Local<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Local").finish_non_exhaustive()
+    }
+}
+
+/// The pick of one thread's cache ([`Local`]).
+trait LocalPick<S> {
+    fn pick(&mut self) -> Result<S, Error>;
+}
+
+impl<S: Clone> LocalPick<S> for Cache<Arc<ArcSwap<Snapshot<S>>>, Arc<Snapshot<S>>> {
+    #[inline]
+    fn pick(&mut self) -> Result<S, Error> {
+        self.load().pick()
+    }
 }
 
 #[derive(Debug)]
@@ -213,7 +250,8 @@ impl<S> Builder<S> {
             policy: self.policy,
             start_offset: self.start_offset,
             writer: Mutex::new(()),
-            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::empty())),
+            local: Local(ThreadLocal::new()),
         }
     }
 }
@@ -259,7 +297,7 @@ impl<S> RoundRobin<S> {
     /// [`Picker`]).
     pub fn picker(&self) -> Picker<'_, S> {
         Picker {
-            cache: Cache::new(&self.snapshot),
+            cache: Cache::new(&*self.snapshot),
         }
     }
 
@@ -295,13 +333,29 @@ impl<S: Clone> RoundRobin<S> {
             .zip(snap.weights.iter().copied())
             .collect()
     }
+}
 
+impl<S: Clone + Send + Sync + 'static> RoundRobin<S> {
     /// The next server of the sequence, cloned. Lock-free.
+    ///
+    /// Each thread that calls it keeps the current snapshot in a cache of its own, held
+    /// by the balancer, so a pick compares one pointer and claims its position with one
+    /// atomic operation, as a [`Picker`] does. Until its next pick, a thread's cache
+    /// keeps alive the snapshot it last picked from (one per thread, freed with the
+    /// balancer). For a server type that is not `Send + Sync + 'static`, use a
+    /// [`Picker`].
     ///
     /// Errors: [`Error::NoServers`], [`Error::AllWeightsZero`].
     #[inline]
     pub fn next_server(&self) -> Result<S, Error> {
-        self.snapshot.load().pick()
+        let cell = self.local.0.get_or(Default::default);
+        // Taken already only if `S::clone` picks from this balancer again.
+        let Ok(mut cache) = cell.try_borrow_mut() else {
+            return self.snapshot.load().pick();
+        };
+        cache
+            .get_or_insert_with(|| Box::new(Cache::new(Arc::clone(&self.snapshot))))
+            .pick()
     }
 }
 

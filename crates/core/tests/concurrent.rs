@@ -130,3 +130,87 @@ fn pickers_and_next_server_share_one_sequence() {
         }
     }
 }
+
+#[test]
+fn each_thread_sees_a_change_at_its_next_pick() {
+    let rr = RoundRobin::<&str>::new();
+    rr.upsert_servers([("a", Some(2)), ("b", Some(1))]).unwrap();
+    let (to_main, from_thread) = std::sync::mpsc::channel();
+    let (to_thread, from_main) = std::sync::mpsc::channel::<()>();
+    thread::scope(|scope| {
+        let rr = &rr;
+        scope.spawn(move || {
+            // The thread's cache holds the first snapshot ...
+            to_main.send(rr.next_server().unwrap().to_string()).unwrap();
+            from_main.recv().unwrap();
+            // ... and restarts with the new one.
+            to_main
+                .send(
+                    (0..3)
+                        .map(|_| rr.next_server().unwrap())
+                        .collect::<String>(),
+                )
+                .unwrap();
+        });
+        assert_eq!(from_thread.recv().unwrap(), "a");
+        rr.upsert_server("b", Some(2)).unwrap();
+        to_thread.send(()).unwrap();
+        assert_eq!(from_thread.recv().unwrap(), "aba");
+    });
+}
+
+/// A server whose clone picks from the balancer it is in, once (a caller's odd
+/// `Clone`): the nested pick is served without the thread's cache, which is in use.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Nested(u32);
+
+static NESTED: std::sync::OnceLock<RoundRobin<Nested>> = std::sync::OnceLock::new();
+/// Set once the pool is filled (the upsert clones servers too).
+static ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+thread_local! {
+    static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+impl Clone for Nested {
+    fn clone(&self) -> Self {
+        if let Some(rr) = NESTED.get() {
+            if ARMED.load(std::sync::atomic::Ordering::Relaxed) && DEPTH.get() == 0 {
+                DEPTH.set(1);
+                let inner = rr.next_server();
+                DEPTH.set(0);
+                assert!(inner.is_ok());
+            }
+        }
+        Self(self.0)
+    }
+}
+
+#[test]
+fn a_pick_inside_a_pick_on_one_thread_is_served() {
+    let rr = NESTED.get_or_init(RoundRobin::new);
+    rr.upsert_servers([(Nested(1), Some(1)), (Nested(2), Some(1))])
+        .unwrap();
+    ARMED.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The outer pick's clone takes the next position: 1, (2), 1, (2).
+    assert_eq!(rr.next_server(), Ok(Nested(1)));
+    assert_eq!(rr.next_server(), Ok(Nested(1)));
+}
+
+#[test]
+fn threads_caches_are_freed_with_the_balancer() {
+    let server = std::sync::Arc::new(7u32);
+    let rr = RoundRobin::new();
+    rr.upsert_server(std::sync::Arc::clone(&server), None)
+        .unwrap();
+    thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| rr.next_server().unwrap());
+        }
+    });
+    // A change: the threads' caches still hold the old snapshot (its server list).
+    rr.upsert_server(std::sync::Arc::new(8u32), None).unwrap();
+    assert!(std::sync::Arc::strong_count(&server) > 2);
+    drop(rr);
+    assert_eq!(std::sync::Arc::strong_count(&server), 1);
+}
