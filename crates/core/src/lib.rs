@@ -145,7 +145,8 @@
 //! # Crate features
 //!
 //! - `std` (default): [`RoundRobin`] and its [`Builder`], which swap `Arc` snapshots with
-//!   `arc-swap`; `std` for `thiserror`. Without it the crate is `no_std` + `alloc`.
+//!   `arc-swap` and cache them per picking thread with `thread_local`; `std` for
+//!   `thiserror`. Without it the crate is `no_std` + `alloc`.
 #![no_std]
 extern crate alloc;
 #[cfg(any(feature = "std", test))]
