@@ -14,7 +14,8 @@
 //!   2. nginx (`upstream` with weights and `keepalive`, `proxy_http_version 1.1`,
 //!      `worker_processes 1`);
 //!   3. our proxy binary (release build) with 1 runtime worker thread;
-//!   4. the same with 2 worker threads;
+//!   4. the same with 2 worker threads, and (HTTP/1.1 only) HAProxy with `nbthread 2`:
+//!      what a second thread does to the peer on the same two cores;
 //!   5. (HTTP/1.1 only) our proxy with 1 worker and `--no-metrics`, with
 //!      `--access-log json`, and with `--sticky _backend --rebalance` (the full
 //!      balancer: wrk sends no cookie, so every response sets one, the dearest sticky
@@ -312,10 +313,13 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
     // The default proxy counts metrics; the two extra rows price metrics and the access
     // log (`--no-metrics`, `--access-log json` written to the log file).
     let targets = [
-        target("haproxy", Kind::Haproxy, true),
+        target("haproxy", Kind::Haproxy { threads: 1 }, true),
         target("nginx", Kind::Nginx, true),
         target("roundrobin, 1 worker", roundrobin(1, &[]), true),
         target("roundrobin, 2 workers", roundrobin(2, &[]), true),
+        // What two threads do to HAProxy on the same cores: the reference for the
+        // two-worker rows (HTTP/1.1 only, to keep the run's length).
+        target("haproxy, 2 threads", Kind::Haproxy { threads: 2 }, false),
         target(
             "roundrobin, 1 worker, no metrics",
             roundrobin(1, &["--no-metrics"]),
@@ -331,7 +335,7 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
             roundrobin(1, &["--sticky", "_backend", "--rebalance"]),
             false,
         ),
-        target("haproxy (noise control)", Kind::Haproxy, true),
+        target("haproxy (noise control)", Kind::Haproxy { threads: 1 }, true),
     ];
     // At most three listeners per target plus the three backends.
     let mut ports = free_ports(3 + 3 * targets.len())?.into_iter();
@@ -361,7 +365,7 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
         };
         let mut tls_process = false;
         match t.kind {
-            Kind::Haproxy | Kind::Nginx => {
+            Kind::Haproxy { .. } | Kind::Nginx => {
                 if joins(Protocol::Https) {
                     listen.https = Some(ports.next().ok_or("out of ports")?);
                 }

@@ -31,8 +31,11 @@ pub(crate) const WEIGHTS: [u32; 3] = [3, 2, 1];
 pub(crate) enum Kind {
     /// nginx: `upstream` with weights and `keepalive`, `worker_processes 1`.
     Nginx,
-    /// HAProxy: `balance roundrobin`, weights, `nbthread 1`, `http-reuse always`.
-    Haproxy,
+    /// HAProxy: `balance roundrobin`, weights, `nbthread` `threads`, `http-reuse always`.
+    Haproxy {
+        /// `nbthread`: 1 for the baseline, 2 for the reference of our two workers.
+        threads: u32,
+    },
     /// Our proxy binary with `workers` runtime threads; with [`Listen::https`] it
     /// gets `--tls-cert` and `--tls-key`.
     Roundrobin {
@@ -203,9 +206,9 @@ pub(crate) fn start_balancer(
     let file = name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
     let mut proc = match kind {
         Kind::Nginx => start_nginx(&file, dir, &nginx_conf(&file, listen, setup)?)?,
-        Kind::Haproxy => {
+        Kind::Haproxy { threads } => {
             let conf = dir.join(format!("{file}.cfg"));
-            write(&conf, &haproxy_conf(listen, setup)?)?;
+            write(&conf, &haproxy_conf(listen, setup, *threads)?)?;
             Proc::spawn(
                 name,
                 Command::new("haproxy").arg("-db").arg("-f").arg(&conf),
@@ -376,7 +379,7 @@ http {{
 /// `maxconn` (client and server side) plus a few, so `maxconn` is half the limit.
 /// One frontend with a `bind` per listener: plain, `ssl crt … alpn h2,http/1.1`,
 /// `proto h2`.
-fn haproxy_conf(listen: Listen, setup: &Setup<'_>) -> Result<String, String> {
+fn haproxy_conf(listen: Listen, setup: &Setup<'_>, threads: u32) -> Result<String, String> {
     let maxconn = haproxy_maxconn(setup.nofile);
     let mut servers = String::new();
     for (i, (p, w)) in setup.backends.iter().zip(WEIGHTS).enumerate() {
@@ -399,7 +402,7 @@ fn haproxy_conf(listen: Listen, setup: &Setup<'_>) -> Result<String, String> {
     }
     Ok(format!(
         "global
-    nbthread 1
+    nbthread {threads}
     maxconn {maxconn}
 
 defaults
@@ -462,7 +465,9 @@ mod tests {
             https: Some(11),
             h2c: Some(12),
         };
-        let h = haproxy_conf(listen, &setup).unwrap();
+        let h = haproxy_conf(listen, &setup, 1).unwrap();
+        assert!(h.contains("nbthread 1\n"));
+        assert!(haproxy_conf(listen, &setup, 2).unwrap().contains("nbthread 2\n"));
         assert!(h.contains("bind 127.0.0.1:10\n"));
         assert!(h.contains("bind 127.0.0.1:11 ssl crt /tmp/x/combined.pem alpn h2,http/1.1\n"));
         assert!(h.contains("bind 127.0.0.1:12 proto h2\n"));
