@@ -335,7 +335,11 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
             roundrobin(1, &["--sticky", "_backend", "--rebalance"]),
             false,
         ),
-        target("haproxy (noise control)", Kind::Haproxy { threads: 1 }, true),
+        target(
+            "haproxy (noise control)",
+            Kind::Haproxy { threads: 1 },
+            true,
+        ),
     ];
     // At most three listeners per target plus the three backends.
     let mut ports = free_ports(3 + 3 * targets.len())?.into_iter();

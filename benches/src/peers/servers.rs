@@ -467,7 +467,9 @@ mod tests {
         };
         let h = haproxy_conf(listen, &setup, 1).unwrap();
         assert!(h.contains("nbthread 1\n"));
-        assert!(haproxy_conf(listen, &setup, 2).unwrap().contains("nbthread 2\n"));
+        assert!(haproxy_conf(listen, &setup, 2)
+            .unwrap()
+            .contains("nbthread 2\n"));
         assert!(h.contains("bind 127.0.0.1:10\n"));
         assert!(h.contains("bind 127.0.0.1:11 ssl crt /tmp/x/combined.pem alpn h2,http/1.1\n"));
         assert!(h.contains("bind 127.0.0.1:12 proto h2\n"));
