@@ -166,16 +166,16 @@ struct Nested(u32);
 
 static NESTED: std::sync::OnceLock<RoundRobin<Nested>> = std::sync::OnceLock::new();
 /// Set once the pool is filled (the upsert clones servers too).
-static ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static ARMED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 thread_local! {
-    static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    static DEPTH: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
 }
 
 impl Clone for Nested {
     fn clone(&self) -> Self {
         if let Some(rr) = NESTED.get() {
-            if ARMED.load(std::sync::atomic::Ordering::Relaxed) && DEPTH.get() == 0 {
+            if ARMED.load(core::sync::atomic::Ordering::Relaxed) && DEPTH.get() == 0 {
                 DEPTH.set(1);
                 let inner = rr.next_server();
                 DEPTH.set(0);
@@ -191,7 +191,7 @@ fn a_pick_inside_a_pick_on_one_thread_is_served() {
     let rr = NESTED.get_or_init(RoundRobin::new);
     rr.upsert_servers([(Nested(1), Some(1)), (Nested(2), Some(1))])
         .unwrap();
-    ARMED.store(true, std::sync::atomic::Ordering::Relaxed);
+    ARMED.store(true, core::sync::atomic::Ordering::Relaxed);
     // The outer pick's clone takes the next position: 1, (2), 1, (2).
     assert_eq!(rr.next_server(), Ok(Nested(1)));
     assert_eq!(rr.next_server(), Ok(Nested(1)));
