@@ -203,14 +203,30 @@ where
         if let Some(e) = this.failed.take() {
             return Poll::Ready(Some(Err(e)));
         }
-        let mut polled = this.body.as_mut().poll_frame(cx);
-        if polled.is_pending() {
-            if let Some(lease) = this.lease.as_mut() {
-                // Reads what the server sent into `body`, in this task.
-                lease.drive(cx);
-                polled = this.body.as_mut().poll_frame(cx);
+        let polled = match this.lease.as_mut() {
+            None => this.body.as_mut().poll_frame(cx),
+            Some(lease) => {
+                // The body and its connection are polled with the lease's waker, which
+                // holds the wakes one gives the other meanwhile (see `Relay`).
+                lease.hold(cx);
+                let mut polled = this
+                    .body
+                    .as_mut()
+                    .poll_frame(&mut Context::from_waker(lease.waker()));
+                if polled.is_pending() {
+                    // Reads what the server sent into `body`, in this task.
+                    lease.drive();
+                    polled = this
+                        .body
+                        .as_mut()
+                        .poll_frame(&mut Context::from_waker(lease.waker()));
+                }
+                if lease.release() && polled.is_pending() {
+                    cx.waker().wake_by_ref();
+                }
+                polled
             }
-        }
+        };
         match polled {
             Poll::Ready(frame) => {
                 *this.armed = false;
