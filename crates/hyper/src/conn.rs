@@ -545,6 +545,29 @@ pub(crate) mod tests {
         release: Duration::from_millis(100),
     };
 
+    /// A waker that counts its wakes (tests of who wakes a task, and how often).
+    pub(crate) struct WakeCount(core::sync::atomic::AtomicUsize);
+
+    impl WakeCount {
+        /// The counter and a waker counting into it.
+        pub(crate) fn waker() -> (Arc<Self>, Waker) {
+            let count = Arc::new(Self(core::sync::atomic::AtomicUsize::new(0)));
+            let waker = Waker::from(Arc::clone(&count));
+            (count, waker)
+        }
+
+        /// The wakes so far.
+        pub(crate) fn get(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    impl std::task::Wake for WakeCount {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     /// A connection's state, for tests.
     pub(crate) async fn state() -> Arc<ConnState> {
         let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
@@ -620,18 +643,11 @@ pub(crate) mod tests {
     /// second `RELEASE` and the `CLOSE` here); an order already given wakes nothing.
     #[tokio::test]
     async fn orders_wake_the_task_noted_once() {
-        struct Count(core::sync::atomic::AtomicUsize);
-        impl std::task::Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let count = Arc::new(Count(core::sync::atomic::AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&count));
+        let (count, waker) = WakeCount::waker();
         let state = state().await;
         let mut known = None;
         state.register(&Context::from_waker(&waker), &mut known);
-        let woken = || count.0.load(Ordering::SeqCst);
+        let woken = || count.get();
         state.order(RELEASE);
         assert_eq!(woken(), 1);
         state.order(RELEASE);

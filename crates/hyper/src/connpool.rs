@@ -656,23 +656,13 @@ mod tests {
         download(sent).collect().await.unwrap().to_bytes()
     }
 
-    /// Counts the wakes it gets.
-    struct Counter(AtomicUsize);
-
-    impl std::task::Wake for Counter {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
     #[test]
     fn the_relay_holds_the_wakes_of_a_poll_and_passes_the_others() {
-        let task = Arc::new(Counter(AtomicUsize::new(0)));
-        let waker = core::task::Waker::from(Arc::clone(&task));
+        let (task, waker) = crate::conn::tests::WakeCount::waker();
         let relay = super::Relay::new();
         let relayed = core::task::Waker::from(Arc::clone(&relay));
         let mut copy = core::task::Waker::noop().clone();
-        let woken = || task.0.load(Ordering::SeqCst);
+        let woken = || task.get();
         // Before any hold, the task is a no-op waker.
         relayed.wake_by_ref();
         assert_eq!(woken(), 0);

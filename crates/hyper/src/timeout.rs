@@ -290,11 +290,8 @@ where
 #[cfg(test)]
 mod tests {
     use core::pin::pin;
-    use core::sync::atomic::{AtomicBool, Ordering};
     use core::task::{Context, Poll, Waker};
     use core::time::Duration;
-    use std::sync::Arc;
-    use std::task::Wake;
 
     use bytes::Bytes;
     use http_body::{Body, Frame};
@@ -323,14 +320,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_right_after_data_waits_one_poll_and_wakes() {
-        struct Flag(AtomicBool);
-        impl Wake for Flag {
-            fn wake(self: Arc<Self>) {
-                self.0.store(true, Ordering::SeqCst);
-            }
-        }
-        let woken = Arc::new(Flag(AtomicBool::new(false)));
-        let waker = Waker::from(Arc::clone(&woken));
+        let (woken, waker) = crate::conn::tests::WakeCount::waker();
         let mut cx = Context::from_waker(&waker);
         let mut body = pin!(Download::new(
             DataThenError(0),
@@ -343,7 +333,7 @@ mod tests {
         assert_eq!(frame.into_data().unwrap(), "half");
         // The error is there, but the reader gets a chance to flush the data first.
         assert!(body.as_mut().poll_frame(&mut cx).is_pending());
-        assert!(woken.0.load(Ordering::SeqCst));
+        assert_eq!(woken.get(), 1);
         assert!(matches!(
             body.as_mut()
                 .poll_frame(&mut Context::from_waker(Waker::noop())),
