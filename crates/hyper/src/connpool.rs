@@ -177,33 +177,23 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    /// Polls the connection: reads what the server sent into the response, writes the
-    /// request. `Ready` once it has ended.
-    fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(conn) = &mut self.conn else {
+    /// Polls the connection with `waker`: reads what the server sent into the response,
+    /// writes the request. `Ready` once it has ended.
+    fn poll_conn(conn: &mut Option<Driver>, waker: &Waker) -> Poll<()> {
+        let Some(driver) = conn else {
             return Poll::Ready(());
         };
-        let result = core::task::ready!(conn.as_mut().poll(cx));
+        let result = core::task::ready!(driver.as_mut().poll(&mut Context::from_waker(waker)));
         if let Err(error) = result {
             tracing::debug!(%error, "upstream connection ended");
         }
-        self.conn = None;
+        *conn = None;
         Poll::Ready(())
     }
 
     /// [`Pooled::poll_conn`] with the [`Relay`].
     fn poll_relayed(&mut self) -> Poll<()> {
-        let Some(conn) = &mut self.conn else {
-            return Poll::Ready(());
-        };
-        let result = core::task::ready!(conn
-            .as_mut()
-            .poll(&mut Context::from_waker(&self.relay_waker)));
-        if let Err(error) = result {
-            tracing::debug!(%error, "upstream connection ended");
-        }
-        self.conn = None;
-        Poll::Ready(())
+        Self::poll_conn(&mut self.conn, &self.relay_waker)
     }
 
     /// Starts a poll of the connection (and its response body) by the task of `cx`:
@@ -231,9 +221,7 @@ where
     /// waiting (which notices a close by the server; and the connection no longer
     /// holds the waker of whoever polled it before).
     fn ended(&mut self) -> bool {
-        self.poll_conn(&mut Context::from_waker(Waker::noop()))
-            .is_ready()
-            || self.sender.is_closed()
+        Self::poll_conn(&mut self.conn, Waker::noop()).is_ready() || self.sender.is_closed()
     }
 
     /// Sends `req` and drives the connection until the response head arrives.

@@ -103,6 +103,16 @@ fn resting_limits(metrics: &std::sync::Arc<Metrics>) -> ServerLimits {
     }
 }
 
+/// [`resting_limits`] with header and idle timeouts (30 s) that a test never meets:
+/// a connection only rests.
+fn long_resting_limits(metrics: &std::sync::Arc<Metrics>) -> ServerLimits {
+    ServerLimits {
+        header_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(30),
+        ..resting_limits(metrics)
+    }
+}
+
 /// A connection to `addr` that had one request answered and is now at rest.
 async fn at_rest(addr: core::net::SocketAddr, metrics: &std::sync::Arc<Metrics>) -> TcpStream {
     let before = rests(metrics);
@@ -119,10 +129,7 @@ fn a_connection_at_rest_hands_back_its_state_and_serves_what_comes_next() {
         let metrics = Metrics::new();
         let limits = ServerLimits {
             idle_release: Duration::from_millis(20),
-            header_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(30),
-            metrics: Some(std::sync::Arc::clone(&metrics)),
-            ..limits()
+            ..long_resting_limits(&metrics)
         };
         let (addr, _stop, _task) = server(limits, Duration::ZERO).await;
         let mut client = TcpStream::connect(addr).await.unwrap();
@@ -163,12 +170,8 @@ fn many_connections_at_rest_are_all_served_again_at_once() {
     run(async {
         let metrics = Metrics::new();
         let limits = ServerLimits {
-            idle_release: Duration::from_millis(10),
-            header_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(30),
             max_connections: 2 * N,
-            metrics: Some(std::sync::Arc::clone(&metrics)),
-            ..limits()
+            ..long_resting_limits(&metrics)
         };
         let (addr, _stop, _task) = server(limits, Duration::ZERO).await;
         let mut clients = Vec::with_capacity(N);
