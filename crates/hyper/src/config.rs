@@ -7,7 +7,8 @@ use http::{request, HeaderMap, Uri};
 use roundrobin_core::ServerUrl;
 use roundrobin_sticky::CachedIndex;
 
-use crate::{rewrite_uri, Error, Retry, RewriteHook, Select};
+use crate::rewrite::Targets;
+use crate::{Error, Retry, RewriteHook, Select};
 
 pub(crate) struct Config<P, H> {
     pub(crate) pool: P,
@@ -19,6 +20,8 @@ pub(crate) struct Config<P, H> {
     pub(crate) access_log: bool,
     pub(crate) metrics: Option<std::sync::Arc<crate::Metrics>>,
     pub(crate) replay_bodies: Option<usize>,
+    /// The servers' parsed schemes and authorities, for [`point_at`](Self::point_at).
+    pub(crate) targets: Targets,
 }
 
 /// How many picks a retry makes at most to find a server not tried yet: a pick costs a
@@ -77,7 +80,7 @@ impl<P: Select, H> Config<P, H> {
         parts: &mut request::Parts,
         server: &ServerUrl,
     ) -> Result<(), http::Error> {
-        let uri = rewrite_uri(&parts.uri, server)?;
+        let uri = self.targets.rewrite(&parts.uri, server)?;
         let original: Uri = core::mem::replace(&mut parts.uri, uri);
         if !parts.headers.contains_key(header::HOST) {
             if let Some(host) = original

@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::client::legacy::Client;
 
 use crate::connpool::{Http1Pool, Sent};
-use crate::headers::{prepare, remove_hop_by_hop};
+use crate::headers::{prepare, remove_hop_by_hop, Written};
 use crate::timeout::{client_idle, Download, Upload};
 use crate::upgrade::Upgrade;
 use crate::upstream::{h2c_client, pooled_client_with, Clients, Connector};
@@ -84,6 +84,7 @@ pub struct Forwarder<B = RequestBody<Incoming>, C = Connector> {
 struct Shared<C, B> {
     clients: Clients<C, B>,
     tunnels: Tunnels,
+    written: Written,
 }
 
 impl<B, C> Clone for Forwarder<B, C> {
@@ -183,6 +184,7 @@ where
         Self {
             shared: Arc::new(Shared {
                 clients: Clients { main, h2c, http1 },
+                written: Written::default(),
                 tunnels: Tunnels::new(),
             }),
             timeout: Duration::from_secs(30),
@@ -240,7 +242,12 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let upgrade = Upgrade::take(&mut req, &self.shared.tunnels);
-        prepare(&mut req, &self.proto, upgrade.is_some());
+        prepare(
+            &mut req,
+            &self.proto,
+            upgrade.is_some(),
+            &self.shared.written,
+        );
         let (parts, body) = req.into_parts();
         let (body, upload) = Upload::new(body);
         let req = Request::from_parts(parts, body);

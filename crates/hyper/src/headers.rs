@@ -1,11 +1,16 @@
 //! The headers a forwarded request and its response carry: hop-by-hop headers
 //! removed, `X-Forwarded-*` set.
 
+use core::cell::RefCell;
 use core::fmt::Write as _;
 use core::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Version};
+use thread_local::ThreadLocal;
+
+use crate::fnv::FnvBuild;
 
 /// The address of the client that sent a request, as a request extension.
 ///
@@ -181,14 +186,16 @@ pub(crate) fn remove_hop_by_hop_but_upgrade(headers: &mut HeaderMap) -> bool {
 /// Prepares a request for the upstream: HTTP/1.1 (the client picks HTTP/2 per
 /// server), no hop-by-hop headers but `TE: trailers` (and those of a protocol upgrade
 /// when `upgrade`), `X-Forwarded-For/Proto/Host`, and `Host` = the server's authority.
-pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue, upgrade: bool) {
+pub(crate) fn prepare<B>(
+    req: &mut Request<B>,
+    proto: &HeaderValue,
+    upgrade: bool,
+    written: &Written,
+) {
     // The client speaks HTTP/1.1 upstream whatever the downstream version was.
     *req.version_mut() = Version::HTTP_11;
     let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
-    let authority = req
-        .uri()
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let authority = req.uri().authority().and_then(|a| written.host(a.as_str()));
     let headers = req.headers_mut();
     let present = scan(headers);
     let trailers = present & TE_BIT != 0 && accepts_trailers(headers);
@@ -209,27 +216,13 @@ pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue, upgrade: boo
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     if let Some(ip) = client {
-        // Every earlier hop, in order, across repeated headers (RFC 7239's list rule).
-        // Sized once: the earlier hops, their separators, and the longest IPv6 text.
-        let mut chain = if present & XFF_BIT != 0 {
-            let prior_len: usize = headers
-                .get_all(&X_FORWARDED_FOR)
-                .iter()
-                .map(|v| v.len() + 2)
-                .sum();
-            let mut chain = String::with_capacity(prior_len + 39);
-            for prior in headers.get_all(&X_FORWARDED_FOR) {
-                if let Ok(prior) = prior.to_str() {
-                    chain.push_str(prior.trim());
-                    chain.push_str(", ");
-                }
-            }
-            chain
+        let value = if present & XFF_BIT != 0 {
+            forwarded_for(headers, ip)
         } else {
-            String::with_capacity(39)
+            // The usual case, no earlier hop: the client's address alone.
+            written.client(ip)
         };
-        push_ip(&mut chain, ip);
-        if let Ok(value) = HeaderValue::try_from(chain) {
+        if let Some(value) = value {
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
@@ -242,6 +235,92 @@ pub(crate) fn prepare<B>(req: &mut Request<B>, proto: &HeaderValue, upgrade: boo
     if let Some(host) = named_host.or(host) {
         headers.insert(X_FORWARDED_HOST, host);
     }
+}
+
+/// `X-Forwarded-For` with `ip` after the earlier hops the request lists, in order,
+/// across repeated headers (RFC 7239's list rule).
+fn forwarded_for(headers: &HeaderMap, ip: IpAddr) -> Option<HeaderValue> {
+    // Sized once: the earlier hops, their separators, and the longest IPv6 text.
+    let prior_len: usize = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .map(|v| v.len() + 2)
+        .sum();
+    let mut chain = String::with_capacity(prior_len + 39);
+    for prior in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(prior) = prior.to_str() {
+            chain.push_str(prior.trim());
+            chain.push_str(", ");
+        }
+    }
+    push_ip(&mut chain, ip);
+    HeaderValue::try_from(chain).ok()
+}
+
+/// Past this many servers a thread's `Host` values start again from empty (servers
+/// that discovery removed would otherwise stay).
+const MAX_HOSTS: usize = 4096;
+
+/// Header values a forwarder writes on request after request, kept per thread and
+/// shared from there (a reference count, not a copy): `Host` for each server, and the
+/// `X-Forwarded-For` of the last client address seen (a keep-alive connection's
+/// requests follow one another on its thread). Each would otherwise be an allocation
+/// and a copy, or a formatting, per request.
+#[derive(Default)]
+pub(crate) struct Written {
+    per_thread: ThreadLocal<RefCell<PerThread>>,
+}
+
+impl core::fmt::Debug for Written {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Written").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct PerThread {
+    client: Option<(IpAddr, HeaderValue)>,
+    hosts: HashMap<Box<str>, HeaderValue, FnvBuild>,
+}
+
+impl Written {
+    /// `X-Forwarded-For` for a request from `ip` that lists no earlier hop.
+    fn client(&self, ip: IpAddr) -> Option<HeaderValue> {
+        let Ok(mut cache) = self.per_thread.get_or_default().try_borrow_mut() else {
+            return client_value(ip);
+        };
+        match &cache.client {
+            Some((cached, value)) if *cached == ip => Some(value.clone()),
+            _ => {
+                let value = client_value(ip)?;
+                cache.client = Some((ip, value.clone()));
+                Some(value)
+            }
+        }
+    }
+
+    /// `Host` for `authority`.
+    fn host(&self, authority: &str) -> Option<HeaderValue> {
+        let Ok(mut cache) = self.per_thread.get_or_default().try_borrow_mut() else {
+            return HeaderValue::from_str(authority).ok();
+        };
+        if let Some(value) = cache.hosts.get(authority) {
+            return Some(value.clone());
+        }
+        let value = HeaderValue::from_str(authority).ok()?;
+        if cache.hosts.len() >= MAX_HOSTS {
+            cache.hosts.clear();
+        }
+        cache.hosts.insert(authority.into(), value.clone());
+        Some(value)
+    }
+}
+
+/// The text of `ip` as a header value.
+fn client_value(ip: IpAddr) -> Option<HeaderValue> {
+    let mut text = String::with_capacity(39);
+    push_ip(&mut text, ip);
+    HeaderValue::try_from(text).ok()
 }
 
 /// Appends `ip` as text: IPv4 digit by digit (the common case, without `fmt`).
@@ -424,11 +503,21 @@ mod tests {
             .body(())
             .unwrap();
         let mut plain = req.clone();
-        prepare(&mut req, &HeaderValue::from_static("http"), true);
+        prepare(
+            &mut req,
+            &HeaderValue::from_static("http"),
+            true,
+            &Written::default(),
+        );
         assert_eq!(req.headers()[header::CONNECTION], "upgrade");
         assert_eq!(req.headers()[header::UPGRADE], "websocket");
         assert!(!req.headers().contains_key(header::PROXY_AUTHORIZATION));
-        prepare(&mut plain, &HeaderValue::from_static("http"), false);
+        prepare(
+            &mut plain,
+            &HeaderValue::from_static("http"),
+            false,
+            &Written::default(),
+        );
         assert!(!plain.headers().contains_key(header::CONNECTION));
         assert!(!plain.headers().contains_key(header::UPGRADE));
     }
@@ -444,7 +533,12 @@ mod tests {
             .unwrap();
         req.extensions_mut()
             .insert(ClientAddr("127.0.0.7:5000".parse().unwrap()));
-        prepare(&mut req, &HeaderValue::from_static("http"), false);
+        prepare(
+            &mut req,
+            &HeaderValue::from_static("http"),
+            false,
+            &Written::default(),
+        );
         let h = req.headers();
         assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 5.6.7.8, 9.9.9.9, 127.0.0.7");
         assert_eq!(h[&X_FORWARDED_HOST], "front.example");
@@ -460,7 +554,12 @@ mod tests {
         }
         req.extensions_mut()
             .insert(ClientAddr("127.0.0.7:5000".parse().unwrap()));
-        prepare(&mut req, &HeaderValue::from_static("http"), false);
+        prepare(
+            &mut req,
+            &HeaderValue::from_static("http"),
+            false,
+            &Written::default(),
+        );
         req.into_parts().0.headers
     }
 
@@ -530,12 +629,67 @@ mod tests {
                 .header(header::TE, te)
                 .body(())
                 .unwrap();
-            prepare(&mut req, &HeaderValue::from_static("http"), false);
+            prepare(
+                &mut req,
+                &HeaderValue::from_static("http"),
+                false,
+                &Written::default(),
+            );
             let got = req.headers().get(header::TE);
             assert_eq!(got.is_some(), kept, "{te}");
             if kept {
                 assert_eq!(got.unwrap(), "trailers", "{te}");
             }
         }
+    }
+
+    /// One forwarder's kept values give, request after request, the headers fresh
+    /// ones give: for clients and servers that change, repeat, or come back, and past
+    /// the bound on kept `Host` values.
+    #[test]
+    fn kept_values_write_what_fresh_ones_write() {
+        let written = Written::default();
+        let head = |uri: &str, client: &str, xff: Option<&'static str>, written: &Written| {
+            let mut req = Request::builder().uri(uri).body(()).unwrap();
+            if let Some(xff) = xff {
+                req.headers_mut()
+                    .insert(&X_FORWARDED_FOR, HeaderValue::from_static(xff));
+            }
+            req.extensions_mut()
+                .insert(ClientAddr(client.parse().unwrap()));
+            prepare(&mut req, &HeaderValue::from_static("http"), false, written);
+            req.into_parts().0.headers
+        };
+        let cases = [
+            ("http://10.0.0.1:81/a", "127.0.0.7:5000", None),
+            ("http://10.0.0.1:81/b", "127.0.0.7:5001", None),
+            ("http://10.0.0.2:82/a", "192.168.1.200:9", None),
+            ("http://10.0.0.1:81/a", "[2001:db8::1]:443", None),
+            ("http://[::1]:8080/a", "127.0.0.7:5000", Some("203.0.113.9")),
+            ("http://10.0.0.1:81/a", "127.0.0.7:5000", None),
+        ];
+        for _ in 0..2 {
+            for (uri, client, xff) in cases {
+                let kept = head(uri, client, xff, &written);
+                assert_eq!(
+                    kept,
+                    head(uri, client, xff, &Written::default()),
+                    "{uri} {client}"
+                );
+            }
+        }
+        assert_eq!(
+            head("http://10.0.0.1:81/a", "[2001:db8::1]:443", None, &written)[&X_FORWARDED_FOR],
+            "2001:db8::1"
+        );
+        for port in 1..=u16::try_from(MAX_HOSTS + 10).unwrap() {
+            let uri = format!("http://10.0.0.3:{port}/");
+            assert_eq!(
+                head(&uri, "127.0.0.7:5000", None, &written)[header::HOST],
+                format!("10.0.0.3:{port}").as_str()
+            );
+        }
+        let kept = written.per_thread.get().unwrap().borrow().hosts.len();
+        assert!((1..=MAX_HOSTS).contains(&kept), "{kept} kept");
     }
 }

@@ -133,6 +133,7 @@ impl<P: Select, H: ErrorHandler> Builder<P, H> {
                 access_log: self.access_log,
                 metrics: self.metrics,
                 replay_bodies: self.replay_bodies,
+                targets: crate::rewrite::Targets::default(),
             }),
         }
     }

@@ -1,8 +1,14 @@
 //! Pointing a request at the chosen server: the URI rewrite and the user's hook.
 
+use core::cell::RefCell;
+use std::collections::HashMap;
+
 use http::request;
 use http::uri::{self, Authority, PathAndQuery, Scheme, Uri};
 use roundrobin_core::ServerUrl;
+use thread_local::ThreadLocal;
+
+use crate::fnv::FnvBuild;
 
 /// Sees each request after the balancer rewrote it for the chosen server.
 ///
@@ -36,6 +42,27 @@ where
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn rewrite_uri(original: &Uri, server: &ServerUrl) -> Result<Uri, http::Error> {
+    let (scheme, authority) = target(server)?;
+    with_target(original, server, scheme, authority)
+}
+
+/// The scheme and authority of `server`, parsed.
+fn target(server: &ServerUrl) -> Result<(Scheme, Authority), http::Error> {
+    let scheme = match server.scheme() {
+        "http" => Scheme::HTTP,
+        "https" => Scheme::HTTPS,
+        other => Scheme::try_from(other)?,
+    };
+    Ok((scheme, Authority::try_from(server.authority())?))
+}
+
+/// [`rewrite_uri`] with the server's `scheme` and `authority` already parsed.
+fn with_target(
+    original: &Uri,
+    server: &ServerUrl,
+    scheme: Scheme,
+    authority: Authority,
+) -> Result<Uri, http::Error> {
     let pq = original.path_and_query();
     let path_and_query = match (server.path().trim_end_matches('/'), pq) {
         ("", Some(pq)) => pq.clone(),
@@ -53,14 +80,50 @@ pub fn rewrite_uri(original: &Uri, server: &ServerUrl) -> Result<Uri, http::Erro
     // The parts set at once, not through `Uri::builder` (which moves a `Result` of
     // them through every step: measured, most of this function's time).
     let mut parts = uri::Parts::default();
-    parts.scheme = Some(match server.scheme() {
-        "http" => Scheme::HTTP,
-        "https" => Scheme::HTTPS,
-        other => Scheme::try_from(other)?,
-    });
-    parts.authority = Some(Authority::try_from(server.authority())?);
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority);
     parts.path_and_query = Some(path_and_query);
     Ok(Uri::from_parts(parts)?)
+}
+
+/// Past this many servers a thread's [`Targets`] starts again from empty (servers that
+/// discovery removed would otherwise stay in it).
+const MAX_TARGETS: usize = 4096;
+
+/// The parsed scheme and authority of each server a balancer pointed requests at, kept
+/// per thread: a request's URI then shares them (a reference count) instead of copying
+/// and checking the server's authority again, an allocation and a parse per request.
+#[derive(Default)]
+pub(crate) struct Targets {
+    parsed: ThreadLocal<RefCell<Parsed>>,
+}
+
+/// Each server's parsed scheme and authority.
+type Parsed = HashMap<ServerUrl, (Scheme, Authority), FnvBuild>;
+
+impl Targets {
+    /// What [`rewrite_uri`] returns.
+    pub(crate) fn rewrite(&self, original: &Uri, server: &ServerUrl) -> Result<Uri, http::Error> {
+        let cell = self.parsed.get_or_default();
+        // Nothing here calls out to code that could come back to this cell; a borrow
+        // that fails all the same parses without the cache.
+        let Ok(mut parsed) = cell.try_borrow_mut() else {
+            return rewrite_uri(original, server);
+        };
+        let (scheme, authority) = match parsed.get(server) {
+            Some(target) => target.clone(),
+            None => {
+                let target = target(server)?;
+                if parsed.len() >= MAX_TARGETS {
+                    parsed.clear();
+                }
+                parsed.insert(server.clone(), target.clone());
+                target
+            }
+        };
+        drop(parsed);
+        with_target(original, server, scheme, authority)
+    }
 }
 
 #[cfg(test)]
@@ -106,5 +169,38 @@ mod tests {
         assert_eq!(rw("/a?x=1", "http://b:1/api"), "http://b:1/api/a?x=1");
         assert_eq!(rw("/a", "http://b:1/api/"), "http://b:1/api/a");
         assert_eq!(rw("/", "http://b:1/api"), "http://b:1/api/");
+    }
+
+    /// The per-thread cache gives what `rewrite_uri` gives, for a server seen before
+    /// and for one seen for the first time, and starts again from empty past its bound.
+    #[test]
+    fn targets_rewrite_as_rewrite_uri_does() {
+        let targets = Targets::default();
+        let servers = [
+            "http://10.0.0.1:81",
+            "https://b:1/api",
+            "http://[::1]:8080/x/",
+        ];
+        for _ in 0..2 {
+            for server in servers {
+                let server = ServerUrl::parse(server).unwrap();
+                for uri in ["/a/b?x=1", "http://front/a?x", "/", "*"] {
+                    let uri: Uri = uri.parse().unwrap();
+                    assert_eq!(
+                        targets.rewrite(&uri, &server).unwrap(),
+                        rewrite_uri(&uri, &server).unwrap(),
+                        "{uri} to {server}"
+                    );
+                }
+            }
+        }
+        let uri: Uri = "/".parse().unwrap();
+        for port in 1..=u16::try_from(MAX_TARGETS + 10).unwrap() {
+            let server = ServerUrl::parse(&format!("http://10.0.0.2:{port}")).unwrap();
+            let rewritten = targets.rewrite(&uri, &server).unwrap();
+            assert_eq!(rewritten.port_u16(), Some(port));
+        }
+        let cached = targets.parsed.get().unwrap().borrow().len();
+        assert!((1..=MAX_TARGETS).contains(&cached), "{cached} cached");
     }
 }
