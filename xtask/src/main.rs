@@ -6,10 +6,12 @@
 //! - `bench-proxy [--seconds N] [--concurrency C] [--target NAME=URL]..`: requests/s
 //!   and latency through the balancer vs straight to the backend, as a markdown table.
 //! - `bench-proxy --peers [--protocols http,https,h2c] [--seconds N] [--rounds N]
-//!   [--concurrency C].. [--h2-streams M] [--idle-conns N] [--install] [ARGS..]`: the
-//!   release proxy binary vs nginx and HAProxy, over HTTP/1.1 (wrk), HTTPS terminated
-//!   by the balancer (wrk) and cleartext HTTP/2 (h2load); needs nginx, haproxy, wrk,
-//!   h2load (`nghttp2-client`) and openssl (`--install` apt-gets them).
+//!   [--concurrency C].. [--h2-streams M] [--idle-conns N] [--instructions REQUESTS]
+//!   [--install] [ARGS..]`: the release proxy binary vs nginx and HAProxy, over
+//!   HTTP/1.1 (wrk), HTTPS terminated by the balancer (wrk) and cleartext HTTP/2
+//!   (h2load), and with `--instructions` user-space instructions per request counted
+//!   by callgrind; needs nginx, haproxy, wrk, h2load (`nghttp2-client`), openssl and
+//!   for `--instructions` valgrind (`--install` apt-gets them).
 //! - `fuzz [--seconds N]`: the cookie-decoding fuzz target (nightly + cargo-fuzz).
 //! - `chaos [--seconds N]`: the fault scenarios of the test suite, longer, against the
 //!   release proxy binary, as a markdown table.
@@ -40,7 +42,8 @@ fn main() -> ExitCode {
             println!("usage: cargo xtask <ci|demo|bench|bench-proxy|chaos|fuzz|readme> [args..]");
             println!(
                 "  bench-proxy --peers [--protocols http,https,h2c] [--seconds N] [--rounds N] \
-                 [--idle-conns N] [--install]: proxy vs nginx and HAProxy (--help for more)"
+                 [--idle-conns N] [--instructions REQUESTS] [--install]: proxy vs nginx and \
+                 HAProxy (--help for more)"
             );
             Ok(())
         }

@@ -6,13 +6,14 @@
 //! cargo xtask bench-proxy --peers [--seconds 6] [--rounds 3] [--install]
 //!     [--protocols http,https,h2c] [--concurrency 32 --concurrency 256]
 //!     [--h2-streams 10] [--warmup 1] [--idle-conns 10000]
-//!     [--proxy-bin PATH] [--out-dir DIR]
+//!     [--proxy-bin PATH] [--out-dir DIR] [--instructions REQUESTS]
 //! ```
 //!
 //! Needs `nginx` and `haproxy` in `PATH`, `wrk` for the `http` and `https` rows,
 //! `openssl` (the certificate) for the `https` rows and `h2load` (Debian package
 //! `nghttp2-client`) for the `h2c` rows and the `https` check; `--install` runs
-//! `apt-get install -y nginx haproxy wrk nghttp2-client openssl`. Prints a markdown
+//! `apt-get install -y nginx haproxy wrk nghttp2-client openssl valgrind`; `--instructions`
+//! needs `valgrind` and `h2load`. Prints a markdown
 //! table and writes it to `target/bench-proxy/peers.md`, with a chart in `peers.svg`.
 //! What is measured and how: see the `peers` module.
 
@@ -57,9 +58,13 @@ struct Args {
     /// Where peers.md and peers.svg go [default: target/bench-proxy].
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
-    /// Run `apt-get install -y nginx haproxy wrk nghttp2-client openssl` first.
+    /// Run `apt-get install -y nginx haproxy wrk nghttp2-client openssl valgrind` first.
     #[arg(long)]
     install: bool,
+    /// Also count user-space instructions per request with callgrind: each one-thread
+    /// target alone, this many HTTP/1.1 requests (0: skip; needs valgrind and h2load).
+    #[arg(long, default_value_t = 0, value_name = "REQUESTS")]
+    instructions: u32,
 }
 
 /// The cargo target dir: `CARGO_TARGET_DIR`, else the workspace's `target`.
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
         proxy_bin,
         out_dir: args.out_dir.unwrap_or_else(|| target.join("bench-proxy")),
         install: args.install,
+        instructions: args.instructions,
     };
     match peers::run(&opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -65,6 +65,22 @@ pub(crate) fn check(url: &str, requests: u32, h1: bool) -> Result<Option<String>
         .map(|p| p.trim().to_owned()))
 }
 
+/// Sends exactly `requests` HTTP/1.1 requests to `url` over `connections`
+/// connections (`--h1`), as fast as they are answered; returns how many succeeded.
+pub(crate) fn send_h1(url: &str, connections: u32, requests: u32) -> Result<u64, String> {
+    let out = h2load(&[
+        "--h1".into(),
+        "-t1".into(),
+        format!("-c{connections}"),
+        format!("-n{requests}"),
+        url.into(),
+    ])?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("requests:"))
+        .and_then(|l| count(l, "succeeded"))
+        .ok_or_else(|| format!("cannot read h2load's output:\n{out}"))
+}
+
 /// Runs h2load with `args` and returns its stdout; an error if it fails.
 fn h2load(args: &[String]) -> Result<String, String> {
     output_of("h2load", Command::new("h2load").args(args))

@@ -125,6 +125,7 @@
 
 mod clients;
 mod h2load;
+mod instructions;
 mod process;
 mod report;
 mod servers;
@@ -217,10 +218,13 @@ pub(crate) struct Options {
     pub(crate) out_dir: PathBuf,
     /// Run `apt-get install -y` with [`PACKAGES`] first.
     pub(crate) install: bool,
+    /// Requests of the callgrind count of instructions per request (0: skip it; see
+    /// the `instructions` module).
+    pub(crate) instructions: u32,
 }
 
 /// The Debian packages of the tools `--install` installs.
-pub(crate) const PACKAGES: &str = "nginx haproxy wrk nghttp2-client openssl";
+pub(crate) const PACKAGES: &str = "nginx haproxy wrk nghttp2-client openssl valgrind";
 
 /// A temp dir removed when dropped.
 struct TempDir(PathBuf);
@@ -259,7 +263,7 @@ struct Load {
 /// Runs the whole benchmark: prints the table and writes `peers.md` and `peers.svg`.
 pub(crate) fn run(opts: &Options) -> Result<(), String> {
     let selected = |p: Protocol| opts.protocols.contains(&p);
-    check_tools(opts.install, &opts.protocols)?;
+    check_tools(opts.install, &opts.protocols, opts.instructions > 0)?;
     if !opts.proxy_bin.is_file() {
         return Err(format!(
             "no proxy binary at {}: build it (`cargo xtask bench-proxy --peers` does) \
@@ -341,8 +345,9 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
             true,
         ),
     ];
-    // At most three listeners per target plus the three backends.
-    let mut ports = free_ports(3 + 3 * targets.len())?.into_iter();
+    // At most three listeners per target, one more for its callgrind count, plus the
+    // three backends.
+    let mut ports = free_ports(3 + 4 * targets.len())?.into_iter();
     let backend_ports: Vec<u16> = ports.by_ref().take(3).collect();
 
     eprintln!("starting the backends (one nginx, ports {backend_ports:?})");
@@ -530,6 +535,11 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
         }
     }
 
+    let mut counted = String::new();
+    if opts.instructions > 0 {
+        counted = count_instructions(&targets, &setup, &mut ports, opts.instructions)?;
+    }
+
     let about = About {
         checks: &checks,
         workers_flag,
@@ -537,7 +547,7 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
         nginx_version: &nginx_version,
         nofile,
     };
-    let markdown = markdown(opts, &results, &about) + "\n" + &limit_note;
+    let markdown = markdown(opts, &results, &about) + "\n" + &limit_note + &counted;
     println!("{markdown}");
     fs::create_dir_all(&opts.out_dir).map_err(|e| format!("{}: {e}", opts.out_dir.display()))?;
     let md = opts.out_dir.join("peers.md");
@@ -548,6 +558,59 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
     drop(balancers);
     drop(backends);
     Ok(())
+}
+
+/// The callgrind count (see the `instructions` module) of every one-thread target but
+/// the noise control, as a markdown section: instructions per request and the ratio to
+/// HAProxy's.
+fn count_instructions(
+    targets: &[Target],
+    setup: &Setup<'_>,
+    ports: &mut impl Iterator<Item = u16>,
+    requests: u32,
+) -> Result<String, String> {
+    let mut counts: Vec<(&str, f64)> = Vec::new();
+    for t in targets {
+        let one_thread = match &t.kind {
+            Kind::Haproxy { threads } => *threads == 1,
+            Kind::Nginx => true,
+            Kind::Roundrobin { workers, .. } => *workers == 1,
+        };
+        if !one_thread || t.name.contains("noise control") {
+            continue;
+        }
+        let port = ports.next().ok_or("out of ports")?;
+        let n = instructions::per_request(t.name, &t.kind, port, setup, requests)?;
+        eprintln!(
+            "{:<40} {n:>9.0} instructions per request (callgrind)",
+            t.name
+        );
+        counts.push((t.name, n));
+    }
+    Ok(instructions_table(&counts, requests))
+}
+
+/// The markdown section of [`count_instructions`]: ratios to the `haproxy` row.
+fn instructions_table(counts: &[(&str, f64)], requests: u32) -> String {
+    let haproxy = counts
+        .iter()
+        .find(|(name, _)| *name == "haproxy")
+        .map(|c| c.1);
+    let mut out = format!(
+        "\nUser-space instructions per request, counted by callgrind (`--instructions \
+         {requests}`): each target alone under `valgrind --tool=callgrind`, {warmup} requests \
+         of warm-up, then exactly {requests} HTTP/1.1 requests over 32 connections \
+         (`h2load --h1 -c32`); every process of the target, its counters zeroed before and \
+         dumped after. No kernel work, and not time: the part of the work the balancer's \
+         own code decides, free of the machine's noise.\n\n\
+         | target | instructions / request | vs haproxy |\n|---|---:|---:|\n",
+        warmup = instructions::WARMUP
+    );
+    for (name, n) in counts {
+        let ratio = haproxy.map_or_else(|| "—".to_owned(), |h| format!("{:.2}×", n / h));
+        let _ = writeln!(out, "| {name} | {n:.0} | {ratio} |");
+    }
+    out
 }
 
 /// Starts one balancer process and, if it has an HTTP/1.1 listener, checks its weight
@@ -592,7 +655,7 @@ fn url(protocol: Protocol, port: u16) -> String {
 }
 
 /// The tools `protocols` need: program and Debian package.
-fn tools(protocols: &[Protocol]) -> Vec<(&'static str, &'static str)> {
+fn tools(protocols: &[Protocol], instructions: bool) -> Vec<(&'static str, &'static str)> {
     let has = |p| protocols.contains(&p);
     let mut tools = vec![("nginx", "nginx"), ("haproxy", "haproxy")];
     if has(Protocol::Http) || has(Protocol::Https) {
@@ -602,15 +665,19 @@ fn tools(protocols: &[Protocol]) -> Vec<(&'static str, &'static str)> {
         tools.push(("openssl", "openssl"));
     }
     // h2load loads the h2c rows and checks the HTTPS ones.
-    if has(Protocol::Https) || has(Protocol::H2c) {
+    if has(Protocol::Https) || has(Protocol::H2c) || instructions {
         tools.push(("h2load", "nghttp2-client"));
+    }
+    if instructions {
+        tools.push(("valgrind", "valgrind"));
+        tools.push(("callgrind_control", "valgrind"));
     }
     tools
 }
 
 /// Fails with the install command if a tool `protocols` need is missing; installs
 /// them all first with `install`.
-fn check_tools(install: bool, protocols: &[Protocol]) -> Result<(), String> {
+fn check_tools(install: bool, protocols: &[Protocol], instructions: bool) -> Result<(), String> {
     if install {
         eprintln!("==> apt-get install -y {PACKAGES}");
         let status = Command::new("apt-get")
@@ -623,7 +690,7 @@ fn check_tools(install: bool, protocols: &[Protocol]) -> Result<(), String> {
             return Err(format!("apt-get install -y {PACKAGES} failed ({status})"));
         }
     }
-    let missing: Vec<(&str, &str)> = tools(protocols)
+    let missing: Vec<(&str, &str)> = tools(protocols, instructions)
         .into_iter()
         .filter(|(t, _)| process::find_in_path(t).is_none())
         .collect();
@@ -852,16 +919,48 @@ mod tests {
     #[test]
     fn tools_follow_the_protocols() {
         let programs =
-            |p: &[Protocol]| -> Vec<&str> { tools(p).into_iter().map(|t| t.0).collect() };
+            |p: &[Protocol]| -> Vec<&str> { tools(p, false).into_iter().map(|t| t.0).collect() };
         assert_eq!(programs(&[Protocol::Http]), ["nginx", "haproxy", "wrk"]);
         assert_eq!(programs(&[Protocol::H2c]), ["nginx", "haproxy", "h2load"]);
         assert_eq!(
             programs(&Protocol::ALL),
             ["nginx", "haproxy", "wrk", "openssl", "h2load"]
         );
-        assert!(tools(&[Protocol::H2c]).contains(&("h2load", "nghttp2-client")));
-        for (_, package) in tools(&Protocol::ALL) {
+        assert!(tools(&[Protocol::H2c], false).contains(&("h2load", "nghttp2-client")));
+        // The callgrind count loads with h2load and needs valgrind's tools.
+        let counted: Vec<&str> = tools(&[Protocol::Http], true)
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        assert_eq!(
+            counted,
+            [
+                "nginx",
+                "haproxy",
+                "wrk",
+                "h2load",
+                "valgrind",
+                "callgrind_control"
+            ]
+        );
+        for (_, package) in tools(&Protocol::ALL, true) {
             assert!(PACKAGES.split(' ').any(|p| p == package));
         }
+    }
+
+    #[test]
+    fn instructions_table_has_ratios_to_haproxy() {
+        let table = instructions_table(
+            &[("haproxy", 28_000.0), ("roundrobin, 1 worker", 33_600.0)],
+            20_000,
+        );
+        assert!(table.contains("| haproxy | 28000 | 1.00× |"), "{table}");
+        assert!(
+            table.contains("| roundrobin, 1 worker | 33600 | 1.20× |"),
+            "{table}"
+        );
+        assert!(table.contains("`--instructions 20000`"), "{table}");
+        let alone = instructions_table(&[("nginx", 30_000.0)], 10);
+        assert!(alone.contains("| nginx | 30000 | — |"), "{alone}");
     }
 }

@@ -167,8 +167,18 @@ impl Proc {
     /// Waits until something accepts TCP connections on 127.0.0.1:`port`, failing if
     /// the process exits first or nothing listens within 10 s.
     pub(crate) fn wait_for_port(&mut self, port: u16) -> Result<(), String> {
+        self.wait_for_port_within(port, Duration::from_secs(10))
+    }
+
+    /// [`Proc::wait_for_port`] allowing `limit` (a process run by valgrind starts
+    /// slower).
+    pub(crate) fn wait_for_port_within(
+        &mut self,
+        port: u16,
+        limit: Duration,
+    ) -> Result<(), String> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + limit;
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return Ok(());
@@ -177,8 +187,9 @@ impl Proc {
             check_stop()?;
             if Instant::now() > deadline {
                 return Err(format!(
-                    "{} does not listen on {addr} after 10 s; its output:\n{}",
+                    "{} does not listen on {addr} after {} s; its output:\n{}",
                     self.name,
+                    limit.as_secs(),
                     log_tail(&self.log)
                 ));
             }

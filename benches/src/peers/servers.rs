@@ -16,6 +16,7 @@
 //! listener is a process of its own.
 
 use core::fmt::Write as _;
+use core::time::Duration;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -186,7 +187,11 @@ http {{
         temp = nginx_temp_paths(dir, "backends"),
         conns = nofile.saturating_sub(100).min(16_384),
     );
-    let mut proc = start_nginx("backends", dir, &conf)?;
+    let mut proc = Proc::spawn(
+        "backends",
+        &mut nginx_command("backends", dir, &conf)?,
+        &dir.join("backends.log"),
+    )?;
     for &port in ports {
         proc.wait_for_port(port)?;
     }
@@ -202,18 +207,38 @@ pub(crate) fn start_balancer(
     listen: Listen,
     setup: &Setup<'_>,
 ) -> Result<Balancer, String> {
+    start_balancer_in(name, kind, listen, setup, &[], Duration::from_secs(10))
+}
+
+/// [`start_balancer`] run by `wrap` (a program and its arguments, before the
+/// balancer's own command line; none: run it directly), allowed `startup` to listen.
+pub(crate) fn start_balancer_in(
+    name: &str,
+    kind: &Kind,
+    listen: Listen,
+    setup: &Setup<'_>,
+    wrap: &[String],
+    startup: Duration,
+) -> Result<Balancer, String> {
     let dir = setup.dir;
     let file = name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
-    let mut proc = match kind {
-        Kind::Nginx => start_nginx(&file, dir, &nginx_conf(&file, listen, setup)?)?,
+    let log = dir.join(format!("{file}.log"));
+    let mut cmd = match kind {
+        Kind::Nginx => {
+            let mut cmd = nginx_command(&file, dir, &nginx_conf(&file, listen, setup)?)?;
+            if !wrap.is_empty() {
+                // One process: the tool that runs it (valgrind) does not reach a
+                // forked worker. With one worker, the master does the worker's work.
+                cmd.arg("-g").arg("master_process off;");
+            }
+            cmd
+        }
         Kind::Haproxy { threads } => {
             let conf = dir.join(format!("{file}.cfg"));
             write(&conf, &haproxy_conf(listen, setup, *threads)?)?;
-            Proc::spawn(
-                name,
-                Command::new("haproxy").arg("-db").arg("-f").arg(&conf),
-                &dir.join(format!("{file}.log")),
-            )?
+            let mut cmd = Command::new("haproxy");
+            cmd.arg("-db").arg("-f").arg(&conf);
+            cmd
         }
         Kind::Roundrobin {
             bin,
@@ -259,14 +284,18 @@ pub(crate) fn start_balancer(
             }
             cmd.env("TOKIO_WORKER_THREADS", workers.to_string());
             cmd.args(extra.iter());
-            Proc::spawn(name, &mut cmd, &dir.join(format!("{file}.log")))?
+            cmd
         }
+    };
+    let mut proc = match wrapped(&cmd, wrap) {
+        None => Proc::spawn(name, &mut cmd, &log)?,
+        Some(mut wrapped) => Proc::spawn(name, &mut wrapped, &log)?,
     };
     for port in [listen.http, listen.https, listen.h2c]
         .into_iter()
         .flatten()
     {
-        proc.wait_for_port(port)?;
+        proc.wait_for_port_within(port, startup)?;
     }
     Ok(Balancer {
         name: name.to_owned(),
@@ -274,22 +303,38 @@ pub(crate) fn start_balancer(
     })
 }
 
-/// Writes `conf` and starts nginx on it in the foreground (`daemon off;` in `conf`).
-fn start_nginx(file: &str, dir: &Path, conf: &str) -> Result<Proc, String> {
+/// `cmd` run by `wrap` (a program and its arguments), with `cmd`'s environment; `None`
+/// when `wrap` is empty.
+fn wrapped(cmd: &Command, wrap: &[String]) -> Option<Command> {
+    let (program, args) = wrap.split_first()?;
+    let mut wrapped = Command::new(program);
+    wrapped
+        .args(args)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    Some(wrapped)
+}
+
+/// Writes `conf` and returns the command that runs nginx on it in the foreground
+/// (`daemon off;` in `conf`).
+fn nginx_command(file: &str, dir: &Path, conf: &str) -> Result<Command, String> {
     let path = dir.join(format!("{file}.conf"));
     write(&path, conf)?;
-    Proc::spawn(
-        file,
-        Command::new("nginx")
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&path)
-            // The startup error log, before the config's `error_log` applies.
-            .arg("-e")
-            .arg(dir.join(format!("{file}.error.log"))),
-        &dir.join(format!("{file}.log")),
-    )
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&path)
+        // The startup error log, before the config's `error_log` applies.
+        .arg("-e")
+        .arg(dir.join(format!("{file}.error.log")));
+    Ok(cmd)
 }
 
 /// nginx's temp paths inside the run's dir (it would use the system's otherwise).
@@ -483,5 +528,27 @@ mod tests {
         assert!(n.contains("listen 127.0.0.1:11 ssl;"));
         assert!(n.contains("listen 127.0.0.1:12;"));
         assert_eq!(n.matches("http2 on;").count(), 2);
+    }
+
+    #[test]
+    fn a_wrapped_command_runs_the_original_with_its_environment() {
+        let mut cmd = Command::new("proxy");
+        cmd.arg("--workers")
+            .arg("1")
+            .env("TOKIO_WORKER_THREADS", "1");
+        assert!(wrapped(&cmd, &[]).is_none());
+        let wrap = ["valgrind".to_owned(), "--tool=callgrind".to_owned()];
+        let w = wrapped(&cmd, &wrap).unwrap();
+        assert_eq!(w.get_program(), "valgrind");
+        let args: Vec<_> = w.get_args().collect();
+        assert_eq!(args, ["--tool=callgrind", "proxy", "--workers", "1"]);
+        let envs: Vec<_> = w.get_envs().collect();
+        assert_eq!(
+            envs,
+            [(
+                std::ffi::OsStr::new("TOKIO_WORKER_THREADS"),
+                Some(std::ffi::OsStr::new("1"))
+            )]
+        );
     }
 }
