@@ -65,13 +65,10 @@ impl Access {
 impl Record {
     fn emit(&mut self, status: u16) {
         self.done = true;
-        let client = self
-            .client
-            .map_or_else(|| "-".to_owned(), |c| c.to_string());
         let server = self.server.as_ref().map_or("-", ServerUrl::as_str);
         tracing::info!(
             target: ACCESS_LOG_TARGET,
-            client = %client,
+            client = %OrDash(self.client),
             method = %self.method,
             path = %self.path,
             server = %server,
@@ -79,6 +76,19 @@ impl Record {
             latency_ms = self.start.elapsed().as_secs_f64() * 1000.0,
             retries = self.retries,
         );
+    }
+}
+
+/// The value's text, or `-` for none: written as the event is formatted, not copied
+/// into a `String` first.
+struct OrDash<T>(Option<T>);
+
+impl<T: core::fmt::Display> core::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 
