@@ -4,13 +4,12 @@
 use core::cell::RefCell;
 use core::fmt::Write as _;
 use core::net::{IpAddr, SocketAddr};
-use std::collections::HashMap;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Version};
 use thread_local::ThreadLocal;
 
-use crate::fnv::FnvBuild;
+use crate::cache::PerThread;
 
 /// The address of the client that sent a request, as a request extension.
 ///
@@ -257,10 +256,6 @@ fn forwarded_for(headers: &HeaderMap, ip: IpAddr) -> Option<HeaderValue> {
     HeaderValue::try_from(chain).ok()
 }
 
-/// Past this many servers a thread's `Host` values start again from empty (servers
-/// that discovery removed would otherwise stay).
-const MAX_HOSTS: usize = 4096;
-
 /// Header values a forwarder writes on request after request, kept per thread and
 /// shared from there (a reference count, not a copy): `Host` for each server, and the
 /// `X-Forwarded-For` of the last client address seen (a keep-alive connection's
@@ -268,7 +263,8 @@ const MAX_HOSTS: usize = 4096;
 /// and a copy, or a formatting, per request.
 #[derive(Default)]
 pub(crate) struct Written {
-    per_thread: ThreadLocal<RefCell<PerThread>>,
+    hosts: PerThread<Box<str>, HeaderValue>,
+    client: ThreadLocal<RefCell<Option<(IpAddr, HeaderValue)>>>,
 }
 
 impl core::fmt::Debug for Written {
@@ -277,23 +273,17 @@ impl core::fmt::Debug for Written {
     }
 }
 
-#[derive(Default)]
-struct PerThread {
-    client: Option<(IpAddr, HeaderValue)>,
-    hosts: HashMap<Box<str>, HeaderValue, FnvBuild>,
-}
-
 impl Written {
     /// `X-Forwarded-For` for a request from `ip` that lists no earlier hop.
     fn client(&self, ip: IpAddr) -> Option<HeaderValue> {
-        let Ok(mut cache) = self.per_thread.get_or_default().try_borrow_mut() else {
+        let Ok(mut last) = self.client.get_or_default().try_borrow_mut() else {
             return client_value(ip);
         };
-        match &cache.client {
+        match &*last {
             Some((cached, value)) if *cached == ip => Some(value.clone()),
             _ => {
                 let value = client_value(ip)?;
-                cache.client = Some((ip, value.clone()));
+                *last = Some((ip, value.clone()));
                 Some(value)
             }
         }
@@ -301,18 +291,13 @@ impl Written {
 
     /// `Host` for `authority`.
     fn host(&self, authority: &str) -> Option<HeaderValue> {
-        let Ok(mut cache) = self.per_thread.get_or_default().try_borrow_mut() else {
-            return HeaderValue::from_str(authority).ok();
-        };
-        if let Some(value) = cache.hosts.get(authority) {
-            return Some(value.clone());
-        }
-        let value = HeaderValue::from_str(authority).ok()?;
-        if cache.hosts.len() >= MAX_HOSTS {
-            cache.hosts.clear();
-        }
-        cache.hosts.insert(authority.into(), value.clone());
-        Some(value)
+        self.hosts
+            .get(
+                authority,
+                |key: &str| Box::from(key),
+                || HeaderValue::from_str(authority),
+            )
+            .ok()
     }
 }
 
@@ -682,14 +667,17 @@ mod tests {
             head("http://10.0.0.1:81/a", "[2001:db8::1]:443", None, &written)[&X_FORWARDED_FOR],
             "2001:db8::1"
         );
-        for port in 1..=u16::try_from(MAX_HOSTS + 10).unwrap() {
+        for port in 1..=u16::try_from(crate::cache::MAX_ENTRIES + 10).unwrap() {
             let uri = format!("http://10.0.0.3:{port}/");
             assert_eq!(
                 head(&uri, "127.0.0.7:5000", None, &written)[header::HOST],
                 format!("10.0.0.3:{port}").as_str()
             );
         }
-        let kept = written.per_thread.get().unwrap().borrow().hosts.len();
-        assert!((1..=MAX_HOSTS).contains(&kept), "{kept} kept");
+        let kept = written.hosts.len();
+        assert!(
+            (1..=crate::cache::MAX_ENTRIES).contains(&kept),
+            "{kept} kept"
+        );
     }
 }

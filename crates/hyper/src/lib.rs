@@ -85,6 +85,7 @@ mod access;
 #[cfg(feature = "admin")]
 mod admin;
 mod body;
+mod cache;
 mod config;
 mod conn;
 mod connpool;

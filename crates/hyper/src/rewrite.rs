@@ -1,14 +1,10 @@
 //! Pointing a request at the chosen server: the URI rewrite and the user's hook.
 
-use core::cell::RefCell;
-use std::collections::HashMap;
-
 use http::request;
 use http::uri::{self, Authority, PathAndQuery, Scheme, Uri};
 use roundrobin_core::ServerUrl;
-use thread_local::ThreadLocal;
 
-use crate::fnv::FnvBuild;
+use crate::cache::PerThread;
 
 /// Sees each request after the balancer rewrote it for the chosen server.
 ///
@@ -86,42 +82,20 @@ fn with_target(
     Ok(Uri::from_parts(parts)?)
 }
 
-/// Past this many servers a thread's [`Targets`] starts again from empty (servers that
-/// discovery removed would otherwise stay in it).
-const MAX_TARGETS: usize = 4096;
-
 /// The parsed scheme and authority of each server a balancer pointed requests at, kept
 /// per thread: a request's URI then shares them (a reference count) instead of copying
 /// and checking the server's authority again, an allocation and a parse per request.
 #[derive(Default)]
 pub(crate) struct Targets {
-    parsed: ThreadLocal<RefCell<Parsed>>,
+    parsed: PerThread<ServerUrl, (Scheme, Authority)>,
 }
-
-/// Each server's parsed scheme and authority.
-type Parsed = HashMap<ServerUrl, (Scheme, Authority), FnvBuild>;
 
 impl Targets {
     /// What [`rewrite_uri`] returns.
     pub(crate) fn rewrite(&self, original: &Uri, server: &ServerUrl) -> Result<Uri, http::Error> {
-        let cell = self.parsed.get_or_default();
-        // Nothing here calls out to code that could come back to this cell; a borrow
-        // that fails all the same parses without the cache.
-        let Ok(mut parsed) = cell.try_borrow_mut() else {
-            return rewrite_uri(original, server);
-        };
-        let (scheme, authority) = match parsed.get(server) {
-            Some(target) => target.clone(),
-            None => {
-                let target = target(server)?;
-                if parsed.len() >= MAX_TARGETS {
-                    parsed.clear();
-                }
-                parsed.insert(server.clone(), target.clone());
-                target
-            }
-        };
-        drop(parsed);
+        let (scheme, authority) = self
+            .parsed
+            .get(server, ServerUrl::clone, || target(server))?;
         with_target(original, server, scheme, authority)
     }
 }
@@ -195,12 +169,15 @@ mod tests {
             }
         }
         let uri: Uri = "/".parse().unwrap();
-        for port in 1..=u16::try_from(MAX_TARGETS + 10).unwrap() {
+        for port in 1..=u16::try_from(crate::cache::MAX_ENTRIES + 10).unwrap() {
             let server = ServerUrl::parse(&format!("http://10.0.0.2:{port}")).unwrap();
             let rewritten = targets.rewrite(&uri, &server).unwrap();
             assert_eq!(rewritten.port_u16(), Some(port));
         }
-        let cached = targets.parsed.get().unwrap().borrow().len();
-        assert!((1..=MAX_TARGETS).contains(&cached), "{cached} cached");
+        let cached = targets.parsed.len();
+        assert!(
+            (1..=crate::cache::MAX_ENTRIES).contains(&cached),
+            "{cached} cached"
+        );
     }
 }
