@@ -14,7 +14,7 @@
 //! runs one thread at a time, so only one-worker targets are counted.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use core::time::Duration;
@@ -77,7 +77,7 @@ pub(crate) fn per_request(
     for pid in &pids {
         // The first dump of the process (`.1`); its end, on exit, is the file without
         // the suffix.
-        let dump = Path::new(&format!("{}.{pid}.1", out.display())).to_owned();
+        let dump = PathBuf::from(format!("{}.{pid}.1", out.display()));
         total += read_dump(&dump)?;
     }
     if total == 0 {

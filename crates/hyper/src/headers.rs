@@ -239,14 +239,18 @@ pub(crate) fn prepare<B>(
 /// `X-Forwarded-For` with `ip` after the earlier hops the request lists, in order,
 /// across repeated headers (RFC 7239's list rule).
 fn forwarded_for(headers: &HeaderMap, ip: IpAddr) -> Option<HeaderValue> {
+    chain(&headers.get_all(&X_FORWARDED_FOR), ip)
+}
+
+/// `priors` (earlier hops, each trimmed) then `ip`, comma-separated, as a header value.
+fn chain<'a>(
+    priors: impl IntoIterator<Item = &'a HeaderValue> + Copy,
+    ip: IpAddr,
+) -> Option<HeaderValue> {
     // Sized once: the earlier hops, their separators, and the longest IPv6 text.
-    let prior_len: usize = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .map(|v| v.len() + 2)
-        .sum();
+    let prior_len: usize = priors.into_iter().map(|v| v.len() + 2).sum();
     let mut chain = String::with_capacity(prior_len + 39);
-    for prior in headers.get_all(&X_FORWARDED_FOR) {
+    for prior in priors {
         if let Ok(prior) = prior.to_str() {
             chain.push_str(prior.trim());
             chain.push_str(", ");
@@ -303,9 +307,7 @@ impl Written {
 
 /// The text of `ip` as a header value.
 fn client_value(ip: IpAddr) -> Option<HeaderValue> {
-    let mut text = String::with_capacity(39);
-    push_ip(&mut text, ip);
-    HeaderValue::try_from(text).ok()
+    chain(&[], ip)
 }
 
 /// Appends `ip` as text: IPv4 digit by digit (the common case, without `fmt`).

@@ -103,24 +103,15 @@ impl<S: Subscriber, W: Fn(&[u8]) + Send + Sync + 'static> Layer<S> for AccessLin
             line.second = Some(now.as_secs());
         }
         let text = &mut line.text;
+        let time = Time(&line.stamp, now.subsec_micros());
         let level = event.metadata().level().as_str();
         match self.format {
             AccessLog::Text => {
-                let _ = write!(
-                    text,
-                    "{}.{:06}Z {level:>5}",
-                    line.stamp,
-                    now.subsec_micros()
-                );
+                let _ = write!(text, "{time} {level:>5}");
                 event.record(&mut TextFields(text));
             }
             AccessLog::Json => {
-                let _ = write!(
-                    text,
-                    "{{\"timestamp\":\"{}.{:06}Z\",\"level\":\"{level}\"",
-                    line.stamp,
-                    now.subsec_micros()
-                );
+                let _ = write!(text, "{{\"timestamp\":\"{time}\",\"level\":\"{level}\"");
                 event.record(&mut JsonFields(text));
                 text.push_str(",\"target\":");
                 push_json_str(text, event.metadata().target());
@@ -129,6 +120,16 @@ impl<S: Subscriber, W: Fn(&[u8]) + Send + Sync + 'static> Layer<S> for AccessLin
         }
         text.push('\n');
         (self.write)(text.as_bytes());
+    }
+}
+
+/// An event's time as both formats write it: `YYYY-MM-DDTHH:MM:SS.micros` and `Z`
+/// (the date and time to the second already formatted).
+struct Time<'a>(&'a str, u32);
+
+impl fmt::Display for Time<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:06}Z", self.0, self.1)
     }
 }
 
