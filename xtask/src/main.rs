@@ -12,6 +12,12 @@
 //!   (h2load), and with `--instructions` user-space instructions per request counted
 //!   by callgrind; needs nginx, haproxy, wrk, h2load (`nghttp2-client`), openssl and
 //!   for `--instructions` valgrind (`--install` apt-gets them).
+//! - `dist [--no-pgo] [--seconds N]`: the proxy binary for operators in
+//!   `target/dist/roundrobin-proxy`, built with profile-guided optimisation: an
+//!   instrumented build, a training run of N seconds a phase (the `pgo_train` example),
+//!   then the release build again with the profile; needs rustup's `llvm-tools`
+//!   component (added when missing). `--no-pgo`: the plain release build.
+//! - `bench-proxy --peers --pgo [ARGS..]`: the same, plus rows for the `dist` binary.
 //! - `fuzz [--seconds N]`: the cookie-decoding fuzz target (nightly + cargo-fuzz).
 //! - `chaos [--seconds N]`: the fault scenarios of the test suite, longer, against the
 //!   release proxy binary, as a markdown table.
@@ -35,15 +41,22 @@ fn main() -> ExitCode {
         "demo" => demo(rest),
         "bench" => bench(rest),
         "bench-proxy" => bench_proxy(rest),
+        "dist" => dist(rest).map(|bin| eprintln!("\nthe proxy binary: {}", bin.display())),
         "fuzz" => fuzz(rest),
         "readme" => readme(rest),
         "chaos" => chaos(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci|demo|bench|bench-proxy|chaos|fuzz|readme> [args..]");
+            println!(
+                "usage: cargo xtask <ci|demo|bench|bench-proxy|dist|chaos|fuzz|readme> [args..]"
+            );
             println!(
                 "  bench-proxy --peers [--protocols http,https,h2c] [--seconds N] [--rounds N] \
-                 [--idle-conns N] [--instructions REQUESTS] [--install]: proxy vs nginx and \
-                 HAProxy (--help for more)"
+                 [--idle-conns N] [--instructions REQUESTS] [--pgo] [--install]: proxy vs nginx \
+                 and HAProxy (--help for more)"
+            );
+            println!(
+                "  dist [--no-pgo] [--seconds N]: the proxy binary, built with profile-guided \
+                 optimisation, in target/dist/"
             );
             Ok(())
         }
@@ -290,11 +303,18 @@ fn bench_proxy(args: &[String]) -> Result {
 /// once `crates/proxy` exists, else the `proxy` example) and passes it as
 /// `--proxy-bin`, unless ARGS name one.
 fn bench_peers(args: &[String]) -> Result {
-    let args: Vec<&String> = args.iter().filter(|a| *a != "--peers").collect();
+    let pgo = args.iter().any(|a| a == "--pgo");
+    let args: Vec<&String> = args
+        .iter()
+        .filter(|a| *a != "--peers" && *a != "--pgo")
+        .collect();
     let mut proxy_bin = Vec::new();
+    if pgo {
+        let bin = dist(&[])?;
+        proxy_bin.extend(["--pgo-bin".into(), bin.into_os_string()]);
+    }
     if !args.iter().any(|a| a.starts_with("--proxy-bin")) {
-        let target = env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| root().join("target"), |dir| root().join(dir));
+        let target = target_dir();
         let mut build = cargo();
         build.args(["build", "--release", "--quiet"]);
         let bin = if root().join("crates/proxy").is_dir() {
@@ -305,7 +325,7 @@ fn bench_peers(args: &[String]) -> Result {
             "release/examples/proxy"
         };
         run("build the proxy", &mut build)?;
-        proxy_bin = vec!["--proxy-bin".into(), target.join(bin).into_os_string()];
+        proxy_bin.extend(["--proxy-bin".into(), target.join(bin).into_os_string()]);
     }
     run(
         "proxy vs nginx and HAProxy",
@@ -323,6 +343,192 @@ fn bench_peers(args: &[String]) -> Result {
             .args(proxy_bin)
             .args(args),
     )
+}
+
+/// The cargo target directory (`CARGO_TARGET_DIR`, relative to the workspace root, or
+/// `target`).
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), |dir| root().join(dir))
+}
+
+/// Seconds of each phase of the PGO training run (`dist --seconds N`).
+const TRAIN_SECONDS: u64 = 4;
+
+/// `dist [--no-pgo] [--seconds N]`: builds the proxy binary operators run and returns
+/// its path, `target/dist/roundrobin-proxy`.
+///
+/// With profile-guided optimisation (the default): the binary is built instrumented
+/// (`-Cprofile-generate`, in `target/pgo/generate`), the `pgo_train` example runs it
+/// through plain, full-balancer and TLS traffic on loopback (N seconds a phase), the
+/// profiles it wrote are merged with `llvm-profdata`, and the binary is built again
+/// with them (`-Cprofile-use`, in `target/pgo/use`). Both builds name the host target,
+/// so the flags reach the binary's code and not build scripts or proc macros.
+fn dist(args: &[String]) -> Result<PathBuf> {
+    let mut pgo = true;
+    let mut seconds = TRAIN_SECONDS;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--no-pgo" => pgo = false,
+            "--seconds" => {
+                seconds = rest
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|&s| s > 0)
+                    .ok_or("--seconds takes a whole number of seconds, at least 1")?;
+            }
+            other => return Err(format!("dist: unknown argument `{other}`")),
+        }
+    }
+    let target = target_dir();
+    let dist = target.join("dist");
+    std::fs::create_dir_all(&dist).map_err(|e| format!("{}: {e}", dist.display()))?;
+    let out = dist.join("roundrobin-proxy");
+    if !pgo {
+        run(
+            "build the proxy",
+            cargo().args(["build", "--release", "--quiet", "-p", "roundrobin-proxy"]),
+        )?;
+        copy(&target.join("release/roundrobin-proxy"), &out)?;
+        return Ok(out);
+    }
+    let host = rustc_line(&["-vV"], "host: ")?;
+    let profdata = llvm_profdata(&host)?;
+    let pgo_dir = target.join("pgo");
+    let profiles = pgo_dir.join("profiles");
+    let _ = std::fs::remove_dir_all(&profiles);
+    std::fs::create_dir_all(&profiles).map_err(|e| format!("{}: {e}", profiles.display()))?;
+    let build = |dir: &str, flag: String| {
+        let mut cmd = cargo();
+        cmd.args(["build", "--release", "--quiet", "-p", "roundrobin-proxy"])
+            .args(["--target", &host])
+            .env("CARGO_TARGET_DIR", pgo_dir.join(dir))
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env(
+                "RUSTFLAGS",
+                match env::var("RUSTFLAGS") {
+                    Ok(user) if !user.trim().is_empty() => format!("{user} {flag}"),
+                    _ => flag,
+                },
+            );
+        cmd
+    };
+    let binary = |dir: &str| {
+        pgo_dir
+            .join(dir)
+            .join(&host)
+            .join("release/roundrobin-proxy")
+    };
+    run(
+        "build the instrumented proxy",
+        &mut build(
+            "generate",
+            format!("-Cprofile-generate={}", profiles.display()),
+        ),
+    )?;
+    run(
+        "train it (the pgo_train example)",
+        cargo()
+            .args(["run", "--release", "--quiet", "-p", "roundrobin-proxy"])
+            .args(["--example", "pgo_train", "--"])
+            .arg(binary("generate"))
+            .arg(seconds.to_string())
+            .env("LLVM_PROFILE_FILE", profiles.join("proxy-%p.profraw")),
+    )?;
+    let raw: Vec<PathBuf> = std::fs::read_dir(&profiles)
+        .map_err(|e| format!("{}: {e}", profiles.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "profraw"))
+        .collect();
+    if raw.is_empty() {
+        return Err(format!(
+            "the training wrote no profile in {}",
+            profiles.display()
+        ));
+    }
+    // Profiles of earlier runs go.
+    for old in std::fs::read_dir(&pgo_dir).into_iter().flatten().flatten() {
+        if old.path().extension().is_some_and(|x| x == "profdata") {
+            let _ = std::fs::remove_file(old.path());
+        }
+    }
+    let merged = pgo_dir.join("proxy.profdata");
+    run(
+        "merge the profiles",
+        Command::new(&profdata)
+            .args(["merge", "-o"])
+            .arg(&merged)
+            .args(&raw),
+    )?;
+    // Named by its content: a new profile changes the flags, so cargo rebuilds (it does
+    // not track the file itself).
+    let bytes = std::fs::read(&merged).map_err(|e| format!("{}: {e}", merged.display()))?;
+    let named = pgo_dir.join(format!("proxy-{:016x}.profdata", fnv1a(&bytes)));
+    std::fs::rename(&merged, &named).map_err(|e| format!("{}: {e}", named.display()))?;
+    run(
+        "build the proxy with the profile",
+        &mut build("use", format!("-Cprofile-use={}", named.display())),
+    )?;
+    copy(&binary("use"), &out)?;
+    Ok(out)
+}
+
+/// The line of `rustc ARGS`' output that starts with `prefix`, without it.
+fn rustc_line(args: &[&str], prefix: &str) -> Result<String> {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(&rustc)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{rustc}: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(|l| l.trim().to_owned())
+        .ok_or_else(|| format!("`{rustc} {}` printed no `{prefix}` line", args.join(" ")))
+}
+
+/// The `llvm-profdata` of the toolchain's LLVM (rustup's `llvm-tools` component, added
+/// if it is missing): another LLVM's may not read the profiles.
+fn llvm_profdata(host: &str) -> Result<PathBuf> {
+    let sysroot = PathBuf::from(rustc_line(&["--print", "sysroot"], "")?);
+    let tool = sysroot
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/llvm-profdata");
+    if !tool.is_file() {
+        run(
+            "add the llvm-tools component (llvm-profdata)",
+            Command::new("rustup").args(["component", "add", "llvm-tools"]),
+        )
+        .map_err(|e| {
+            format!(
+                "{e}; a PGO build needs {}: `rustup component add llvm-tools`, or pass \
+                 --no-pgo",
+                tool.display()
+            )
+        })?;
+    }
+    if tool.is_file() {
+        Ok(tool)
+    } else {
+        Err(format!(
+            "no llvm-profdata at {} (pass --no-pgo)",
+            tool.display()
+        ))
+    }
+}
+
+/// The 64-bit FNV-1a hash of `bytes`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn copy(from: &Path, to: &Path) -> Result {
+    std::fs::copy(from, to)
+        .map(drop)
+        .map_err(|e| format!("copying {} to {}: {e}", from.display(), to.display()))
 }
 
 fn bench(args: &[String]) -> Result {

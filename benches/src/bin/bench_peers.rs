@@ -6,7 +6,7 @@
 //! cargo xtask bench-proxy --peers [--seconds 6] [--rounds 3] [--install]
 //!     [--protocols http,https,h2c] [--concurrency 32 --concurrency 256]
 //!     [--h2-streams 10] [--warmup 1] [--idle-conns 10000]
-//!     [--proxy-bin PATH] [--out-dir DIR] [--instructions REQUESTS]
+//!     [--proxy-bin PATH] [--pgo-bin PATH] [--out-dir DIR] [--instructions REQUESTS]
 //! ```
 //!
 //! Needs `nginx` and `haproxy` in `PATH`, `wrk` for the `http` and `https` rows,
@@ -55,6 +55,11 @@ struct Args {
     /// target/release/examples/proxy].
     #[arg(long, value_name = "PATH")]
     proxy_bin: Option<PathBuf>,
+    /// A second build of our proxy, profile-guided (`cargo xtask dist`): adds its rows
+    /// with 1 and 2 workers to every protocol group (`cargo xtask bench-proxy --peers
+    /// --pgo` builds it and passes it here).
+    #[arg(long, value_name = "PATH")]
+    pgo_bin: Option<PathBuf>,
     /// Where peers.md and peers.svg go [default: target/bench-proxy].
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
@@ -106,6 +111,7 @@ fn main() -> ExitCode {
         warmup: args.warmup,
         idle_conns: args.idle_conns,
         proxy_bin,
+        pgo_bin: args.pgo_bin,
         out_dir: args.out_dir.unwrap_or_else(|| target.join("bench-proxy")),
         install: args.install,
         instructions: args.instructions,

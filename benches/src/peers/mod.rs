@@ -21,7 +21,10 @@
 //!      balancer: wrk sends no cookie, so every response sets one, the dearest sticky
 //!      path; every response is recorded in the rebalancer's meters), pricing
 //!      metrics, the access log and the full balancer;
-//!   6. a second HAProxy identical to the first: the noise control. Its distance
+//!   6. with `--pgo-bin PATH` (`cargo xtask bench-proxy --peers --pgo` builds it with
+//!      `cargo xtask dist`): that profile-guided build of our proxy with 1 and with 2
+//!      workers, in every protocol group, beside the plain release build;
+//!   7. a second HAProxy identical to the first: the noise control. Its distance
 //!      from the first row is what the machine's noise alone does to a figure.
 //!
 //!   Our proxy gets `TOKIO_WORKER_THREADS=N`, plus `--workers N` if its `--help`
@@ -214,6 +217,8 @@ pub(crate) struct Options {
     pub(crate) idle_conns: usize,
     /// Our proxy's binary.
     pub(crate) proxy_bin: PathBuf,
+    /// A profile-guided build of it, whose 1- and 2-worker rows join every group.
+    pub(crate) pgo_bin: Option<PathBuf>,
     /// Where `peers.md` and `peers.svg` go.
     pub(crate) out_dir: PathBuf,
     /// Run `apt-get install -y` with [`PACKAGES`] first.
@@ -303,12 +308,13 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
     } else {
         None
     };
-    let roundrobin = |workers, extra| Kind::Roundrobin {
-        bin: opts.proxy_bin.clone(),
+    let roundrobin_in = |bin: &PathBuf, workers, extra| Kind::Roundrobin {
+        bin: bin.clone(),
         workers_flag,
         workers,
         extra,
     };
+    let roundrobin = |workers, extra| roundrobin_in(&opts.proxy_bin, workers, extra);
     let target = |name, kind, every_protocol| Target {
         name,
         kind,
@@ -316,7 +322,7 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
     };
     // The default proxy counts metrics; the two extra rows price metrics and the access
     // log (`--no-metrics`, `--access-log json` written to the log file).
-    let targets = [
+    let mut targets = vec![
         target("haproxy", Kind::Haproxy { threads: 1 }, true),
         target("nginx", Kind::Nginx, true),
         target("roundrobin, 1 worker", roundrobin(1, &[]), true),
@@ -339,12 +345,27 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
             roundrobin(1, &["--sticky", "_backend", "--rebalance"]),
             false,
         ),
-        target(
-            "haproxy (noise control)",
-            Kind::Haproxy { threads: 1 },
-            true,
-        ),
     ];
+    if let Some(pgo) = &opts.pgo_bin {
+        if !pgo.is_file() {
+            return Err(format!("no binary at --pgo-bin {}", pgo.display()));
+        }
+        targets.push(target(
+            "roundrobin PGO, 1 worker",
+            roundrobin_in(pgo, 1, &[]),
+            true,
+        ));
+        targets.push(target(
+            "roundrobin PGO, 2 workers",
+            roundrobin_in(pgo, 2, &[]),
+            true,
+        ));
+    }
+    targets.push(target(
+        "haproxy (noise control)",
+        Kind::Haproxy { threads: 1 },
+        true,
+    ));
     // At most three listeners per target, one more for its callgrind count, plus the
     // three backends.
     let mut ports = free_ports(3 + 4 * targets.len())?.into_iter();
