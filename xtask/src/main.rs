@@ -362,7 +362,9 @@ const TRAIN_SECONDS: u64 = 4;
 /// through plain, full-balancer and TLS traffic on loopback (N seconds a phase), the
 /// profiles it wrote are merged with `llvm-profdata`, and the binary is built again
 /// with them (`-Cprofile-use`, in `target/pgo/use`). Both builds name the host target,
-/// so the flags reach the binary's code and not build scripts or proc macros.
+/// so the flags reach the binary's code and not build scripts or proc macros. The
+/// profile of an unchanged instrumented build is reused: run again on the same sources,
+/// `dist` trains and builds nothing.
 fn dist(args: &[String]) -> Result<PathBuf> {
     let mut pgo = true;
     let mut seconds = TRAIN_SECONDS;
@@ -396,8 +398,6 @@ fn dist(args: &[String]) -> Result<PathBuf> {
     let profdata = llvm_profdata(&host)?;
     let pgo_dir = target.join("pgo");
     let profiles = pgo_dir.join("profiles");
-    let _ = std::fs::remove_dir_all(&profiles);
-    std::fs::create_dir_all(&profiles).map_err(|e| format!("{}: {e}", profiles.display()))?;
     let build = |dir: &str, flag: String| {
         let mut cmd = cargo();
         cmd.args(["build", "--release", "--quiet", "-p", "roundrobin-proxy"])
@@ -426,12 +426,42 @@ fn dist(args: &[String]) -> Result<PathBuf> {
             format!("-Cprofile-generate={}", profiles.display()),
         ),
     )?;
+    // The profile is named by the instrumented binary it was trained on (and the
+    // training's length): unchanged sources keep their profile, and cargo its build
+    // with it; a new binary gets a new name, so the flags change and cargo rebuilds (it
+    // does not track the file itself).
+    let trained = binary("generate");
+    let bytes = std::fs::read(&trained).map_err(|e| format!("{}: {e}", trained.display()))?;
+    let named = pgo_dir.join(format!("proxy-{:016x}-{seconds}s.profdata", fnv1a(&bytes)));
+    if named.is_file() {
+        eprintln!(
+            "\n==> the profile of this instrumented build: {}",
+            named.display()
+        );
+    } else {
+        train(&profdata, &trained, seconds, &pgo_dir, &named)?;
+    }
+    run(
+        "build the proxy with the profile",
+        &mut build("use", format!("-Cprofile-use={}", named.display())),
+    )?;
+    copy(&binary("use"), &out)?;
+    Ok(out)
+}
+
+/// Runs the `pgo_train` example against the instrumented binary `trained` (`seconds` a
+/// phase) and merges the profiles it wrote into `profile`, in place of any earlier one
+/// in `pgo_dir`.
+fn train(profdata: &Path, trained: &Path, seconds: u64, pgo_dir: &Path, profile: &Path) -> Result {
+    let profiles = pgo_dir.join("profiles");
+    let _ = std::fs::remove_dir_all(&profiles);
+    std::fs::create_dir_all(&profiles).map_err(|e| format!("{}: {e}", profiles.display()))?;
     run(
         "train it (the pgo_train example)",
         cargo()
             .args(["run", "--release", "--quiet", "-p", "roundrobin-proxy"])
             .args(["--example", "pgo_train", "--"])
-            .arg(binary("generate"))
+            .arg(trained)
             .arg(seconds.to_string())
             .env("LLVM_PROFILE_FILE", profiles.join("proxy-%p.profraw")),
     )?;
@@ -446,31 +476,21 @@ fn dist(args: &[String]) -> Result<PathBuf> {
             profiles.display()
         ));
     }
-    // Profiles of earlier runs go.
-    for old in std::fs::read_dir(&pgo_dir).into_iter().flatten().flatten() {
+    for old in std::fs::read_dir(pgo_dir).into_iter().flatten().flatten() {
         if old.path().extension().is_some_and(|x| x == "profdata") {
             let _ = std::fs::remove_file(old.path());
         }
     }
-    let merged = pgo_dir.join("proxy.profdata");
+    // Merged under another name first: a merge cut short leaves no profile to reuse.
+    let merged = pgo_dir.join("merging.tmp");
     run(
         "merge the profiles",
-        Command::new(&profdata)
+        Command::new(profdata)
             .args(["merge", "-o"])
             .arg(&merged)
             .args(&raw),
     )?;
-    // Named by its content: a new profile changes the flags, so cargo rebuilds (it does
-    // not track the file itself).
-    let bytes = std::fs::read(&merged).map_err(|e| format!("{}: {e}", merged.display()))?;
-    let named = pgo_dir.join(format!("proxy-{:016x}.profdata", fnv1a(&bytes)));
-    std::fs::rename(&merged, &named).map_err(|e| format!("{}: {e}", named.display()))?;
-    run(
-        "build the proxy with the profile",
-        &mut build("use", format!("-Cprofile-use={}", named.display())),
-    )?;
-    copy(&binary("use"), &out)?;
-    Ok(out)
+    std::fs::rename(&merged, profile).map_err(|e| format!("{}: {e}", profile.display()))
 }
 
 /// The line of `rustc ARGS`' output that starts with `prefix`, without it.
