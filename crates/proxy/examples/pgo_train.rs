@@ -24,6 +24,7 @@
 //! teach the compiler the wrong paths.
 
 use core::convert::Infallible;
+use core::future::Future;
 use core::net::SocketAddr;
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
@@ -102,76 +103,88 @@ pub(crate) async fn train(bin: &Path, phase: Duration) -> Result {
     for name in ["b1\n", "b2\n", "b3\n"] {
         backends.push(backend(name).await?);
     }
-    let mut args: Vec<String> = Vec::new();
+    let mut backend_args: Vec<String> = Vec::new();
     for (b, w) in backends.iter().zip([3, 2, 1]) {
-        args.extend(["--backend".into(), format!("http://{}={w}", b.local_addr())]);
+        backend_args.extend(["--backend".into(), format!("http://{}={w}", b.local_addr())]);
     }
+    // `extra`, then the backends.
     let with = |extra: &[&str]| {
         let mut a: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        a.extend(args.iter().cloned());
+        a.extend(backend_args.iter().cloned());
         a
     };
 
+    let (plain, h2c) = (&plain_client(), &h2c_client());
+
     // 1. One worker, the defaults.
-    let proxy = Proxy::start(bin, &with(&["--workers", "1"])).await?;
-    let plain = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let h2c = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(HttpConnector::new());
-    let url = format!("http://{}/", proxy.addr);
-    let n = tokio::try_join!(
-        load(&plain, &url, 32, phase, Shape::Get),
-        load(&plain, &url, 4, phase, Shape::Upload),
-        load(&h2c, &url, 4, phase, Shape::Get),
-    )?;
-    proxy.stop().await?;
-    eprintln!(
-        "pgo_train: defaults, 1 worker: {} GETs, {} uploads, {} h2c GETs",
-        n.0, n.1, n.2
-    );
+    let args = with(&["--workers", "1"]);
+    run_phase(bin, &args, "http", "defaults, 1 worker", |url| async move {
+        let (gets, uploads, h2) = tokio::try_join!(
+            load(plain, &url, 32, phase, Shape::Get),
+            load(plain, &url, 4, phase, Shape::Upload),
+            load(h2c, &url, 4, phase, Shape::Get),
+        )?;
+        Ok(vec![("GETs", gets), ("uploads", uploads), ("h2c GETs", h2)])
+    })
+    .await?;
 
     // 2. The full balancer on two workers.
-    let proxy = Proxy::start(
-        bin,
-        &with(&[
-            "--workers",
-            "2",
-            "--sticky",
-            "_backend",
-            "--rebalance",
-            "--access-log",
-            "json",
-        ]),
-    )
+    let args = with(&[
+        "--workers",
+        "2",
+        "--sticky",
+        "_backend",
+        "--rebalance",
+        "--access-log",
+        "json",
+    ]);
+    let what = "sticky + rebalance + access log, 2 workers";
+    run_phase(bin, &args, "http", what, |url| async move {
+        let (gets, sticky) = tokio::try_join!(
+            load(plain, &url, 16, phase, Shape::Get),
+            load(plain, &url, 16, phase, Shape::Sticky),
+        )?;
+        Ok(vec![("GETs", gets), ("with the cookie", sticky)])
+    })
     .await?;
-    let url = format!("http://{}/", proxy.addr);
-    let n = tokio::try_join!(
-        load(&plain, &url, 16, phase, Shape::Get),
-        load(&plain, &url, 16, phase, Shape::Sticky),
-    )?;
-    proxy.stop().await?;
-    eprintln!(
-        "pgo_train: sticky + rebalance + access log, 2 workers: {} GETs, {} with the cookie",
-        n.0, n.1
-    );
 
-    // 3. TLS.
+    // 3. TLS, with a certificate made here.
     let dir = std::env::temp_dir().join(format!("roundrobin-pgo-train-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let ca = pki::Ca::new();
     let (cert, key, _) = ca.leaf("pgo-train");
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     let written = std::fs::write(&cert_path, cert).and_then(|()| std::fs::write(&key_path, key));
+    let (cert_arg, key_arg) = (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    );
+    let args = with(&[
+        "--workers",
+        "1",
+        "--tls-cert",
+        &cert_arg,
+        "--tls-key",
+        &key_arg,
+    ]);
+    let connector = || {
+        HttpsConnectorBuilder::new()
+            .with_tls_config(ca.client_config(&[]))
+            .https_only()
+    };
+    let h1 = &Client::builder(TokioExecutor::new()).build(connector().enable_http1().build());
+    let h2 = &Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(connector().enable_http2().build());
     let result = match written {
         Ok(()) => {
-            tls_phase(
-                bin,
-                &with(&["--workers", "1"]),
-                &ca,
-                &cert_path,
-                &key_path,
-                phase,
-            )
+            run_phase(bin, &args, "https", "TLS, 1 worker", |url| async move {
+                let (h1, h2) = tokio::try_join!(
+                    load(h1, &url, 16, phase, Shape::Get),
+                    load(h2, &url, 4, phase, Shape::Get),
+                )?;
+                Ok(vec![("HTTP/1.1 GETs", h1), ("h2 GETs", h2)])
+            })
             .await
         }
         Err(e) => Err(format!("{}: {e}", dir.display())),
@@ -184,41 +197,40 @@ pub(crate) async fn train(bin: &Path, phase: Duration) -> Result {
     Ok(())
 }
 
-async fn tls_phase(
+/// A plain HTTP/1.1 client.
+fn plain_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// A cleartext HTTP/2 client (prior knowledge).
+fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new())
+}
+
+/// One phase: starts the binary with `args`, runs `loads` against its URL
+/// (`SCHEME://ADDR/`), stops it (so it writes its profile) and prints `what` with the
+/// requests each load had answered.
+async fn run_phase<F, Fut>(
     bin: &Path,
     args: &[String],
-    ca: &pki::Ca,
-    cert: &Path,
-    key: &Path,
-    phase: Duration,
-) -> Result {
-    let mut args = args.to_vec();
-    args.extend([
-        "--tls-cert".to_owned(),
-        cert.display().to_string(),
-        "--tls-key".to_owned(),
-        key.display().to_string(),
-    ]);
-    let proxy = Proxy::start(bin, &args).await?;
-    let connector = || {
-        HttpsConnectorBuilder::new()
-            .with_tls_config(ca.client_config(&[]))
-            .https_only()
-    };
-    let h1 = Client::builder(TokioExecutor::new()).build(connector().enable_http1().build());
-    let h2 = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(connector().enable_http2().build());
-    let url = format!("https://{}/", proxy.addr);
-    let n = tokio::try_join!(
-        load(&h1, &url, 16, phase, Shape::Get),
-        load(&h2, &url, 4, phase, Shape::Get),
-    )?;
+    scheme: &str,
+    what: &str,
+    loads: F,
+) -> Result
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<Vec<(&'static str, u64)>>>,
+{
+    let proxy = Proxy::start(bin, args).await?;
+    let answered = loads(format!("{scheme}://{}/", proxy.addr)).await?;
     proxy.stop().await?;
-    eprintln!(
-        "pgo_train: TLS, 1 worker: {} HTTP/1.1 GETs, {} h2 GETs",
-        n.0, n.1
-    );
+    let answered: Vec<String> = answered
+        .iter()
+        .map(|(load, n)| format!("{n} {load}"))
+        .collect();
+    eprintln!("pgo_train: {what}: {}", answered.join(", "));
     Ok(())
 }
 
