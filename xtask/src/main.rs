@@ -439,7 +439,7 @@ fn dist(args: &[String]) -> Result<PathBuf> {
             named.display()
         );
     } else {
-        train(&profdata, &trained, seconds, &pgo_dir, &named)?;
+        train(&profdata, &trained, seconds, &profiles, &named)?;
     }
     run(
         "build the proxy with the profile",
@@ -450,12 +450,12 @@ fn dist(args: &[String]) -> Result<PathBuf> {
 }
 
 /// Runs the `pgo_train` example against the instrumented binary `trained` (`seconds` a
-/// phase) and merges the profiles it wrote into `profile`, in place of any earlier one
-/// in `pgo_dir`.
-fn train(profdata: &Path, trained: &Path, seconds: u64, pgo_dir: &Path, profile: &Path) -> Result {
-    let profiles = pgo_dir.join("profiles");
-    let _ = std::fs::remove_dir_all(&profiles);
-    std::fs::create_dir_all(&profiles).map_err(|e| format!("{}: {e}", profiles.display()))?;
+/// phase), its raw profiles going to `profiles`, and merges them into `profile`, in
+/// place of any earlier profile beside it.
+fn train(profdata: &Path, trained: &Path, seconds: u64, profiles: &Path, profile: &Path) -> Result {
+    let pgo_dir = profile.parent().ok_or("the profile has no directory")?;
+    let _ = std::fs::remove_dir_all(profiles);
+    std::fs::create_dir_all(profiles).map_err(|e| format!("{}: {e}", profiles.display()))?;
     run(
         "train it (the pgo_train example)",
         cargo()
@@ -465,7 +465,7 @@ fn train(profdata: &Path, trained: &Path, seconds: u64, pgo_dir: &Path, profile:
             .arg(seconds.to_string())
             .env("LLVM_PROFILE_FILE", profiles.join("proxy-%p.profraw")),
     )?;
-    let raw: Vec<PathBuf> = std::fs::read_dir(&profiles)
+    let raw: Vec<PathBuf> = std::fs::read_dir(profiles)
         .map_err(|e| format!("{}: {e}", profiles.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "profraw"))

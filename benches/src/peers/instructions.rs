@@ -3,7 +3,8 @@
 //! CPU time per request moves with everything else the machine does (the harness's
 //! own rounds of one target differ by 10 % and more); the instructions a balancer runs
 //! per request do not. Each target is started again under
-//! `valgrind --tool=callgrind` (nginx's worker is followed across its fork), warmed
+//! `valgrind --tool=callgrind` (nginx with `master_process off`: valgrind's control
+//! does not reach a forked worker, and with one worker the master does its work), warmed
 //! up with [`WARMUP`] requests, its counters zeroed (`callgrind_control -z`), then
 //! sent exactly `N` HTTP/1.1 requests by `h2load --h1 -c32 -nN`, and its counters
 //! dumped (`callgrind_control --dump`): the instructions of every process of the

@@ -210,9 +210,14 @@ impl Visit for JsonFields<'_> {
 /// 0x80, so text can be looked at a byte at a time). No early exit: the loop compiles
 /// to vector compares.
 fn needs_escape(s: &str) -> bool {
-    s.as_bytes().iter().fold(false, |found, &b| {
-        found | (b < 0x20) | (b == b'"') | (b == b'\\')
-    })
+    s.as_bytes()
+        .iter()
+        .fold(false, |found, &b| found | escaped(b))
+}
+
+/// Whether byte `b` is escaped inside a JSON string.
+fn escaped(b: u8) -> bool {
+    (b < 0x20) | (b == b'"') | (b == b'\\')
 }
 
 /// `s` as a JSON string, quotes included.
@@ -234,7 +239,7 @@ impl fmt::Write for JsonEscape<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let mut start = 0;
         for (i, &b) in s.as_bytes().iter().enumerate() {
-            if !(b < 0x20 || b == b'"' || b == b'\\') {
+            if !escaped(b) {
                 continue;
             }
             self.0.push_str(&s[start..i]);
